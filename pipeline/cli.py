@@ -1,0 +1,191 @@
+"""Command line: ``pipeline <command>`` (or ``python -m pipeline``).
+
+Exit codes: 0 success; 3 validation stopped the cycle; 4 the gate rejected the
+candidate; 5 a promotion/rejection/rollback was refused; 2 bad configuration;
+1 any other error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from pipeline.errors import GateRejected, PipelineError, ValidationStopped
+
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+
+
+def _progress(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def _config(args):
+    from pipeline.config import load_config
+
+    return load_config(args.config)
+
+
+def _as_of(config, value: str) -> date:
+    """A date, or ``latest``: the day of the newest row in the source, resolved once and recorded in the cycle id."""
+    if value != "latest":
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise PipelineError(f"--as-of must be YYYY-MM-DD or 'latest', got {value!r}") from None
+    from pipeline.data import latest_day
+
+    return latest_day(config.source)
+
+
+def cmd_cycle(args) -> int:
+    from pipeline.cycle import run_cycle
+    from pipeline.summary import format_outcome
+
+    config = _config(args)
+    outcome = run_cycle(
+        config, _as_of(config, args.as_of), cycle_id=args.cycle_id, until=args.until, actor=args.actor,
+        progress=_progress,
+    )
+    print(format_outcome(outcome))
+    if isinstance(outcome.error, ValidationStopped):
+        return ValidationStopped.exit_code
+    if isinstance(outcome.error, GateRejected):
+        return GateRejected.exit_code
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from pipeline import promote
+
+    entry = promote.promote(_config(args), args.version, actor=args.actor, reason=args.reason, override=args.override)
+    print(f"promoted: {entry.describe()}")
+    return 0
+
+
+def cmd_reject(args) -> int:
+    from pipeline import promote
+
+    entry = promote.reject(_config(args), args.version, actor=args.actor, reason=args.reason)
+    print(f"rejected: {entry.describe()}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from pipeline import promote
+
+    entry = promote.rollback(_config(args), actor=args.actor, reason=args.reason, to_version=args.to)
+    print(f"rolled back: {entry.describe()}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from pipeline.summary import format_status
+
+    print(format_status(_config(args), cycles=args.cycles))
+    return 0
+
+
+def cmd_propose_suite(args) -> int:
+    from pipeline import data
+    from pipeline.validate import propose_suite, write_suite
+
+    config = _config(args)
+    window = data.current_window(config, _as_of(config, args.as_of))
+    frame = data.read_window(config.source, window)
+    if frame.empty:
+        raise PipelineError(f"window {window.label()} has no rows to profile")
+    output = Path(args.output) if args.output else config.validation.suite
+    write_suite(propose_suite(config, frame), output)
+    print(f"wrote a suite profiled on {len(frame):,} rows of {window.label()} to {output}; review it, then commit it")
+    return 0
+
+
+def cmd_demo_seed(args) -> int:
+    from pipeline import demo
+
+    config = _config(args)
+    url = args.url or config.source.url
+    if not args.force and demo.demo_is_seeded(url):
+        print(f"demo data already present in {url} (use --force to regenerate)")
+        return 0
+    started = time.perf_counter()
+    written = demo.seed_demo(url, seed=args.seed)
+    rows = ", ".join(f"{table}: {count:,} rows" for table, count in written.items())
+    print(f"seeded {url} in {time.perf_counter() - started:.1f}s ({rows}); "
+          f"dates: covariate shift {demo.COVARIATE_SHIFT_DATE}, new category {demo.NEW_CATEGORY_DATE}, "
+          f"concept drift {demo.CONCEPT_DRIFT_DATE}, last day {demo.DEMO_END}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", default=os.environ.get("PIPELINE_CONFIG", str(DEMO_CONFIG)),
+        help="YAML config file (default: $PIPELINE_CONFIG or the demo config)",
+    )
+    actor = argparse.ArgumentParser(add_help=False)
+    actor.add_argument("--actor", help="who acts, for the promotion log (default: the OS user)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cycle_commands = {
+        "run": ("promote", "run a whole cycle: load, validate, drift, train, gate, register, promote"),
+        "validate": ("validate", "load the windows and validate the current one"),
+        "drift": ("drift", "load, validate and measure drift against the reference window"),
+        "train": ("gate", "load, validate, drift, k-fold train and gate (registers nothing)"),
+    }
+    for name, (until, help_text) in cycle_commands.items():
+        cmd = sub.add_parser(name, parents=[common, actor], help=help_text, description=help_text)
+        cmd.add_argument("--as-of", default="latest", help="YYYY-MM-DD, or 'latest' (the newest day in the source)")
+        cmd.add_argument("--cycle-id", help="cycle id (default: <model>-<as-of>); re-running an id reuses its run")
+        cmd.set_defaults(func=cmd_cycle, until=until)
+
+    cmd = sub.add_parser("promote", parents=[common, actor], help="make a gated version the champion")
+    cmd.add_argument("--version", required=True)
+    cmd.add_argument("--override", action="store_true", help="promote without a passing gate verdict (needs --reason)")
+    cmd.add_argument("--reason")
+    cmd.set_defaults(func=cmd_promote)
+
+    cmd = sub.add_parser("reject", parents=[common, actor], help="reject a candidate version (champion unchanged)")
+    cmd.add_argument("--version", required=True)
+    cmd.add_argument("--reason")
+    cmd.set_defaults(func=cmd_reject)
+
+    cmd = sub.add_parser("rollback", parents=[common, actor], help="move champion back to previous-champion")
+    cmd.add_argument("--to", help="roll back to this version instead of previous-champion")
+    cmd.add_argument("--reason")
+    cmd.set_defaults(func=cmd_rollback)
+
+    cmd = sub.add_parser("status", parents=[common], help="champion, challenger, pending approval, last cycles, alias history")
+    cmd.add_argument("--cycles", type=int, default=5, help="how many recent cycles to list")
+    cmd.set_defaults(func=cmd_status)
+
+    cmd = sub.add_parser("propose-suite", parents=[common], help="profile a window and write an expectation suite to review")
+    cmd.add_argument("--as-of", default="latest", help="profile the current window ending on this day")
+    cmd.add_argument("--output", help="where to write the suite (default: the config's validation.suite)")
+    cmd.set_defaults(func=cmd_propose_suite)
+
+    demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True, metavar="COMMAND")
+    cmd = demo.add_parser("seed", parents=[common], help="write the demo warehouse (both demo tables) into the source database")
+    cmd.add_argument("--url", help="SQLAlchemy URL (default: the config's source.url)")
+    cmd.add_argument("--seed", type=int, default=7)
+    cmd.add_argument("--force", action="store_true", help="regenerate even if the tables exist")
+    cmd.set_defaults(func=cmd_demo_seed)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

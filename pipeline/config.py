@@ -1,0 +1,232 @@
+"""The pipeline's one configuration file: YAML validated with pydantic.
+
+URIs and secrets may be overridden from the environment (``PIPELINE_*``), so a
+config file committed to a repository never has to carry them.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import ConfigError
+
+Task = Literal["classification", "regression"]
+Family = Literal["xgboost", "hist_gradient_boosting", "random_forest", "logistic_regression", "ridge"]
+Device = Literal["auto", "cpu", "cuda"]
+Severity = Literal["critical", "warning"]
+DriftMethod = Literal[
+    "ks", "wasserstein", "jensenshannon", "psi", "chisquare", "z", "kl_div", "hellinger", "mannw", "anderson", "ed"
+]
+
+CLASSIFICATION_METRICS = ("roc_auc", "log_loss", "f1")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+
+# Environment variables that override a config value; URIs and secrets belong there, not in files.
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "PIPELINE_SOURCE_URL": ("source", "url"),
+    "PIPELINE_TRACKING_URI": ("registry", "tracking_uri"),
+    "PIPELINE_DATABASE_URL": ("promotion", "database_url"),
+    "PIPELINE_STORAGE_ROOT": ("storage", "root"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Features(_Strict):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @model_validator(mode="after")
+    def _disjoint_and_present(self) -> Features:
+        if not self.all:
+            raise ValueError("at least one numeric or categorical feature is required")
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ValueError(f"features listed as both numeric and categorical: {sorted(both)}")
+        return self
+
+
+class Source(_Strict):
+    url: str = Field(description="SQLAlchemy URL of the data source (override: PIPELINE_SOURCE_URL).")
+    table: str | None = None
+    query: str | None = Field(default=None, description="A SELECT used instead of `table`.")
+    timestamp_column: str
+    target_column: str
+    key_column: str | None = Field(default=None, description="Rows must be unique on (key, timestamp) when set.")
+    features: Features
+    unexpected_columns: Severity = Field(
+        default="warning", description="Severity of columns present in the data but not in the schema."
+    )
+    read_chunk_rows: int = Field(default=200_000, gt=0)
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> Source:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` or `query`")
+        return self
+
+    @property
+    def schema_columns(self) -> list[str]:
+        cols = [self.timestamp_column, *self.features.all, self.target_column]
+        if self.key_column:
+            cols.insert(0, self.key_column)
+        return cols
+
+
+class Windows(_Strict):
+    current_days: int = Field(default=28, gt=0, description="Trailing days up to and including the as-of date.")
+    initial_reference_days: int = Field(
+        default=28, gt=0, description="With no champion yet, the reference is this many days just before the current window."
+    )
+    initial_reference_start: date | None = Field(
+        default=None, description="Fixed start of the first reference window instead of the days just before."
+    )
+    min_rows: int = Field(default=500, ge=1, description="A window with fewer rows stops the cycle.")
+
+
+class Validation(_Strict):
+    suite: Path = Field(description="Expectation suite JSON (relative paths resolve against the config file).")
+
+
+class FeatureDrift(_Strict):
+    method: DriftMethod | None = None
+    threshold: float | None = None
+
+
+class Drift(_Strict):
+    dataset_drift_share: float = Field(default=0.3, gt=0, le=1, description="Dataset drifts when this share of features drift.")
+    num_method: DriftMethod = "wasserstein"
+    cat_method: DriftMethod = "jensenshannon"
+    num_threshold: float = 0.1
+    cat_threshold: float = 0.1
+    per_feature: dict[str, FeatureDrift] = Field(default_factory=dict)
+    sample_rows: int | None = Field(
+        default=100_000, gt=0, description="Sample each window to this many rows before drift (None: all rows)."
+    )
+    top_features: int = Field(default=5, gt=0)
+
+
+class Training(_Strict):
+    family: Family = "xgboost"
+    device: Device = "auto"
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict, description="Passed to the estimator.")
+    early_stopping_rounds: int | None = Field(default=20, gt=0)
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    n_jobs: int = Field(default=1, description="Threads per model; 1 is fastest on small shared machines.")
+    seed: int = 42
+
+
+class Evaluation(_Strict):
+    k: int = Field(default=5, ge=2)
+    split: Literal["stratified", "kfold", "time"] = "stratified"
+    primary_metric: Literal["roc_auc", "log_loss", "f1", "rmse", "mae", "r2"] | None = None
+
+
+class Gate(_Strict):
+    floors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Worst acceptable k-fold mean per metric: a minimum for AUC/F1/R², a maximum for log-loss/RMSE/MAE.",
+    )
+    max_fold_std: float | None = Field(default=None, ge=0, description="Ceiling on the fold-to-fold standard deviation.")
+    min_improvement: float = Field(default=0.0, description="Margin the candidate must beat the champion by.")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level of the paired test.")
+    min_compare_rows: int = Field(default=200, ge=1, description="Fewest unseen rows the comparison may use.")
+
+
+class Registry(_Strict):
+    tracking_uri: str = Field(description="MLflow tracking URI (override: PIPELINE_TRACKING_URI or MLFLOW_TRACKING_URI).")
+    artifact_root: str | None = Field(default=None, description="Artifact location for a newly created experiment.")
+    experiment: str | None = None
+
+
+class Promotion(_Strict):
+    approval: Literal["manual", "auto"] = "manual"
+    database_url: str = Field(description="SQLAlchemy URL of the promotion log (override: PIPELINE_DATABASE_URL).")
+
+
+class Storage(_Strict):
+    root: str = Field(description="Run directories live here, one per cycle (override: PIPELINE_STORAGE_ROOT).")
+
+
+class Config(_Strict):
+    model_name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    task: Task
+    source: Source
+    windows: Windows = Windows()
+    validation: Validation
+    drift: Drift = Drift()
+    training: Training = Training()
+    evaluation: Evaluation = Evaluation()
+    gate: Gate = Gate()
+    registry: Registry
+    promotion: Promotion
+    storage: Storage
+
+    @model_validator(mode="after")
+    def _task_consistency(self) -> Config:
+        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        if self.evaluation.primary_metric is None:
+            self.evaluation.primary_metric = allowed[0]
+        elif self.evaluation.primary_metric not in allowed:
+            raise ValueError(f"evaluation.primary_metric {self.evaluation.primary_metric!r} is not one of {allowed} for {self.task}")
+        if self.task == "regression" and self.evaluation.split == "stratified":
+            self.evaluation.split = "kfold"
+        wrong_family = {"classification": "ridge", "regression": "logistic_regression"}[self.task]
+        if self.training.family == wrong_family:
+            raise ValueError(f"training.family {wrong_family!r} does not fit a {self.task} task")
+        if set(self.gate.floors) - set(allowed):
+            raise ValueError(f"gate.floors names metrics {sorted(set(self.gate.floors) - set(allowed))}; {self.task} has {allowed}")
+        unknown = set(self.drift.per_feature) - set(self.source.features.all)
+        if unknown:
+            raise ValueError(f"drift.per_feature names columns that are not features: {sorted(unknown)}")
+        return self
+
+    @property
+    def primary_metric(self) -> str:
+        assert self.evaluation.primary_metric is not None
+        return self.evaluation.primary_metric
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate a config file.
+
+    Relative file paths and SQLite URLs resolve against the config file's directory
+    for the suite, and against the working directory for data locations.
+    """
+    path = Path(path)
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    for var, keys in ENV_OVERRIDES.items():
+        if environ.get(var):
+            raw.setdefault(keys[0], {})[keys[1]] = environ[var]
+    if environ.get("MLFLOW_TRACKING_URI") and not environ.get("PIPELINE_TRACKING_URI"):
+        raw.setdefault("registry", {})["tracking_uri"] = environ["MLFLOW_TRACKING_URI"]
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid configuration: {problems}") from None
+    if not config.validation.suite.is_absolute():
+        config.validation.suite = (path.parent / config.validation.suite).resolve()
+    return config

@@ -1,0 +1,206 @@
+"""Stage 8: promotion, rejection and rollback, each appended to the promotion log.
+
+MLflow aliases are last-writer-wins and keep no history, so the promotion log is
+both the audit trail and the arbiter: every action takes the next sequence number
+for its model under a unique constraint, and the alias moves inside the same
+transaction. Of two processes acting at once, exactly one gets the number; the
+other is refused.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from pipeline import registry
+from pipeline.config import Config
+from pipeline.data import redact_url
+from pipeline.errors import DataSourceError, PromotionRefused
+
+metadata = sa.MetaData()
+promotion_log = sa.Table(
+    "promotion_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("from_version", sa.String(20)),
+    sa.Column("to_version", sa.String(20)),
+    sa.Column("verdict_id", sa.String(200)),
+    sa.Column("reason", sa.Text),
+    sa.UniqueConstraint("model_name", "seq", name="uq_promotion_log_model_seq"),
+)
+
+ACTIONS = ("promote", "override", "reject", "rollback")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    from_version: str | None
+    to_version: str | None
+    verdict_id: str | None
+    reason: str | None
+
+    def describe(self) -> str:
+        moved = f"v{self.from_version or '-'} -> v{self.to_version or '-'}"
+        why = f" ({self.reason})" if self.reason else ""
+        return f"#{self.seq} {self.at:%Y-%m-%d %H:%M:%S} {self.actor}: {self.action} {moved}{why}"
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def _engine(config: Config) -> sa.Engine:
+    url = config.promotion.database_url
+    try:
+        engine = sa.create_engine(url)
+        metadata.create_all(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        raise DataSourceError(f"cannot open the promotion log at {redact_url(url)}: {exc}") from None
+    return engine
+
+
+def history(config: Config, limit: int | None = None) -> list[LogEntry]:
+    """The model's log, newest first."""
+    engine = _engine(config)
+    query = (
+        sa.select(promotion_log).where(promotion_log.c.model_name == config.model_name)
+        .order_by(promotion_log.c.seq.desc()).limit(limit)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    engine.dispose()
+    return [LogEntry(**{k: row[k] for k in LogEntry.__dataclass_fields__}) for row in rows]
+
+
+def _append(
+    config: Config, action: str, actor: str, from_version: str | None, to_version: str | None,
+    verdict_id: str | None, reason: str | None, move_aliases,
+) -> LogEntry:
+    """Take the next sequence number, move the aliases, commit; refuse if another action got there first."""
+    engine = _engine(config)
+    try:
+        with engine.begin() as conn:
+            last = conn.execute(
+                sa.select(sa.func.max(promotion_log.c.seq)).where(promotion_log.c.model_name == config.model_name)
+            ).scalar()
+            entry = LogEntry(
+                seq=(last or 0) + 1, at=datetime.now(timezone.utc), actor=actor, action=action,
+                from_version=from_version, to_version=to_version, verdict_id=verdict_id, reason=reason,
+            )
+            conn.execute(promotion_log.insert().values(model_name=config.model_name, **entry.__dict__))
+            move_aliases()
+    except sa.exc.IntegrityError:
+        raise PromotionRefused(
+            f"another promotion of {config.model_name!r} was recorded at the same moment; nothing changed here — "
+            "check `pipeline status` and retry if still wanted"
+        ) from None
+    finally:
+        engine.dispose()
+    return entry
+
+
+def _current_champion(config: Config) -> str | None:
+    info = registry.alias_version(config, registry.CHAMPION)
+    return info.version if info else None
+
+
+def promote(
+    config: Config, version: str, actor: str | None = None, reason: str | None = None, override: bool = False
+) -> LogEntry:
+    """Make ``version`` the champion. Needs a passing gate verdict unless overridden with a reason."""
+    version = str(version)
+    actor = actor or default_actor()
+    info = registry.get_version(config, version)
+    champion = _current_champion(config)
+    verdict_id = info.tags.get("gate.verdict_id")
+    if champion == version:
+        done = [e for e in history(config) if e.to_version == version and e.action in ("promote", "override")]
+        if done:
+            return done[0]  # the same approval again (a re-run cycle): already recorded, nothing to move
+        raise PromotionRefused(f"version {version} is already the champion")
+    if override:
+        if not reason:
+            raise PromotionRefused("--override needs --reason: an override without a recorded reason is refused")
+    else:
+        if info.tags.get("approval") == "rejected":
+            raise PromotionRefused(f"version {version} was rejected; use --override --reason to promote it anyway")
+        if not info.gate_passed:
+            raise PromotionRefused(
+                f"version {version} has no passing gate verdict (gate.passed={info.tags.get('gate.passed', 'absent')}); "
+                "use --override --reason to promote it anyway"
+            )
+        compared = info.tags.get("gate.champion_version", "none")
+        if compared != (champion or "none"):
+            raise PromotionRefused(
+                f"the gate compared version {version} against champion {compared}, but the champion is now "
+                f"{champion or 'none'}; re-run the cycle so the gate compares against the current champion"
+            )
+
+    def move() -> None:
+        registry.set_alias(config, registry.CHAMPION, version)
+        registry.set_alias(config, registry.PREVIOUS, champion)
+        if registry.CHALLENGER in info.aliases:
+            registry.set_alias(config, registry.CHALLENGER, None)
+        registry.set_version_tags(config, version, {"approval": "approved", "approved_by": actor})
+
+    action = "override" if override else "promote"
+    return _append(config, action, actor, champion, version, verdict_id, reason, move)
+
+
+def reject(config: Config, version: str, actor: str | None = None, reason: str | None = None) -> LogEntry:
+    """Record that a person rejected ``version``; the champion is not touched."""
+    version = str(version)
+    actor = actor or default_actor()
+    info = registry.get_version(config, version)
+    if registry.CHAMPION in info.aliases:
+        raise PromotionRefused(f"version {version} is the champion; use `pipeline rollback` to replace it")
+
+    def move() -> None:
+        if registry.CHALLENGER in info.aliases:
+            registry.set_alias(config, registry.CHALLENGER, None)
+        registry.set_version_tags(config, version, {"approval": "rejected", "rejected_by": actor})
+
+    champion = _current_champion(config)
+    return _append(config, "reject", actor, champion, version, info.tags.get("gate.verdict_id"), reason, move)
+
+
+def rollback(config: Config, actor: str | None = None, reason: str | None = None, to_version: str | None = None) -> LogEntry:
+    """Move ``champion`` back to ``previous-champion`` (or to ``to_version``)."""
+    actor = actor or default_actor()
+    champion = _current_champion(config)
+    if to_version is None:
+        previous = registry.alias_version(config, registry.PREVIOUS)
+        if previous is None:
+            raise PromotionRefused(f"model {config.model_name!r} has no previous champion to roll back to")
+        to_version = previous.version
+    to_version = str(to_version)
+    registry.get_version(config, to_version)
+    if to_version == champion:
+        raise PromotionRefused(f"version {to_version} is already the champion")
+    # After the rollback, previous-champion is whatever preceded the restored version, so a second
+    # rollback keeps walking back through the history instead of flipping between two versions.
+    before_target = next(
+        (e.from_version for e in history(config) if e.to_version == to_version and e.action in ("promote", "override")),
+        None,
+    )
+
+    def move() -> None:
+        registry.set_alias(config, registry.CHAMPION, to_version)
+        registry.set_alias(config, registry.PREVIOUS, before_target)
+
+    return _append(config, "rollback", actor, champion, to_version, None, reason, move)

@@ -1,0 +1,199 @@
+"""Stage 4: build and fit a model of the configured family on a training frame.
+
+Every model is one scikit-learn ``Pipeline`` (type coercion → encoding → estimator),
+so the encoding travels with the model into the registry and the champion can be
+scored on raw rows later.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from pipeline.config import Config
+from pipeline.errors import ConfigError, PipelineError
+
+TREE_FAMILIES = ("xgboost", "hist_gradient_boosting", "random_forest")
+
+
+class FeatureCoercer(BaseEstimator, TransformerMixin):
+    """Select the schema's features and give them stable types (numbers as float, categories as str)."""
+
+    def __init__(self, numeric: list[str], categorical: list[str]):
+        self.numeric = numeric
+        self.categorical = categorical
+
+    def fit(self, X: pd.DataFrame, y=None) -> FeatureCoercer:
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(index=X.index)
+        for column in self.numeric:
+            out[column] = pd.to_numeric(X[column], errors="coerce").astype("float64")
+        for column in self.categorical:
+            values = X[column]
+            out[column] = values.astype(object).where(values.notna(), np.nan).map(
+                lambda v: v if isinstance(v, float) else str(v)
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class FitInfo:
+    device: str
+    best_iteration: int | None
+    seconds: float
+
+
+def gpu_visible() -> bool:
+    """True when an NVIDIA GPU is visible to this process and XGBoost was built with CUDA."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    import xgboost
+
+    if not xgboost.build_info().get("USE_CUDA"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if gpus.is_dir() and any(gpus.iterdir()):
+        return True
+    if shutil.which("nvidia-smi"):
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+        return listed.returncode == 0 and "GPU" in listed.stdout
+    return False
+
+
+def resolve_device(config: Config) -> str:
+    """The device that will train: XGBoost silently falls back to the CPU, so a missing GPU is our error."""
+    requested, family = config.training.device, config.training.family
+    if requested == "cpu":
+        return "cpu"
+    if requested == "cuda":
+        if family != "xgboost":
+            raise ConfigError(f"training.device 'cuda' needs training.family 'xgboost' (got {family!r})")
+        if not gpu_visible():
+            raise PipelineError(
+                "training.device is 'cuda' but no NVIDIA GPU is visible to this process "
+                "(check nvidia-smi and CUDA_VISIBLE_DEVICES, or set device: auto / cpu)"
+            )
+        return "cuda"
+    return "cuda" if family == "xgboost" and gpu_visible() else "cpu"
+
+
+def _encoder(config: Config) -> ColumnTransformer:
+    numeric, categorical = config.source.features.numeric, config.source.features.categorical
+    if config.training.family in TREE_FAMILIES:
+        # Trees split on ordinal codes; unseen and missing categories become NaN, which all three handle.
+        ordinal = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
+        return ColumnTransformer([("num", "passthrough", numeric), ("cat", ordinal, categorical)])
+    numeric_steps = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    categorical_steps = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore")),
+        ]
+    )
+    return ColumnTransformer([("num", numeric_steps, numeric), ("cat", categorical_steps, categorical)])
+
+
+def _estimator(config: Config, device: str):
+    training, classify = config.training, config.task == "classification"
+    params = dict(training.params)
+    seed = training.seed
+    if training.family == "xgboost":
+        import xgboost
+
+        cls = xgboost.XGBClassifier if classify else xgboost.XGBRegressor
+        return cls(
+            tree_method="hist", device=device, n_jobs=training.n_jobs, random_state=seed,
+            early_stopping_rounds=training.early_stopping_rounds, **params,
+        )
+    if training.family == "hist_gradient_boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+        categorical = [False] * len(config.source.features.numeric) + [True] * len(config.source.features.categorical)
+        early = training.early_stopping_rounds
+        return cls(
+            categorical_features=categorical, random_state=seed, early_stopping=early is not None,
+            n_iter_no_change=early or 10, validation_fraction=training.validation_fraction, **params,
+        )
+    if training.family == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        cls = RandomForestClassifier if classify else RandomForestRegressor
+        return cls(n_jobs=training.n_jobs, random_state=seed, **params)
+    if training.family == "logistic_regression":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=1000, random_state=seed, **params)
+    from sklearn.linear_model import Ridge
+
+    return Ridge(random_state=seed, **params)
+
+
+def build_model(config: Config, device: str) -> Pipeline:
+    """An unfitted pipeline; raises ConfigError when training.params don't fit the family."""
+    features = config.source.features
+    try:
+        estimator = _estimator(config, device)
+    except TypeError as exc:
+        raise ConfigError(f"training.params do not fit family {config.training.family!r}: {exc}") from None
+    return Pipeline(
+        [
+            ("coerce", FeatureCoercer(list(features.numeric), list(features.categorical))),
+            ("encode", _encoder(config)),
+            ("model", estimator),
+        ]
+    )
+
+
+def encode_target(config: Config, target: pd.Series) -> np.ndarray:
+    """Binary classes become 0/1 (the larger label is the positive class); regression targets become float."""
+    if config.task == "regression":
+        return pd.to_numeric(target, errors="raise").to_numpy(dtype="float64")
+    classes = sorted(pd.unique(target.dropna()))
+    if len(classes) != 2:
+        raise PipelineError(
+            f"target {config.source.target_column!r} must have exactly two classes for classification, "
+            f"found {len(classes)}: {classes[:10]}"
+        )
+    return (target.to_numpy() == classes[1]).astype("int64")
+
+
+def fit_model(config: Config, X: pd.DataFrame, y: np.ndarray, device: str) -> tuple[Pipeline, FitInfo]:
+    """Fit one model; XGBoost early-stops on an inner validation split carved from ``X``."""
+    started = time.perf_counter()
+    model = build_model(config, device)
+    training = config.training
+    if training.family == "xgboost" and training.early_stopping_rounds:
+        stratify = y if config.task == "classification" else None
+        X_fit, X_val, y_fit, y_val = train_test_split(
+            X, y, test_size=training.validation_fraction, random_state=training.seed, stratify=stratify
+        )
+        head = model[:-1].fit(X_fit, y_fit)
+        model[-1].fit(head.transform(X_fit), y_fit, eval_set=[(head.transform(X_val), y_val)], verbose=False)
+        best = int(model[-1].best_iteration)
+    else:
+        model.fit(X, y)
+        best = int(model[-1].n_iter_) if training.family == "hist_gradient_boosting" else None
+    return model, FitInfo(device=device, best_iteration=best, seconds=time.perf_counter() - started)
+
+
+def predict_scores(model: Pipeline, X: pd.DataFrame, task: str) -> np.ndarray:
+    """Positive-class probability for classification, the prediction for regression."""
+    if task == "classification":
+        return model.predict_proba(X)[:, 1]
+    return model.predict(X)

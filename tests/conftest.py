@@ -1,0 +1,74 @@
+"""Shared fixtures: small frames and a config pointing every store into a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.config import Config, load_config
+
+FEATURES_NUMERIC = ["x_num", "y_num"]
+FEATURES_CATEGORICAL = ["color"]
+
+
+def small_frame(rows: int = 400, seed: int = 0, start: str = "2026-01-01", days: int = 10) -> pd.DataFrame:
+    """A tiny classification frame whose label depends on the features (so models learn something)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=rows)
+    y = rng.normal(loc=5, scale=2, size=rows)
+    color = rng.choice(["red", "green", "blue"], size=rows)
+    logit = 1.5 * x - 0.4 * (y - 5) + np.where(color == "red", 0.8, 0.0)
+    label = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    ts = pd.Timestamp(start) + pd.to_timedelta(rng.integers(0, days * 86400, size=rows), unit="s")
+    return pd.DataFrame(
+        {"id": np.arange(rows), "ts": ts, "x_num": x, "y_num": y, "color": color, "label": label}
+    ).sort_values("ts", ignore_index=True)
+
+
+def config_dict(tmp_path: Path, suite: Path | None = None, **sections) -> dict:
+    """A valid config as a dict; ``sections`` replace or extend top-level sections."""
+    raw = {
+        "model_name": "test_model",
+        "task": "classification",
+        "source": {
+            "url": f"sqlite:///{tmp_path / 'warehouse.db'}",
+            "table": "events",
+            "timestamp_column": "ts",
+            "target_column": "label",
+            "key_column": "id",
+            "features": {"numeric": list(FEATURES_NUMERIC), "categorical": list(FEATURES_CATEGORICAL)},
+        },
+        "windows": {"current_days": 5, "initial_reference_days": 5, "min_rows": 10},
+        "validation": {"suite": str(suite or tmp_path / "suite.json")},
+        "training": {"params": {"n_estimators": 30, "max_depth": 3}},
+        "evaluation": {"k": 3},
+        "registry": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_root": str(tmp_path / "artifacts")},
+        "promotion": {"approval": "manual", "database_url": f"sqlite:///{tmp_path / 'pipeline.db'}"},
+        "storage": {"root": str(tmp_path / "runs")},
+    }
+    for section, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(section), dict):
+            raw[section] = {**raw[section], **value}
+        else:
+            raw[section] = value
+    return raw
+
+
+def write_config(tmp_path: Path, **sections) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_dict(tmp_path, **sections)))
+    return path
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return small_frame()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return load_config(write_config(tmp_path), environ={})
