@@ -34,8 +34,10 @@ the whole dataset. Values are observed with gaps (``monthly_charges`` ~5 %, ``ag
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -44,6 +46,9 @@ from sqlalchemy.engine import make_url
 
 from pipeline.data import create_engine, redact_url
 from pipeline.errors import DataSourceError
+
+if TYPE_CHECKING:
+    from pandas.io.sql import SQLTable
 
 DEMO_START: date = date(2026, 1, 1)
 DEMO_DAYS: int = 180
@@ -70,6 +75,9 @@ PLAN_SHARES = (0.45, 0.35, 0.20)
 PLAN_BASE_CHARGE = np.array([30.0, 60.0, 95.0])
 PLAN_BASE_LOG_USAGE = np.array([1.8, 2.4, 3.0])
 NULL_SHARES = {"monthly_charges": 0.05, "age": 0.03, "region": 0.02}
+# The covariate shift: a price rise (charges * factor + offset) and heavier usage (usage * factor).
+PRICE_RISE = (1.12, 6.0)
+USAGE_GROWTH = 1.5
 # Share of the (lo, hi) rows-per-day range used on each weekday, Monday first.
 WEEKDAY_LEVEL = np.array([0.62, 0.66, 0.66, 0.62, 0.55, 0.30, 0.25])
 DAY_LEVEL_NOISE = 0.08
@@ -80,9 +88,12 @@ def generate(
     seed: int = 7, start: date = DEMO_START, days: int = DEMO_DAYS, rows_per_day: tuple[int, int] = (1000, 3000)
 ) -> pd.DataFrame:
     """All demo rows, ordered by ``event_ts``, with both targets; the same seed gives the same frame."""
+    low, high = rows_per_day
+    if not 0 < low <= high:
+        raise ValueError(f"rows_per_day must be (low, high) with 0 < low <= high, got {rows_per_day}")
     rng = np.random.default_rng(seed)
     day_dates = pd.date_range(start, periods=days, freq="D")
-    rows_by_day = _rows_per_day(rng, day_dates, rows_per_day)
+    rows_by_day = _rows_per_day(rng, day_dates, low, high)
     day = np.repeat(day_dates.to_numpy(), rows_by_day)
     n = len(day)
     event_ts = pd.DatetimeIndex(np.sort(day + rng.integers(0, 86_400, n) * np.timedelta64(1, "s")))
@@ -100,9 +111,9 @@ def generate(
     age = np.clip(np.round(rng.normal(44, 14, n)), 18, 90)
     support_calls = rng.poisson(np.where(plan == 0, 1.8, 1.3))
     charges = PLAN_BASE_CHARGE[plan] + rng.normal(0, 9, n)
-    charges = np.where(shifted, charges * 1.12 + 6.0, charges)  # a price rise
+    charges = np.where(shifted, charges * PRICE_RISE[0] + PRICE_RISE[1], charges)
     usage = np.exp(PLAN_BASE_LOG_USAGE[plan] + rng.normal(0, 0.7, n))
-    usage = np.where(shifted, usage * 1.5, usage)  # heavier usage
+    usage = np.where(shifted, usage * USAGE_GROWTH, usage)
     charges = np.maximum(np.round(charges, 2), 5.0)
     usage = np.round(usage, 2)
 
@@ -112,7 +123,7 @@ def generate(
             TIMESTAMP_COLUMN: event_ts,
             "tenure_months": tenure,
             "monthly_charges": charges,
-            "support_calls": support_calls.astype(np.int64),
+            "support_calls": support_calls,
             "data_usage_gb": usage,
             "age": age,
             "contract": np.array(CONTRACTS, dtype=object)[contract],
@@ -131,8 +142,7 @@ def generate(
     return frame
 
 
-def _rows_per_day(rng: np.random.Generator, day_dates: pd.DatetimeIndex, rows_per_day: tuple[int, int]) -> np.ndarray:
-    low, high = rows_per_day
+def _rows_per_day(rng: np.random.Generator, day_dates: pd.DatetimeIndex, low: int, high: int) -> np.ndarray:
     level = np.clip(WEEKDAY_LEVEL[day_dates.dayofweek] + rng.normal(0, DAY_LEVEL_NOISE, len(day_dates)), 0, 1)
     return np.round(low + level * (high - low)).astype(np.int64)
 
@@ -192,24 +202,21 @@ def seed_demo(url: str, seed: int = 7, days: int = DEMO_DAYS, if_exists: str = "
     frame = generate(seed=seed, days=days)
     engine = create_engine(url)
     sqlite_file = _sqlite_file(url)
-    insert_method = None
-    column_types = None
-    if sqlite_file is not None or engine.dialect.name == "sqlite":
-        if sqlite_file is not None:
-            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    if sqlite_file is not None:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    is_sqlite = engine.dialect.name == "sqlite"
+    if is_sqlite:
         # SQLite stores timestamps as text: write them the way SQLAlchemy's DATETIME does
         # ('YYYY-MM-DD HH:MM:SS.ffffff', which compares correctly against 'YYYY-MM-DD' bounds),
         # so the rows can go straight to the driver.
         frame[TIMESTAMP_COLUMN] = frame[TIMESTAMP_COLUMN].dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-        insert_method = _driver_executemany
-        column_types = {TIMESTAMP_COLUMN: sa.DateTime()}
     tables = {CHURN_TABLE: frame.drop(columns=SPEND_TARGET), SPEND_TABLE: frame.drop(columns=CHURN_TARGET)}
     try:
         with engine.begin() as conn:
             for name, table in tables.items():
                 table.to_sql(
                     name, conn, if_exists=if_exists, index=False, chunksize=WRITE_CHUNK_ROWS,
-                    method=insert_method, dtype=column_types,
+                    method=_driver_executemany if is_sqlite else None, dtype={TIMESTAMP_COLUMN: sa.DateTime()},
                 )
                 # Every cycle reads a date window: index the timestamp column.
                 reflected = sa.Table(name, sa.MetaData(), autoload_with=conn)
@@ -221,11 +228,12 @@ def seed_demo(url: str, seed: int = 7, days: int = DEMO_DAYS, if_exists: str = "
     return {name: len(table) for name, table in tables.items()}
 
 
-def _driver_executemany(pd_table, conn: sa.Connection, keys: list[str], data_iter) -> int:
+def _driver_executemany(pd_table: SQLTable, conn: sa.Connection, keys: list[str], data_iter: Iterable[tuple]) -> int:
     """pandas' insert method for SQLite: one driver ``executemany`` per chunk.
 
     pandas' default insert runs every row through SQLAlchemy's parameter processing,
-    which takes four fifths of the seed's time; the values here are already plain.
+    which made the full seed three times slower (20 s instead of 6 s); the values here
+    are already plain numbers, strings and None.
     """
     insert = sa.insert(pd_table.table).compile(dialect=conn.dialect)
     return conn.exec_driver_sql(insert.string, list(data_iter)).rowcount
@@ -233,10 +241,10 @@ def _driver_executemany(pd_table, conn: sa.Connection, keys: list[str], data_ite
 
 def demo_is_seeded(url: str) -> bool:
     """Whether both demo tables exist and hold rows (never creates a SQLite file)."""
+    engine = create_engine(url)
     sqlite_file = _sqlite_file(url)
     if sqlite_file is not None and not sqlite_file.exists():
-        return False
-    engine = create_engine(url)
+        return False  # connecting would create an empty database file
     try:
         with engine.connect() as conn:
             inspector = sa.inspect(conn)

@@ -137,27 +137,18 @@ def detect_drift(config: Config, reference: pd.DataFrame, current: pd.DataFrame,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     report_path = run_dir / "drift.html"
-    if compared:
-        scores = _run_evidently(
-            sampled_reference[compared], sampled_current[compared], {n: kinds[n] for n in compared},
-            {n: settings[n] for n in compared}, config.drift.dataset_drift_share, report_path,
+    scores = (
+        _run_evidently(
+            sampled_reference[compared], sampled_current[compared], kinds, settings,
+            config.drift.dataset_drift_share, report_path,
         )
-    else:
-        scores = {}
+        if compared
+        else {}
+    )
 
-    features = []
-    for name, kind in kinds.items():
-        method, threshold = settings[name]
-        score, drifted = scores.get(name, (None, False))
-        note = notes[name]
-        if not note and math.isnan(score):
-            note = f"Evidently returned no score (NaN) for method {method}"
-        if note:
-            features.append(FeatureDrift(name, kind, None, None, None, False, "degenerate", note))
-        else:
-            status = "drifted" if drifted else "stable"
-            features.append(FeatureDrift(name, kind, method, score, threshold, drifted, status, ""))
-
+    features = [
+        _feature_drift(name, kind, *settings[name], notes[name], scores.get(name)) for name, kind in kinds.items()
+    ]
     computable = [f for f in features if f.status != "degenerate"]
     drifted_share = sum(f.drifted for f in computable) / len(computable) if computable else 0.0
     result = DriftResult(
@@ -176,6 +167,18 @@ def detect_drift(config: Config, reference: pd.DataFrame, current: pd.DataFrame,
         report_path.write_text(_nothing_compared_html(result))
     Path(result.summary_path).write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     return result
+
+
+def _feature_drift(
+    name: str, kind: str, method: str, threshold: float, note: str, scored: tuple[float, bool] | None
+) -> FeatureDrift:
+    """The verdict on one feature; ``scored`` is Evidently's (score, drifted), None when it was not run."""
+    if not note and math.isnan(scored[0]):
+        note = f"Evidently returned no score (NaN) for method {method}"
+    if note:
+        return FeatureDrift(name, kind, None, None, None, False, "degenerate", note)
+    score, drifted = scored
+    return FeatureDrift(name, kind, method, score, threshold, drifted, "drifted" if drifted else "stable", "")
 
 
 def _method_and_threshold(config: Config, feature: str, kind: str) -> tuple[str, float]:
@@ -239,20 +242,21 @@ def _run_evidently(
     drift_share: float,
     report_path: Path,
 ) -> dict[str, tuple[float, bool]]:
-    """Run the preset on scorable columns, save its HTML, and return {feature: (score, drifted)}."""
+    """Run the preset on the frames' columns, save its HTML, and return {feature: (score, drifted)}."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
+    columns = list(reference.columns)
     definition = DataDefinition(
-        numerical_columns=[n for n, k in kinds.items() if k == NUMERIC],
-        categorical_columns=[n for n, k in kinds.items() if k == CATEGORICAL],
+        numerical_columns=[n for n in columns if kinds[n] == NUMERIC],
+        categorical_columns=[n for n in columns if kinds[n] == CATEGORICAL],
     )
     # Every column gets its method and threshold by name: Evidently's own defaults depend on the row count.
     preset = DataDriftPreset(
-        columns=list(kinds),
+        columns=columns,
         drift_share=drift_share,
-        per_column_method={n: method for n, (method, _) in settings.items()},
-        per_column_threshold={n: threshold for n, (_, threshold) in settings.items()},
+        per_column_method={n: settings[n][0] for n in columns},
+        per_column_threshold={n: settings[n][1] for n in columns},
     )
     with warnings.catch_warnings():
         # A column constant in one window makes Evidently's plots divide by zero; the score is unaffected.

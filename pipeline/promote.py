@@ -10,7 +10,7 @@ other is refused.
 from __future__ import annotations
 
 import getpass
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -36,8 +36,6 @@ promotion_log = sa.Table(
     sa.Column("reason", sa.Text),
     sa.UniqueConstraint("model_name", "seq", name="uq_promotion_log_model_seq"),
 )
-
-ACTIONS = ("promote", "override", "reject", "rollback")
 
 
 @dataclass(frozen=True)
@@ -68,10 +66,25 @@ def _engine(config: Config) -> sa.Engine:
     url = config.promotion.database_url
     try:
         engine = sa.create_engine(url)
+        if engine.dialect.name == "sqlite":
+            _serialize_sqlite_writers(engine)
         metadata.create_all(engine)
     except sa.exc.SQLAlchemyError as exc:
         raise DataSourceError(f"cannot open the promotion log at {redact_url(url)}: {exc}") from None
     return engine
+
+
+def _serialize_sqlite_writers(engine: sa.Engine) -> None:
+    """SQLite: take the write lock when the transaction begins, so concurrent actions queue instead of deadlocking."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA busy_timeout = 30000")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def history(config: Config, limit: int | None = None) -> list[LogEntry]:
@@ -84,20 +97,38 @@ def history(config: Config, limit: int | None = None) -> list[LogEntry]:
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
     engine.dispose()
-    return [LogEntry(**{k: row[k] for k in LogEntry.__dataclass_fields__}) for row in rows]
+    entries = [LogEntry(**{k: row[k] for k in LogEntry.__dataclass_fields__}) for row in rows]
+    # SQLite drops the time zone on the way back; every time we store is UTC.
+    return [e if e.at.tzinfo else replace(e, at=e.at.replace(tzinfo=timezone.utc)) for e in entries]
+
+
+CHAMPION_MOVES = ("promote", "override", "rollback")
 
 
 def _append(
     config: Config, action: str, actor: str, from_version: str | None, to_version: str | None,
-    verdict_id: str | None, reason: str | None, move_aliases,
+    verdict_id: str | None, reason: str | None, move_aliases, check_champion: bool = True,
 ) -> LogEntry:
-    """Take the next sequence number, move the aliases, commit; refuse if another action got there first."""
+    """Append one action and move the aliases in the same transaction.
+
+    Refused when, by the log, the champion is no longer ``from_version`` (another action got there
+    first), or when a concurrent writer took the same sequence number.
+    """
     engine = _engine(config)
+    model = promotion_log.c.model_name == config.model_name
     try:
         with engine.begin() as conn:
-            last = conn.execute(
-                sa.select(sa.func.max(promotion_log.c.seq)).where(promotion_log.c.model_name == config.model_name)
+            last = conn.execute(sa.select(sa.func.max(promotion_log.c.seq)).where(model)).scalar()
+            logged_champion = conn.execute(
+                sa.select(promotion_log.c.to_version).where(model, promotion_log.c.action.in_(CHAMPION_MOVES))
+                .order_by(promotion_log.c.seq.desc()).limit(1)
             ).scalar()
+            if check_champion and logged_champion != from_version:
+                raise PromotionRefused(
+                    f"the champion of {config.model_name!r} changed meanwhile: the promotion log says "
+                    f"v{logged_champion or '-'}, this {action} expected v{from_version or '-'}; nothing changed — "
+                    "check `pipeline status` (if MLflow's aliases were moved outside the pipeline, use --override)"
+                )
             entry = LogEntry(
                 seq=(last or 0) + 1, at=datetime.now(timezone.utc), actor=actor, action=action,
                 from_version=from_version, to_version=to_version, verdict_id=verdict_id, reason=reason,
@@ -106,7 +137,7 @@ def _append(
             move_aliases()
     except sa.exc.IntegrityError:
         raise PromotionRefused(
-            f"another promotion of {config.model_name!r} was recorded at the same moment; nothing changed here — "
+            f"another action on {config.model_name!r} was recorded at the same moment; nothing changed here — "
             "check `pipeline status` and retry if still wanted"
         ) from None
     finally:
@@ -159,7 +190,7 @@ def promote(
         registry.set_version_tags(config, version, {"approval": "approved", "approved_by": actor})
 
     action = "override" if override else "promote"
-    return _append(config, action, actor, champion, version, verdict_id, reason, move)
+    return _append(config, action, actor, champion, version, verdict_id, reason, move, check_champion=not override)
 
 
 def reject(config: Config, version: str, actor: str | None = None, reason: str | None = None) -> LogEntry:
@@ -176,7 +207,9 @@ def reject(config: Config, version: str, actor: str | None = None, reason: str |
         registry.set_version_tags(config, version, {"approval": "rejected", "rejected_by": actor})
 
     champion = _current_champion(config)
-    return _append(config, "reject", actor, champion, version, info.tags.get("gate.verdict_id"), reason, move)
+    return _append(
+        config, "reject", actor, champion, version, info.tags.get("gate.verdict_id"), reason, move, check_champion=False
+    )
 
 
 def rollback(config: Config, actor: str | None = None, reason: str | None = None, to_version: str | None = None) -> LogEntry:

@@ -135,14 +135,18 @@ def register_candidate(
         import sklearn
         import xgboost
 
+        import skops.io
+
         signature = infer_signature(example, model.predict(example))
+        # skops refuses to load types it wasn't told to trust; these are exactly the types of the model we built.
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
         with mlflow.start_run(run_id=run_id):
             # Explicit requirements: MLflow's inference runs a subprocess for ~5 s per model.
             logged = mlflow.sklearn.log_model(
                 model, name="model", signature=signature, input_example=example,
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"xgboost=={xgboost.__version__}",
                                   f"mlflow=={mlflow.__version__}"],
-                code_paths=[str(Path(__file__).parent)],
+                code_paths=[str(Path(__file__).parent)], serialization_format="skops", skops_trusted_types=trusted,
             )
         _ensure_registered_model(mlflow_client, config.model_name)
         version = mlflow_client.create_model_version(config.model_name, logged.model_uri, run_id=run_id, tags=tags)

@@ -1,0 +1,645 @@
+"""Stage 2: validate a window with Great Expectations before anything trains on it.
+
+Two sets of expectations run together: the reviewed suite file (proposed once from a
+reference window by ``propose_suite``) and checks derived from the config at run time
+(schema, row count, key uniqueness, dtypes), so every config gets them. Each expectation
+is ``critical`` (a failure stops the cycle) or ``warning`` (reported only).
+
+Validation never raises on bad data: it reports. Only a missing or invalid suite file
+(a configuration fault) raises.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# GX logs at INFO on import and on every run; set the level before it creates its loggers.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+import great_expectations as gx  # noqa: E402
+import great_expectations.expectations as gxe  # noqa: E402
+from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+
+from pipeline.config import Config  # noqa: E402
+from pipeline.errors import ConfigError, DataSourceError  # noqa: E402
+
+CRITICAL = "critical"
+WARNING = "warning"
+SEVERITIES = (CRITICAL, WARNING)
+
+# Type names GX's in_type_list accepts for a numeric pandas column. Nullable extension
+# dtypes must be spelled as their class names ("Int64Dtype"): GX resolves "Int64" via
+# getattr(pandas, "Int64"), which does not exist, so such a column would fail. The Python
+# names "int" and "float" matter for object columns, which GX checks value by value: only
+# the non-numeric values (strings read from SQL) are then reported as unexpected.
+NUMERIC_TYPES = [
+    *(f"int{bits}" for bits in (8, 16, 32, 64)),
+    *(f"uint{bits}" for bits in (8, 16, 32, 64)),
+    *(f"float{bits}" for bits in (16, 32, 64)),
+    *(f"Int{bits}Dtype" for bits in (8, 16, 32, 64)),
+    *(f"UInt{bits}Dtype" for bits in (8, 16, 32, 64)),
+    "Float32Dtype",
+    "Float64Dtype",
+    "int",
+    "float",
+]
+
+# A proposed range tolerates this share of rows outside it: the range guards against
+# systematic breakage (a unit change, a flood of sentinel values), which hits many rows,
+# while a single stray outlier should not stop retraining; drift reports distribution shifts.
+RANGE_MOSTLY = 0.999
+
+MAX_SAMPLE_VALUES = 10
+
+# Verbs for "N of M rows (p%) <verb>" per expectation type.
+_UNEXPECTED_VERBS = {
+    "expect_column_values_to_be_between": "outside",
+    "expect_column_values_to_be_in_set": "outside the set",
+    "expect_column_values_to_not_be_null": "null",
+    "expect_column_values_to_be_in_type_list": "of another type",
+    "expect_compound_columns_to_be_unique": "duplicated",
+}
+# Offending values that say nothing beyond the count.
+_NO_SAMPLES = {"expect_column_values_to_not_be_null"}
+# Column-like kwargs an expectation may read; GX raises when one names a missing column.
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+_COLUMN_LIST_KWARGS = ("column_list",)
+
+
+@dataclass
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    kwargs: dict
+    severity: str
+    success: bool
+    unexpected_count: int | None
+    unexpected_percent: float | None  # share of all rows in the window
+    observed_value: object
+    sample_values: list
+    message: str
+
+
+@dataclass
+class ValidationResult:
+    passed: bool
+    rows: int
+    outcomes: list[ExpectationOutcome]
+    report_path: str
+    result_path: str
+
+    @property
+    def critical_failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == CRITICAL]
+
+    @property
+    def warnings(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == WARNING]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ValidationResult:
+        return cls(**{**d, "outcomes": [ExpectationOutcome(**o) for o in d["outcomes"]]})
+
+    def verdict(self) -> str:
+        return "PASSED" if self.passed else "STOPPED"
+
+    def summary(self) -> str:
+        head = (
+            f"Validation {self.verdict()}: {_plural(len(self.critical_failures), 'critical failure')}, "
+            f"{_plural(len(self.warnings), 'warning')} ({self.rows:,} rows, {_plural(len(self.outcomes), 'expectation')})"
+        )
+        failed = [f"  [{o.severity}] {o.message}" for o in self.outcomes if not o.success]
+        return "\n".join([head, *failed])
+
+
+# ---------------------------------------------------------------------------- suite files
+
+
+def load_suite(path: Path) -> gx.ExpectationSuite:
+    """Read a suite JSON file; each expectation's severity is resolved into GX's native field.
+
+    GX 1.24 expectations carry a native ``severity`` (default critical); ``meta.severity`` is
+    the fallback for hand-written suites. When both are given they must agree, since a
+    reviewer who edits one of them must not be silently overruled by the other.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"expectation suite not found: {path} (propose one with `pipeline propose-suite`)"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: expectation suite is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("expectations", []), list):
+        raise ConfigError(f"{path}: expected a suite object with an 'expectations' list")
+    for position, expectation in enumerate(data.get("expectations", []), start=1):
+        if not isinstance(expectation, dict):
+            raise ConfigError(f"{path}: expectation #{position} is not an object")
+        expectation["severity"] = _resolve_severity(expectation, f"{path}: expectation #{position}")
+    try:
+        return gx.ExpectationSuite(**data)
+    except Exception as exc:  # GX raises several unrelated types for a malformed suite
+        raise ConfigError(f"{path}: not a valid expectation suite: {exc}") from None
+
+
+def _resolve_severity(expectation: dict, where: str) -> str:
+    native = expectation.get("severity")
+    meta = (expectation.get("meta") or {}).get("severity")
+    if native is not None and meta is not None and native != meta:
+        raise ConfigError(
+            f"{where} ({expectation.get('type')}) has severity {native!r} but meta.severity {meta!r}; make them agree"
+        )
+    severity = native or meta or CRITICAL
+    if severity not in SEVERITIES:
+        raise ConfigError(f"{where} ({expectation.get('type')}): severity {severity!r} is not one of {SEVERITIES}")
+    return severity
+
+
+def write_suite(suite: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(suite, indent=2, sort_keys=True) + "\n")
+
+
+def propose_suite(
+    config: Config, frame: pd.DataFrame, *, range_margin: float = 0.1, null_margin: float = 0.05
+) -> dict:
+    """Profile a reference window into a suite JSON dict for a person to review.
+
+    Numeric features get a dtype check, a null-rate ceiling and a widened observed range;
+    categorical features a null ceiling and their observed values (a warning: new
+    categories are normal business evolution, drift reports them); the target must not
+    be null and, for classification, stay within the observed classes; the row count may
+    move between half and twice the reference's (a warning).
+    """
+    source = config.source
+    missing = [c for c in source.schema_columns if c not in frame.columns]
+    if missing:
+        raise DataSourceError(f"cannot propose a suite: the reference window lacks columns {missing}")
+    if frame.empty:
+        raise DataSourceError("cannot propose a suite: the reference window is empty")
+    rows = len(frame)
+    expectations = [
+        _expectation(gxe.ExpectTableRowCountToBeBetween, WARNING, min_value=rows // 2, max_value=rows * 2)
+    ]
+    for column in source.features.numeric:
+        series = frame[column]
+        if not _is_numeric(series):
+            raise DataSourceError(
+                f"cannot propose a suite: numeric feature {column!r} has dtype {series.dtype} in the reference window"
+            )
+        expectations += [
+            _expectation(gxe.ExpectColumnValuesToBeInTypeList, CRITICAL, column=column, type_list=NUMERIC_TYPES),
+            _null_ceiling(series, null_margin),
+        ]
+        if series.notna().any():
+            low, high = float(series.min()), float(series.max())
+            margin = range_margin * (high - low)
+            expectations.append(
+                _expectation(
+                    gxe.ExpectColumnValuesToBeBetween, CRITICAL, column=column,
+                    min_value=low - margin, max_value=high + margin, mostly=RANGE_MOSTLY,
+                    notes=f"reference window: min {low:g}, max {high:g} over {rows:,} rows",
+                )
+            )
+    for column in source.features.categorical:
+        expectations += [
+            _null_ceiling(frame[column], null_margin),
+            _expectation(gxe.ExpectColumnValuesToBeInSet, WARNING, column=column, value_set=_observed_values(frame[column])),
+        ]
+    target = source.target_column
+    expectations.append(_expectation(gxe.ExpectColumnValuesToNotBeNull, CRITICAL, column=target))
+    if config.task == "classification":
+        expectations.append(
+            _expectation(gxe.ExpectColumnValuesToBeInSet, CRITICAL, column=target, value_set=_observed_values(frame[target]))
+        )
+    suite = gx.ExpectationSuite(
+        name=f"{config.model_name}_suite",
+        expectations=expectations,
+        notes=(
+            f"Proposed from a reference window of {rows:,} rows (range margin {range_margin:g}, "
+            f"null margin {null_margin:g}). Review before committing; severity is 'critical' or 'warning'."
+        ),
+    )
+    return suite.to_json_dict()
+
+
+def _expectation(expectation_class: type[gxe.Expectation], severity: str, **kwargs) -> gxe.Expectation:
+    """An expectation with its severity in GX's native field and in meta (for readers of the JSON)."""
+    return expectation_class(**kwargs, severity=severity, meta={"severity": severity})
+
+
+def _null_ceiling(series: pd.Series, null_margin: float) -> gxe.Expectation:
+    null_share = float(series.isna().mean())
+    mostly = round(max(0.0, 1.0 - null_share - null_margin), 4)
+    return _expectation(
+        gxe.ExpectColumnValuesToNotBeNull, CRITICAL, column=series.name, mostly=mostly,
+        notes=f"reference window: {null_share:.2%} null",
+    )
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def _observed_values(series: pd.Series) -> list:
+    values = {_jsonable(v) for v in series.dropna().unique()}
+    return sorted(values, key=lambda v: (type(v).__name__, v))
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def validate_window(config: Config, frame: pd.DataFrame, run_dir: Path, window_label: str = "current") -> ValidationResult:
+    """Run the suite file plus the config-derived checks on ``frame``; write the HTML and JSON reports."""
+    expectations = _merge_duplicates([*_config_expectations(config), *load_suite(config.validation.suite).expectations])
+    present = set(frame.columns)
+    context = _OutcomeContext(frame=frame, target=config.source.target_column)
+    runnable, outcomes = [], []
+    for expectation in expectations:
+        missing = _missing_columns(expectation, present)
+        if missing:  # GX would raise on these; the existence checks report the missing columns
+            outcomes.append(context.not_checked(expectation, missing))
+        else:
+            runnable.append(expectation)
+    outcomes = [context.from_result(r) for r in _run_gx(runnable, frame)] + outcomes
+    # Failed critical first, then failed warnings, then passed (a stable sort keeps each group's order).
+    outcomes.sort(key=lambda o: (o.success, o.severity != CRITICAL))
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = ValidationResult(
+        passed=not any(not o.success and o.severity == CRITICAL for o in outcomes),
+        rows=len(frame),
+        outcomes=outcomes,
+        report_path=str(run_dir / "validation.html"),
+        result_path=str(run_dir / "validation.json"),
+    )
+    Path(result.result_path).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    Path(result.report_path).write_text(render_html(result, config.model_name, window_label))
+    return result
+
+
+def _config_expectations(config: Config) -> list[gxe.Expectation]:
+    """Checks every config gets, whatever its suite says."""
+    source = config.source
+    schema = source.schema_columns
+    expectations = [gxe.ExpectColumnToExist(column=c, severity=CRITICAL) for c in schema]
+    expectations += [
+        gxe.ExpectTableColumnsToMatchSet(column_set=schema, exact_match=True, severity=source.unexpected_columns),
+        gxe.ExpectTableRowCountToBeBetween(min_value=config.windows.min_rows, severity=CRITICAL),
+    ]
+    if source.key_column:
+        expectations.append(
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=[source.key_column, source.timestamp_column], severity=CRITICAL)
+        )
+    if config.task == "classification":
+        expectations.append(
+            gxe.ExpectColumnUniqueValueCountToBeBetween(column=source.target_column, min_value=2, severity=CRITICAL)
+        )
+    expectations += [
+        gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES, severity=CRITICAL)
+        for c in source.features.numeric
+    ]
+    return expectations
+
+
+def _merge_duplicates(expectations: list[gxe.Expectation]) -> list[gxe.Expectation]:
+    """Drop exact repeats (same type and kwargs), e.g. a suite's dtype check that the config also derives.
+
+    The copy kept is critical if any copy was: a config-derived check cannot be weakened by the suite.
+    """
+    kept: dict[str, gxe.Expectation] = {}
+    for expectation in expectations:
+        config = expectation.configuration
+        key = json.dumps([config.type, _jsonable(config.kwargs)], sort_keys=True)
+        if key not in kept:
+            kept[key] = expectation
+        elif _severity(expectation) == CRITICAL:
+            kept[key].severity = CRITICAL
+    return list(kept.values())
+
+
+def _missing_columns(expectation: gxe.Expectation, present: set) -> list[str]:
+    """Columns an expectation reads that the frame lacks (existence checks report those themselves)."""
+    if expectation.expectation_type == "expect_column_to_exist":
+        return []
+    kwargs = expectation.configuration.kwargs
+    named = [kwargs[k] for k in _COLUMN_KWARGS if kwargs.get(k) is not None]
+    named += [c for k in _COLUMN_LIST_KWARGS for c in kwargs.get(k) or []]
+    return [c for c in named if c not in present]
+
+
+def _run_gx(expectations: list[gxe.Expectation], frame: pd.DataFrame) -> list:
+    """Validate ``frame`` with GX; returns the GX results in the order of ``expectations``."""
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = context.data_sources.add_pandas("window").add_dataframe_asset("frame").add_batch_definition_whole_dataframe("all")
+    for expectation in expectations:
+        expectation.id = None  # GX refuses expectations that carry an id (from a suite file) into a new suite
+        expectation.catch_exceptions = True  # a data problem must become a failed result, never a crash
+    suite = context.suites.add(gx.ExpectationSuite(name="window", expectations=expectations))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="window", data=batch, suite=suite))
+    # SUMMARY gives counts and a partial list of offending values without COMPLETE's full index lists.
+    run = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+    # GX reorders results; the suite it stored keeps our order and assigned the ids the results carry.
+    by_id = {result.expectation_config.id: result for result in run.results}
+    return [by_id[expectation.id] for expectation in suite.expectations]
+
+
+# ---------------------------------------------------------------------------- outcomes and messages
+
+
+@dataclass
+class _OutcomeContext:
+    """What turning GX results into outcomes needs beyond the result itself."""
+
+    frame: pd.DataFrame
+    target: str
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+    def from_result(self, result) -> ExpectationOutcome:
+        config = result.expectation_config
+        kind, kwargs = config.type, _public_kwargs(config.kwargs)
+        details = result.result or {}
+        error = _exception_message(result.exception_info)
+        count = details.get("unexpected_count")
+        percent = details.get("unexpected_percent_total", details.get("unexpected_percent"))
+        observed = _jsonable(self._observed_value(kind, kwargs, details))
+        samples = self._sample_values(kind, kwargs, details)
+        success = bool(result.success) and error is None
+        if error is not None:
+            evidence = f"could not be checked: {error}"
+        else:
+            evidence = _evidence(kind, success, self.rows, count, percent, observed, samples, details)
+        return ExpectationOutcome(
+            expectation=kind,
+            column=_column_label(kwargs),
+            kwargs=kwargs,
+            severity=_severity(config),
+            success=success,
+            unexpected_count=None if count is None else int(count),
+            unexpected_percent=None if percent is None else float(percent),
+            observed_value=observed,
+            sample_values=samples,
+            message=f"{self._subject(kwargs)}: {rule_text(kind, kwargs)} — {evidence}",
+        )
+
+    def not_checked(self, expectation: gxe.Expectation, missing: list[str]) -> ExpectationOutcome:
+        config = expectation.configuration
+        kwargs = _public_kwargs(config.kwargs)
+        return ExpectationOutcome(
+            expectation=config.type, column=_column_label(kwargs), kwargs=kwargs, severity=_severity(expectation),
+            success=False, unexpected_count=None, unexpected_percent=None, observed_value=None, sample_values=[],
+            message=f"{self._subject(kwargs)}: {rule_text(config.type, kwargs)} — not checked: missing column(s) {missing}",
+        )
+
+    def _subject(self, kwargs: dict) -> str:
+        if "column" in kwargs:
+            role = "target" if kwargs["column"] == self.target else "column"
+            return f"{role} {kwargs['column']!r}"
+        if "column_list" in kwargs:
+            return f"columns ({', '.join(map(repr, kwargs['column_list']))})"
+        return "table"
+
+    def _observed_value(self, kind: str, kwargs: dict, details: dict) -> object:
+        # GX reports a nullable Int64 column's type as "int64" and none for object columns: use the real dtype.
+        if kind == "expect_column_values_to_be_in_type_list":
+            return str(self.frame[kwargs["column"]].dtype)
+        return details.get("observed_value")
+
+    def _sample_values(self, kind: str, kwargs: dict, details: dict) -> list:
+        if kind in _NO_SAMPLES:
+            return []
+        if kind == "expect_column_unique_value_count_to_be_between":
+            values = self.frame[kwargs["column"]].dropna().drop_duplicates().head(MAX_SAMPLE_VALUES)
+            return _distinct(values.tolist())
+        if kind == "expect_table_columns_to_match_set":
+            return _distinct(details.get("details", {}).get("mismatched", {}).get("unexpected", []))
+        return _distinct(details.get("partial_unexpected_list") or [])
+
+
+def _evidence(kind, success, rows, count, percent, observed, samples, details) -> str:
+    """The second half of a message: what was found."""
+    if kind == "expect_table_columns_to_match_set" and not success:
+        mismatched = details.get("details", {}).get("mismatched", {})
+        parts = [f"unexpected extra columns {mismatched['unexpected']}"] if mismatched.get("unexpected") else []
+        parts += [f"missing columns {mismatched['missing']}"] if mismatched.get("missing") else []
+        return "; ".join(parts) or f"observed columns {observed}"
+    if count is not None:
+        if not count:
+            return "passed" if success else "failed"
+        found = f"{count:,} of {rows:,} rows ({_percent(percent)}) {_UNEXPECTED_VERBS.get(kind, 'unexpected')}"
+        if samples:
+            found += f", e.g. {_short_list(samples)}"
+        if kind == "expect_column_values_to_be_in_type_list":
+            found += f" (dtype {observed})"
+        return f"passed, {found} within tolerance" if success else found
+    if success:
+        return "passed"
+    if kind == "expect_column_to_exist":
+        return "missing from the data"
+    if kind == "expect_table_row_count_to_be_between":
+        return "the window is empty (0 rows)" if observed == 0 else f"the window has {observed:,} rows"
+    if kind == "expect_column_unique_value_count_to_be_between":
+        return f"found {observed}: {_short_list(samples)}" if samples else f"found {observed}"
+    if kind == "expect_column_values_to_be_in_type_list":
+        return f"dtype is {observed}"
+    return f"observed {observed}"
+
+
+def rule_text(kind: str, kwargs: dict) -> str:
+    """An expectation's rule in words, e.g. "values must be between 18 and 95"."""
+    if kind == "expect_column_to_exist":
+        return "must exist"
+    if kind == "expect_table_columns_to_match_set":
+        relation = "be exactly" if kwargs.get("exact_match", True) else "include"
+        return f"columns must {relation} {_short_list(kwargs['column_set'])}"
+    if kind == "expect_table_row_count_to_be_between":
+        return f"row count must be {_bounds_text(kwargs)}"
+    if kind == "expect_compound_columns_to_be_unique":
+        return "combination must be unique"
+    if kind == "expect_column_unique_value_count_to_be_between":
+        return f"number of distinct values must be {_bounds_text(kwargs)}"
+    if kind == "expect_column_values_to_be_in_type_list":
+        types = kwargs.get("type_list") or []
+        return "values must be numeric" if types == NUMERIC_TYPES else f"values must be of type {', '.join(types)}"
+    if kind == "expect_column_values_to_not_be_null":
+        mostly = kwargs.get("mostly", 1)
+        return "values must not be null" if mostly >= 1 else f"at most {_percent(100 * (1 - mostly))} of values may be null"
+    if kind == "expect_column_values_to_be_between":
+        return f"values must be {_bounds_text(kwargs)}{_mostly_text(kwargs)}"
+    if kind == "expect_column_values_to_be_in_set":
+        return f"values must be one of {_short_list(kwargs['value_set'])}{_mostly_text(kwargs)}"
+    described = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("column", "column_list"))
+    return kind.removeprefix("expect_").replace("_", " ") + (f" ({described})" if described else "")
+
+
+def _bounds_text(kwargs: dict) -> str:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if low is not None and high is not None:
+        return f"between {_number(low)} and {_number(high)}"
+    if low is not None:
+        return f"at least {_number(low)}"
+    if high is not None:
+        return f"at most {_number(high)}"
+    return "anything"
+
+
+def _mostly_text(kwargs: dict) -> str:
+    mostly = kwargs.get("mostly", 1)
+    return "" if mostly >= 1 else f" in at least {_percent(100 * mostly)} of rows"
+
+
+def _number(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def _percent(percent: float | None) -> str:
+    if percent is None:
+        return "n/a"
+    return f"{percent:.2g}%" if percent < 1 else f"{percent:.1f}%"
+
+
+def _short_list(values: list, limit: int = MAX_SAMPLE_VALUES) -> str:
+    shown = ", ".join(repr(v) for v in values[:limit])
+    more = f", … (+{len(values) - limit} more)" if len(values) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _severity(expectation) -> str:
+    """Native GX severity of an Expectation or ExpectationConfiguration, as a plain string."""
+    severity = expectation.severity
+    return getattr(severity, "value", severity)
+
+
+def _public_kwargs(kwargs: dict) -> dict:
+    return _jsonable({k: v for k, v in kwargs.items() if k != "batch_id"})
+
+
+def _column_label(kwargs: dict) -> str | None:
+    if "column_list" in kwargs:
+        return ", ".join(kwargs["column_list"])
+    return kwargs.get("column")
+
+
+def _exception_message(info: dict | None) -> str | None:
+    """GX reports a caught exception either flat or keyed by the metric that raised."""
+    if not info:
+        return None
+    if info.get("raised_exception"):
+        return info.get("exception_message") or "unknown error"
+    nested = [v for v in info.values() if isinstance(v, dict) and v.get("raised_exception")]
+    return (nested[0].get("exception_message") or "unknown error") if nested else None
+
+
+def _distinct(values: list) -> list:
+    """Up to MAX_SAMPLE_VALUES distinct JSON-able values, in order of first appearance."""
+    seen: dict[str, object] = {}
+    for value in map(_jsonable, values):
+        seen.setdefault(json.dumps(value, sort_keys=True, default=str), value)
+        if len(seen) == MAX_SAMPLE_VALUES:
+            break
+    return list(seen.values())
+
+
+def _jsonable(value):
+    """Plain Python data for JSON: numpy scalars unwrapped, timestamps as ISO text, NaN/NaT as None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, (datetime, date, pd.Timestamp)):
+        return value.isoformat()
+    return str(value)
+
+
+# ---------------------------------------------------------------------------- HTML report
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem;color:#1f2328}
+h1{font-size:1.4rem;margin:0 0 .5rem}
+.meta{margin:0 0 1rem;color:#57606a}
+.verdict{display:inline-block;padding:.2rem .7rem;border-radius:4px;font-weight:700;color:#fff}
+.verdict.passed{background:#1a7f37}.verdict.stopped{background:#cf222e}
+table{border-collapse:collapse;width:100%;font-size:.9rem}
+th,td{border:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th{background:#f6f8fa}
+tr.failed-critical{background:#ffebe9}tr.failed-warning{background:#fff8c5}
+code{font-size:.8rem;color:#57606a}
+"""
+
+
+def render_html(result: ValidationResult, model_name: str, window_label: str) -> str:
+    """One self-contained page: inline CSS, no scripts, no external URLs (GX Data Docs load from CDNs)."""
+    esc = html.escape
+    rows = "\n".join(_html_row(o) for o in result.outcomes)
+    verdict = result.verdict()
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Validation: {esc(model_name)} ({esc(window_label)})</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>Data validation: {esc(model_name)}</h1>
+<p class="meta">Window <strong>{esc(window_label)}</strong> · {result.rows:,} rows ·
+{esc(_plural(len(result.critical_failures), 'critical failure'))} · {esc(_plural(len(result.warnings), 'warning'))} ·
+<span class="verdict {verdict.lower()}">{verdict}</span></p>
+<table>
+<thead><tr><th>Severity</th><th>Column</th><th>Rule</th><th>Result</th><th>Unexpected</th><th>Observed</th><th>Sample values</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+</body>
+</html>
+"""
+
+
+def _html_row(outcome: ExpectationOutcome) -> str:
+    esc = html.escape
+    css_class = "passed" if outcome.success else f"failed-{outcome.severity}"
+    unexpected = (
+        "" if outcome.unexpected_count is None else f"{outcome.unexpected_count:,} ({_percent(outcome.unexpected_percent)})"
+    )
+    observed = "" if outcome.observed_value is None else json.dumps(outcome.observed_value)
+    samples = json.dumps(outcome.sample_values) if outcome.sample_values else ""
+    cells = [
+        esc(outcome.severity),
+        esc(outcome.column or "(table)"),
+        f"{esc(rule_text(outcome.expectation, outcome.kwargs))}<br><code>{esc(outcome.expectation)}</code>",
+        "passed" if outcome.success else f"<strong>FAILED</strong><br>{esc(outcome.message)}",
+        esc(unexpected),
+        esc(observed),
+        esc(samples),
+    ]
+    return f'<tr class="{css_class}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"

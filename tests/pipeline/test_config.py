@@ -1,0 +1,81 @@
+"""Configuration: validation errors name the key and the file; the environment overrides URIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+from tests.conftest import config_dict
+
+DEMO_CONFIGS = sorted((Path(__file__).parents[2] / "pipeline" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.name) for p in DEMO_CONFIGS])
+def test_shipped_configs_are_valid(path):
+    config = load_config(path, environ={})
+    assert config.validation.suite.exists(), f"{path.name} names a suite that is not in the repo"
+
+
+def _write(tmp_path, raw) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    return path
+
+
+def _with(tmp_path, section, key, value):
+    raw = config_dict(tmp_path)
+    raw.setdefault(section, {})[key] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        pytest.param(lambda t: _with(t, "training", "familly", "xgboost"), r"training\.familly: Extra inputs", id="unknown-key"),
+        pytest.param(lambda t: _with(t, "training", "family", "deep_forest"), r"training\.family: Input should be", id="unknown-family"),
+        pytest.param(lambda t: _with(t, "evaluation", "k", "five"), r"evaluation\.k: Input should be a valid integer", id="wrong-type"),
+        pytest.param(lambda t: _with(t, "evaluation", "primary_metric", "rmse"), r"primary_metric 'rmse' is not one of", id="metric-of-other-task"),
+        pytest.param(lambda t: _with(t, "gate", "floors", {"r2": 0.5}), r"gate\.floors names metrics \['r2'\]", id="floor-of-other-task"),
+        pytest.param(lambda t: _with(t, "source", "query", "SELECT 1"), r"exactly one of `table` or `query`", id="table-and-query"),
+        pytest.param(lambda t: _with(t, "drift", "per_feature", {"nope": {"method": "ks"}}), r"not features: \['nope'\]", id="drift-override-of-unknown-feature"),
+        pytest.param(lambda t: "model_name: [unclosed", r"not valid YAML", id="malformed-yaml"),
+        pytest.param(lambda t: "- a\n- b\n", r"expected a mapping", id="not-a-mapping"),
+    ],
+)
+def test_invalid_configs_name_the_key_and_the_file(tmp_path, mutate, message):
+    path = _write(tmp_path, mutate(tmp_path))
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(path, environ={})
+    assert str(path) in str(caught.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml", environ={})
+
+
+def test_environment_overrides_uris(tmp_path):
+    path = _write(tmp_path, config_dict(tmp_path))
+    config = load_config(
+        path,
+        environ={
+            "PIPELINE_SOURCE_URL": "postgresql://reader@db/warehouse",
+            "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+            "PIPELINE_DATABASE_URL": "sqlite:///elsewhere.db",
+            "PIPELINE_STORAGE_ROOT": "/srv/runs",
+        },
+    )
+    assert config.source.url == "postgresql://reader@db/warehouse"
+    assert config.registry.tracking_uri == "http://127.0.0.1:5000"
+    assert config.promotion.database_url == "sqlite:///elsewhere.db"
+    assert config.storage.root == "/srv/runs"
+
+
+def test_regression_defaults(tmp_path):
+    raw = config_dict(tmp_path, task="regression", training={"family": "ridge"})
+    config = load_config(_write(tmp_path, raw), environ={})
+    assert config.primary_metric == "rmse" and config.evaluation.split == "kfold"

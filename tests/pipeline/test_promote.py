@@ -1,0 +1,141 @@
+"""Promotion, rejection and rollback against a real MLflow registry and the promotion log."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from pipeline import promote, registry
+from pipeline.config import load_config
+from pipeline.errors import PromotionRefused
+from pipeline.train import build_model, encode_target
+from tests.conftest import small_frame, write_config
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    frame = small_frame(200)
+    return frame, build_model
+
+
+@pytest.fixture
+def config(tmp_path):
+    return load_config(write_config(tmp_path, training={"family": "logistic_regression", "params": {}}), environ={})
+
+
+def add_version(config, cycle_id: str, gate_passed: bool = True, compared_with: str = "none") -> str:
+    """Register a small real model the way the register stage does, with the gate's tags."""
+    frame = small_frame(200)
+    model = build_model(config, "cpu").fit(frame, encode_target(config, frame["label"]))
+    run_id = registry.cycle_run_id(config, cycle_id)
+    tags = {"cycle_id": cycle_id, "gate.passed": "true" if gate_passed else "false", "gate.verdict_id": cycle_id,
+            "gate.champion_version": compared_with, "window.start": "2026-01-01", "window.end": "2026-01-05"}
+    return registry.register_candidate(config, run_id, model, frame[config.source.features.all].head(3), tags).version
+
+
+def test_promote_moves_aliases_and_logs_the_actor(config):
+    v1 = add_version(config, "c1")
+    promote.promote(config, v1, actor="alice")
+    v2 = add_version(config, "c2", compared_with=v1)
+    assert registry.aliases(config) == {"champion": v1, "challenger": v2}
+    entry = promote.promote(config, v2, actor="bob", reason="looks good")
+    assert registry.aliases(config) == {"champion": v2, "previous-champion": v1}
+    assert (entry.actor, entry.action, entry.from_version, entry.to_version, entry.verdict_id) == ("bob", "promote", v1, v2, "c2")
+    assert [e.describe().split(" ", 3)[-1] for e in promote.history(config)] == [
+        f"bob: promote v{v1} -> v{v2} (looks good)", f"alice: promote v- -> v{v1}",
+    ]
+    assert registry.get_version(config, v2).tags["approved_by"] == "bob"
+
+
+def test_promoting_the_same_approval_twice_adds_no_row(config):
+    v1 = add_version(config, "c1")
+    first = promote.promote(config, v1, actor="alice")
+    assert promote.promote(config, v1, actor="alice") == first
+    assert len(promote.history(config)) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({}, r"no passing gate verdict \(gate.passed=false\)", id="no-passing-verdict"),
+        pytest.param({"override": True}, r"--override needs --reason", id="override-without-reason"),
+    ],
+)
+def test_ungated_versions_are_refused(config, kwargs, message):
+    version = add_version(config, "c1", gate_passed=False)
+    with pytest.raises(PromotionRefused, match=message):
+        promote.promote(config, version, actor="alice", **kwargs)
+    assert registry.alias_version(config, "champion") is None and promote.history(config) == []
+
+
+def test_override_with_reason_is_recorded(config):
+    version = add_version(config, "c1", gate_passed=False)
+    entry = promote.promote(config, version, actor="alice", override=True, reason="incident 42 hotfix")
+    assert (entry.action, entry.reason) == ("override", "incident 42 hotfix")
+    assert registry.aliases(config)["champion"] == version
+
+
+def test_refused_when_champion_moved_since_the_gate(config):
+    v1 = add_version(config, "c1")
+    v2 = add_version(config, "c2")  # gated against "no champion"
+    promote.promote(config, v1, actor="alice")
+    with pytest.raises(PromotionRefused, match=r"compared version 2 against champion none, but the champion is now 1"):
+        promote.promote(config, v2, actor="bob")
+    assert registry.aliases(config)["champion"] == v1
+
+
+def test_reject_keeps_the_champion(config):
+    v1 = add_version(config, "c1")
+    promote.promote(config, v1, actor="alice")
+    v2 = add_version(config, "c2", compared_with=v1)
+    entry = promote.reject(config, v2, actor="carol", reason="suspicious spike")
+    assert (entry.action, entry.to_version, entry.reason) == ("reject", v2, "suspicious spike")
+    assert registry.aliases(config) == {"champion": v1}
+    with pytest.raises(PromotionRefused, match="was rejected"):
+        promote.promote(config, v2, actor="bob")
+
+
+def test_rollback_walks_back_through_the_history(config):
+    v1 = add_version(config, "c1")
+    promote.promote(config, v1, actor="a")
+    v2 = add_version(config, "c2", compared_with=v1)
+    promote.promote(config, v2, actor="a")
+    v3 = add_version(config, "c3", compared_with=v2)
+    promote.promote(config, v3, actor="a")
+    entry = promote.rollback(config, actor="ops", reason="bad predictions")
+    assert (entry.action, entry.from_version, entry.to_version) == ("rollback", v3, v2)
+    assert registry.aliases(config) == {"champion": v2, "previous-champion": v1}
+    promote.rollback(config, actor="ops", reason="still bad")
+    assert registry.aliases(config) == {"champion": v1}
+    with pytest.raises(PromotionRefused, match="no previous champion"):
+        promote.rollback(config, actor="ops")
+
+
+def _promote_in_child(config_path: str, version: str, results) -> None:
+    config = load_config(config_path, environ={})
+    try:
+        promote.promote(config, version, actor=f"process-{version}")
+        results.put((version, "won"))
+    except PromotionRefused as exc:
+        results.put((version, str(exc)))
+
+
+def test_two_processes_promoting_at_once_exactly_one_wins(tmp_path, config):
+    v1, v2 = add_version(config, "c1"), add_version(config, "c2")  # both gated against "no champion"
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    children = [
+        context.Process(target=_promote_in_child, args=(str(tmp_path / "config.yaml"), v, results)) for v in (v1, v2)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+    outcomes = dict(results.get(timeout=5) for _ in children)
+    winners = [v for v, outcome in outcomes.items() if outcome == "won"]
+    assert len(winners) == 1, outcomes
+    loser = next(v for v in outcomes if v not in winners)
+    assert "champion" in outcomes[loser] and ("changed meanwhile" in outcomes[loser] or "is now" in outcomes[loser])
+    assert registry.aliases(config)["champion"] == winners[0]
+    assert [e.to_version for e in promote.history(config)] == winners
