@@ -31,6 +31,7 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PIPELINE_SOURCE_URL": ("source", "url"),
     "PIPELINE_TRACKING_URI": ("registry", "tracking_uri"),
+    "PIPELINE_ARTIFACT_ROOT": ("registry", "artifact_root"),
     "PIPELINE_DATABASE_URL": ("promotion", "database_url"),
     "PIPELINE_STORAGE_ROOT": ("storage", "root"),
 }

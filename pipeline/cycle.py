@@ -89,7 +89,7 @@ def load_stage(cycle: Cycle) -> dict[str, data.WindowSnapshot]:
     config = cycle.config
     with cycle.stage("load"):
         current = data.current_window(config, cycle.as_of)
-        champion = registry.alias_version(config, registry.CHAMPION)
+        champion = _champion_at_start(cycle)
         champion_window = champion.window if champion else None
         if champion_window:
             reference = data.WindowSpec("reference", *champion_window)
@@ -113,6 +113,17 @@ def load_stage(cycle: Cycle) -> dict[str, data.WindowSnapshot]:
     return snapshots
 
 
+def _champion_at_start(cycle: Cycle) -> registry.VersionInfo | None:
+    """The champion when the cycle first ran: a re-run must compare against the same one, not its own result."""
+    config = cycle.config
+    recorded = registry.run_tags(config, cycle.run_id).get("cycle.champion_at_start")
+    if recorded is None:
+        champion = registry.alias_version(config, registry.CHAMPION)
+        registry.log_to_run(config, cycle.run_id, tags={"cycle.champion_at_start": champion.version if champion else "none"})
+        return champion
+    return None if recorded == "none" else registry.get_version(config, recorded)
+
+
 def _log_windows(cycle: Cycle, snapshots: dict[str, data.WindowSnapshot]) -> None:
     import mlflow
 
@@ -128,7 +139,7 @@ def _log_windows(cycle: Cycle, snapshots: dict[str, data.WindowSnapshot]) -> Non
         for name, snap in snapshots.items():
             # MLflow's own digest covers only 10,000 rows; ours covers every value (first 32 hex chars fit its column).
             dataset = mlflow.data.from_pandas(
-                snap.read().head(1000), source=f"{data.redact_url(config.source.url)}#{config.source.table or 'query'}",
+                snap.read().head(1000), source=str(Path(snap.path).resolve()),
                 name=f"{config.model_name}-{name}-{snap.start}..{snap.end}", digest=snap.sha256[:32],
             )
             mlflow.log_input(dataset, context="training" if name == "current" else "reference")
@@ -219,7 +230,8 @@ def train_stage(cycle: Cycle):
 def _champion_for_evaluation(cycle: Cycle):
     from pipeline.evaluate import Champion
 
-    info = registry.alias_version(cycle.config, registry.CHAMPION)
+    version = cycle.read_json("windows.json")["champion_version"]
+    info = registry.get_version(cycle.config, version) if version else None
     if info is None or info.window is None:
         return None
     return Champion(info.version, registry.load_model(cycle.config, info.version), *info.window)
@@ -264,6 +276,8 @@ def register_stage(cycle: Cycle) -> registry.VersionInfo:
     with cycle.stage("register"):
         model = joblib.load(cycle.path("candidate.joblib"))
         example = current.read()[config.source.features.all].head(5)
+        # Integer columns in a signature reject missing values at serving time; the model takes floats.
+        example = example.astype({column: "float64" for column in config.source.features.numeric})
         tags = {
             "cycle_id": cycle.cycle_id, "gate.passed": "true", "gate.verdict_id": verdict.verdict_id,
             "gate.champion_version": verdict.champion_version or "none",

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -187,7 +187,9 @@ def _churn_logit_after_drift(frame: pd.DataFrame) -> np.ndarray:
 
 def _spend(frame: pd.DataFrame) -> np.ndarray:
     """Before the concept drift: the plan's charges plus overage on heavy usage."""
-    return (frame["monthly_charges"] + 0.6 * frame["data_usage_gb"] + 2.0 * frame["support_calls"]).to_numpy(dtype=float)
+    return (
+        frame["monthly_charges"] + 0.6 * frame["data_usage_gb"] + 2.0 * frame["support_calls"]
+    ).to_numpy(dtype=float)
 
 
 def _spend_after_drift(frame: pd.DataFrame) -> np.ndarray:
@@ -197,8 +199,10 @@ def _spend_after_drift(frame: pd.DataFrame) -> np.ndarray:
     ).to_numpy(dtype=float)
 
 
-def seed_demo(url: str, seed: int = 7, days: int = DEMO_DAYS, if_exists: str = "replace") -> dict[str, int]:
-    """Write the churn and spend tables to ``url`` in one transaction; returns rows written per table."""
+def seed_demo(
+    url: str, seed: int = 7, days: int = DEMO_DAYS, if_exists: Literal["fail", "replace", "append"] = "replace"
+) -> dict[str, int]:
+    """Write the churn and spend tables to ``url`` (replacing them by default); returns rows written per table."""
     frame = generate(seed=seed, days=days)
     engine = create_engine(url)
     sqlite_file = _sqlite_file(url)
@@ -212,7 +216,7 @@ def seed_demo(url: str, seed: int = 7, days: int = DEMO_DAYS, if_exists: str = "
         frame[TIMESTAMP_COLUMN] = frame[TIMESTAMP_COLUMN].dt.strftime("%Y-%m-%d %H:%M:%S.%f")
     tables = {CHURN_TABLE: frame.drop(columns=SPEND_TARGET), SPEND_TABLE: frame.drop(columns=CHURN_TARGET)}
     try:
-        with engine.begin() as conn:
+        with engine.begin() as conn:  # one transaction: a commit per chunk would be far slower
             for name, table in tables.items():
                 table.to_sql(
                     name, conn, if_exists=if_exists, index=False, chunksize=WRITE_CHUNK_ROWS,

@@ -19,6 +19,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.config import Config
@@ -217,8 +218,14 @@ def _as_numbers(column: pd.Series) -> pd.Series:
 
 
 def _as_strings(column: pd.Series) -> pd.Series:
-    # Mixed types (1, "1", True) break Evidently's category counting; compare their text instead.
-    return column.astype(object).map(str, na_action="ignore").where(column.notna())
+    """Each value as text, missing ones NaN; mixed types (1, "1", True) break Evidently's category counts.
+
+    Rows share one string object per category: Evidently hashes the values many times, and
+    per-row objects scattered by sampling a large frame made that 4x slower at 100k rows.
+    """
+    codes, uniques = pd.factorize(column)  # missing values get code -1: the NaN appended last
+    labels = np.array([str(value) for value in uniques] + [np.nan], dtype=object)
+    return pd.Series(labels[codes], index=column.index)
 
 
 def _degenerate_note(reference: pd.Series, current: pd.Series) -> str:

@@ -112,6 +112,10 @@ def log_to_run(
         mlflow_client.log_artifact(run_id, path)
 
 
+def run_tags(config: Config, run_id: str) -> dict[str, str]:
+    return dict(client(config).get_run(run_id).data.tags)
+
+
 def set_run_status(config: Config, run_id: str, status: str) -> None:
     client(config).set_terminated(run_id, status=status)
 

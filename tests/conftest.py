@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +60,22 @@ def config_dict(tmp_path: Path, suite: Path | None = None, **sections) -> dict:
     return raw
 
 
+_TEMPLATE_DIR = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+
+
+def _migrated_mlflow_store(target: Path) -> None:
+    """Copy an already migrated MLflow SQLite store: migrating a fresh one costs seconds per test."""
+    template = _TEMPLATE_DIR / "mlflow.db"
+    if not template.exists():
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+    shutil.copyfile(template, target)
+
+
 def write_config(tmp_path: Path, **sections) -> Path:
+    if not (tmp_path / "mlflow.db").exists():
+        _migrated_mlflow_store(tmp_path / "mlflow.db")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config_dict(tmp_path, **sections)))
     return path

@@ -19,6 +19,7 @@ import pipeline
 from pipeline import demo
 from pipeline.config import Config, load_config
 from pipeline.data import WindowSpec, content_sha256, read_window
+from pipeline.errors import DataSourceError
 
 CONFIGS = Path(pipeline.__file__).parent / "configs"
 SMALL = {"days": 14, "rows_per_day": (40, 80)}
@@ -40,11 +41,15 @@ def full_demo() -> pd.DataFrame:
 
 def window(frame: pd.DataFrame, start: date, days: int = WINDOW_DAYS) -> pd.DataFrame:
     begin = pd.Timestamp(start)
-    return frame[(frame[demo.TIMESTAMP_COLUMN] >= begin) & (frame[demo.TIMESTAMP_COLUMN] < begin + pd.Timedelta(days=days))]
+    ts = frame[demo.TIMESTAMP_COLUMN]
+    return frame[(ts >= begin) & (ts < begin + pd.Timedelta(days=days))]
 
 
 def drifted_features(reference: pd.DataFrame, current: pd.DataFrame) -> set[str]:
-    """Features past the demo thresholds, scored as Evidently does: Wasserstein over the reference's std, JS distance."""
+    """Features past the demo thresholds, scored as Evidently does.
+
+    Numeric: Wasserstein distance over the reference's std; categorical: Jensen-Shannon distance.
+    """
     flagged = set()
     for name in FEATURES.numeric:
         ref, cur = reference[name].dropna(), current[name].dropna()
@@ -52,8 +57,8 @@ def drifted_features(reference: pd.DataFrame, current: pd.DataFrame) -> set[str]
             flagged.add(name)
     for name in FEATURES.categorical:
         ref, cur = reference[name].value_counts(normalize=True), current[name].value_counts(normalize=True)
-        categories = ref.index.union(cur.index)
-        if jensenshannon(ref.reindex(categories, fill_value=0), cur.reindex(categories, fill_value=0)) >= DRIFT_THRESHOLD:
+        ref, cur = ref.align(cur, fill_value=0)
+        if jensenshannon(ref, cur) >= DRIFT_THRESHOLD:
             flagged.add(name)
     return flagged
 
@@ -134,7 +139,9 @@ def test_new_category_appears_on_its_date_with_a_fifth_of_rows(full_demo):
     ("reference_start", "current_start", "expected"),
     [
         pytest.param(date(2026, 1, 1), date(2026, 1, 29), set(), id="within-baseline"),
-        pytest.param(date(2026, 2, 1), demo.COVARIATE_SHIFT_DATE, set(demo.SHIFTED_FEATURES), id="across-covariate-shift"),
+        pytest.param(
+            date(2026, 2, 1), demo.COVARIATE_SHIFT_DATE, set(demo.SHIFTED_FEATURES), id="across-covariate-shift"
+        ),
         pytest.param(date(2026, 3, 4), demo.NEW_CATEGORY_DATE, {demo.NEW_CATEGORY[0]}, id="across-new-category"),
         pytest.param(date(2026, 4, 3), demo.CONCEPT_DRIFT_DATE, set(), id="across-concept-drift"),
         pytest.param(demo.CONCEPT_DRIFT_DATE, date(2026, 6, 1), set(), id="within-post-drift"),
@@ -161,25 +168,26 @@ def test_concept_drift_changes_the_feature_label_relation(full_demo):
     assert tenure_spend_correlation(after) < -0.2
 
 
+DEMO_CATEGORIES = {
+    "contract": pd.CategoricalDtype(demo.CONTRACTS),
+    "payment_method": pd.CategoricalDtype([*demo.PAYMENT_METHODS, demo.NEW_CATEGORY[1]]),
+    "region": pd.CategoricalDtype(demo.REGIONS),
+    "plan": pd.CategoricalDtype(demo.PLANS),
+}
+MODEL_PARAMS = {"n_estimators": 100, "max_depth": 4, "enable_categorical": True, "n_jobs": 2}
+
+
 def _fit_and_score(train: pd.DataFrame, test: pd.DataFrame, target: str) -> float:
     """AUC for churn, RMSE for spend, of a small XGBoost model like the demo configs' one."""
-    categories = {
-        "contract": pd.CategoricalDtype(demo.CONTRACTS),
-        "payment_method": pd.CategoricalDtype([*demo.PAYMENT_METHODS, demo.NEW_CATEGORY[1]]),
-        "region": pd.CategoricalDtype(demo.REGIONS),
-        "plan": pd.CategoricalDtype(demo.PLANS),
-    }
 
     def features(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[FEATURES.all].astype(categories)
+        return frame[FEATURES.all].astype(DEMO_CATEGORIES)
 
     if target == demo.CHURN_TARGET:
-        model = xgb.XGBClassifier(n_estimators=100, max_depth=4, enable_categorical=True, n_jobs=2)
-        model.fit(features(train), train[target])
-        return roc_auc_score(test[target], model.predict_proba(features(test))[:, 1])
-    model = xgb.XGBRegressor(n_estimators=100, max_depth=4, enable_categorical=True, n_jobs=2)
-    model.fit(features(train), train[target])
-    return mean_squared_error(test[target], model.predict(features(test))) ** 0.5
+        classifier = xgb.XGBClassifier(**MODEL_PARAMS).fit(features(train), train[target])
+        return roc_auc_score(test[target], classifier.predict_proba(features(test))[:, 1])
+    regressor = xgb.XGBRegressor(**MODEL_PARAMS).fit(features(train), train[target])
+    return mean_squared_error(test[target], regressor.predict(features(test))) ** 0.5
 
 
 def test_retraining_after_the_concept_drift_pays_off(full_demo):
@@ -247,14 +255,19 @@ def test_seeding_again_replaces_the_tables(tmp_path):
     assert stored == counts[demo.SPEND_TABLE] == len(demo.generate(seed=2, days=1))
 
 
+def test_an_unusable_database_is_reported_as_a_source_error(tmp_path):
+    with pytest.raises(DataSourceError, match="cannot write the demo tables"):
+        demo.seed_demo(f"sqlite:///{tmp_path}", days=1)  # a folder, not a database file
+
+
+CHURN_TABLE_WITH_A_ROW = ["CREATE TABLE demo_churn (x INTEGER)", "INSERT INTO demo_churn VALUES (1)"]
+
+
 @pytest.mark.parametrize(
     "statements",
     [
-        pytest.param(["CREATE TABLE demo_churn (x INTEGER)", "INSERT INTO demo_churn VALUES (1)"], id="spend-table-missing"),
-        pytest.param(
-            ["CREATE TABLE demo_churn (x INTEGER)", "INSERT INTO demo_churn VALUES (1)", "CREATE TABLE demo_spend (x INTEGER)"],
-            id="spend-table-empty",
-        ),
+        pytest.param(CHURN_TABLE_WITH_A_ROW, id="spend-table-missing"),
+        pytest.param([*CHURN_TABLE_WITH_A_ROW, "CREATE TABLE demo_spend (x INTEGER)"], id="spend-table-empty"),
     ],
 )
 def test_demo_is_not_seeded_unless_both_tables_hold_rows(tmp_path, statements):

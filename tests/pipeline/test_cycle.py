@@ -1,0 +1,112 @@
+"""End to end on the demo warehouse: first champion, covariate shift, concept drift, rollback.
+
+Real SQLite, Great Expectations, Evidently, XGBoost and MLflow; the demo's documented dates
+(pipeline/demo.py) say where drift must and must not be found.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from pipeline import demo, promote, registry
+from pipeline.config import load_config
+from pipeline.cli import DEMO_CONFIG
+from pipeline.cycle import run_cycle
+from pipeline.summary import format_outcome, format_status
+from tests.conftest import _migrated_mlflow_store
+
+BEFORE_SHIFT = date(2026, 2, 26)   # current window 01-30..02-26: one regime throughout
+AFTER_SHIFT = date(2026, 3, 28)    # 03-01..03-28: covariate shift, no new category yet
+AFTER_CONCEPT = date(2026, 5, 28)  # 05-01..05-28: the feature→label relation changed
+
+
+@pytest.fixture(scope="module")
+def demo_config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    demo.seed_demo(f"sqlite:///{root / 'warehouse.db'}")
+    _migrated_mlflow_store(root / "mlflow.db")
+    environ = {
+        "PIPELINE_SOURCE_URL": f"sqlite:///{root / 'warehouse.db'}",
+        "PIPELINE_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "PIPELINE_ARTIFACT_ROOT": str(root / "artifacts"),
+        "PIPELINE_DATABASE_URL": f"sqlite:///{root / 'pipeline.db'}",
+        "PIPELINE_STORAGE_ROOT": str(root / "runs"),
+    }
+    return load_config(DEMO_CONFIG, environ=environ)
+
+
+@pytest.fixture(scope="module")
+def first(demo_config):
+    return run_cycle(demo_config, BEFORE_SHIFT)
+
+
+def test_first_cycle_promotes_a_champion_on_floors_alone(demo_config, first):
+    assert first.status == "promoted", format_outcome(first)
+    assert first.validation.passed and not first.drift.dataset_drift and first.drift.drifted_features == []
+    assert first.verdict.passed and first.verdict.champion_version is None
+    assert first.evaluation.primary_mean > 0.7 and len(first.evaluation.folds) == 5
+    assert registry.aliases(demo_config) == {"champion": first.version.version}
+    tags = first.version.tags
+    assert (tags["window.start"], tags["window.end"]) == ("2026-01-30", "2026-02-26")
+    assert tags["window.sha256"] == first.windows["current"].sha256 and tags["device"] == "cpu"
+    [entry] = promote.history(demo_config)
+    assert (entry.action, entry.actor, entry.to_version) == ("promote", "auto-approval", first.version.version)
+    for report in ("validation.html", "drift.html", "drift.json", "evaluation.json", "gate.json", "current.parquet"):
+        assert first.cycle.path(report).exists(), report
+
+
+def test_rerunning_a_cycle_reuses_its_run_and_version(demo_config, first):
+    again = run_cycle(demo_config, BEFORE_SHIFT)
+    assert again.cycle.run_id == first.cycle.run_id
+    assert again.version.version == first.version.version
+    assert [v.version for v in registry.list_versions(demo_config)] == [first.version.version]
+    assert len(promote.history(demo_config)) == 1
+    runs = registry.client(demo_config).search_runs([registry.experiment_id(demo_config)])
+    assert len(runs) == 1
+    fold_history = registry.client(demo_config).get_metric_history(first.cycle.run_id, "fold.roc_auc")
+    assert len(fold_history) == 5  # logged twice, stored once
+
+
+@pytest.fixture(scope="module")
+def shifted(demo_config, first):
+    return run_cycle(demo_config, AFTER_SHIFT)
+
+
+def test_covariate_shift_is_detected_in_the_shifted_features_only(demo_config, first, shifted):
+    drift = shifted.drift
+    assert (drift.reference_rows, shifted.windows["reference"].start) == (first.windows["current"].rows, date(2026, 1, 30))
+    assert sorted(drift.drifted_features) == sorted(demo.SHIFTED_FEATURES)
+    assert drift.dataset_drift
+    if shifted.status == "gate_rejected":
+        # the label relation did not change, so the old champion may well hold: it must stay untouched
+        assert registry.aliases(demo_config)["champion"] == first.version.version
+        assert len(registry.list_versions(demo_config)) == 1
+
+
+@pytest.fixture(scope="module")
+def concept(demo_config, shifted):
+    return run_cycle(demo_config, AFTER_CONCEPT)
+
+
+def test_after_concept_drift_retraining_beats_the_stale_champion(demo_config, shifted, concept):
+    verdict = concept.verdict
+    assert concept.status == "promoted", format_outcome(concept)
+    assert verdict.champion_version is not None and verdict.compare_rows == concept.windows["current"].rows
+    assert verdict.improvement > 0.05 and verdict.p_value < demo_config.gate.alpha
+    assert all(c > h for c, h in zip(verdict.fold_candidate, verdict.fold_champion))
+    assert set(demo.SHIFTED_FEATURES) | {demo.NEW_CATEGORY[0]} <= set(concept.drift.drifted_features)
+    assert registry.aliases(demo_config) == {"champion": concept.version.version, "previous-champion": verdict.champion_version}
+    assert concept.version.tags["gate.champion_version"] == verdict.champion_version
+
+
+def test_rollback_restores_the_previous_champion(demo_config, concept):
+    stale = concept.verdict.champion_version
+    entry = promote.rollback(demo_config, actor="on-call", reason="test rollback")
+    assert (entry.from_version, entry.to_version) == (concept.version.version, stale)
+    assert registry.aliases(demo_config)["champion"] == stale
+    actions = [(e.action, e.to_version) for e in promote.history(demo_config)]
+    assert actions[0] == ("rollback", stale) and actions[1] == ("promote", concept.version.version)
+    status = format_status(demo_config)
+    assert f"champion           v{stale}" in status and "on-call: rollback" in status
