@@ -85,7 +85,7 @@ class ExpectationOutcome:
     severity: str
     success: bool
     unexpected_count: int | None
-    unexpected_percent: float | None  # share of all rows in the window
+    unexpected_percent: float | None  # percent of all rows in the window
     observed_value: object
     sample_values: list
     message: str
@@ -457,6 +457,12 @@ class _OutcomeBuilder:
             return _distinct(values.tolist())
         if kind == "expect_table_columns_to_match_set":
             return _distinct(details.get("details", {}).get("mismatched", {}).get("unexpected", []))
+        if kind == "expect_column_values_to_be_in_type_list":
+            # A text column from SQL holds numbers as strings too: show the values that are not numbers at all.
+            values = self.frame[kwargs["column"]].dropna()
+            not_numbers = values[pd.to_numeric(values, errors="coerce").isna()]
+            shown = not_numbers if len(not_numbers) else values
+            return _distinct(shown.drop_duplicates().head(MAX_SAMPLE_VALUES).tolist())
         return _distinct(details.get("partial_unexpected_list") or [])
 
 
@@ -600,7 +606,7 @@ def _distinct(values: list) -> list:
 
 
 def _jsonable(value):
-    """Plain Python data for JSON: numpy scalars unwrapped, timestamps as ISO text, NaN/NaT as None."""
+    """Plain Python data for strict JSON: numpy scalars unwrapped, timestamps as ISO text, NaN/NaT as None."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, np.ndarray)):
@@ -610,7 +616,9 @@ def _jsonable(value):
     if value is None or value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, float):
-        return None if math.isnan(value) else value
+        if math.isnan(value):
+            return None
+        return value if math.isfinite(value) else str(value)  # JSON has no infinity
     if isinstance(value, (str, int, bool)):
         return value
     if isinstance(value, (datetime, date, pd.Timestamp)):
@@ -669,8 +677,8 @@ def _html_row(outcome: ExpectationOutcome) -> str:
     unexpected = (
         "" if outcome.unexpected_count is None else f"{outcome.unexpected_count:,} ({_percent(outcome.unexpected_percent)})"
     )
-    observed = "" if outcome.observed_value is None else json.dumps(outcome.observed_value)
-    samples = json.dumps(outcome.sample_values) if outcome.sample_values else ""
+    observed = "" if outcome.observed_value is None else json.dumps(outcome.observed_value, ensure_ascii=False)
+    samples = json.dumps(outcome.sample_values, ensure_ascii=False) if outcome.sample_values else ""
     cells = [
         esc(outcome.severity),
         esc(outcome.column or "(table)"),

@@ -1,0 +1,177 @@
+"""The command line on bad input: a clear message, a distinct exit code, the champion untouched, nothing deleted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from pipeline import registry
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.validate import propose_suite, write_suite
+from tests.conftest import config_dict, small_frame, write_config
+
+AS_OF = "2026-01-10"
+
+
+def write_warehouse(path: Path, frame) -> str:
+    url = f"sqlite:///{path}"
+    engine = sa.create_engine(url)
+    frame.to_sql("events", engine, index=False, if_exists="replace")
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="module")
+def established(tmp_path_factory):
+    """A store with champion v1, trained by a clean cycle through the CLI and promoted by a person."""
+    root = tmp_path_factory.mktemp("cli")
+    frame = small_frame(1500, days=10)
+    write_warehouse(root / "warehouse.db", frame)
+    sections = {"training": {"family": "logistic_regression", "params": {}}, "gate": {"floors": {"roc_auc": 0.6}}}
+    config_path = write_config(root, **sections)
+    config = load_config(config_path, environ={})
+    write_suite(propose_suite(config, frame), config.validation.suite)
+    assert main(["run", "--config", str(config_path), "--as-of", AS_OF]) == 0
+    assert main(["promote", "--config", str(config_path), "--version", "1", "--actor", "alice"]) == 0
+    assert registry.aliases(config) == {"champion": "1"}
+    return root, frame, sections
+
+
+def _case_config(root: Path, case: Path, sections: dict, extra: dict, suite_severity: dict | None = None) -> Path:
+    raw = config_dict(root, **sections)
+    raw["source"]["url"] = f"sqlite:///{case / 'warehouse.db'}"
+    raw["storage"]["root"] = str(case / "runs")
+    for section, values in extra.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    if suite_severity:
+        suite = json.loads((root / "suite.json").read_text())
+        for expectation in suite["expectations"]:
+            if expectation["type"] in suite_severity:
+                expectation["meta"] = {"severity": suite_severity[expectation["type"]]}
+                expectation.pop("severity", None)
+        (case / "suite.json").write_text(json.dumps(suite))
+        raw["validation"]["suite"] = str(case / "suite.json")
+    path = case / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _last_day(frame):
+    return frame["ts"].dt.date.astype(str) == AS_OF
+
+
+def with_strings(frame):
+    frame = frame.astype({"x_num": object})
+    frame.loc[frame.index[_last_day(frame)][:5], "x_num"] = "n/a"
+    return frame
+
+
+def with_nulls(frame):
+    frame.loc[frame.sample(frac=0.6, random_state=1).index, "y_num"] = np.nan
+    return frame
+
+
+def with_out_of_range(frame):
+    frame.loc[frame.index[_last_day(frame)][:20], "x_num"] = 1e6
+    return frame
+
+
+def with_unseen_category(frame):
+    frame.loc[frame.index[_last_day(frame)][:20], "color"] = "purple"
+    return frame
+
+
+def with_duplicates(frame):
+    return frame.iloc[list(range(len(frame))) + list(range(len(frame) - 5, len(frame)))]
+
+
+VALIDATION_CASES = [
+    pytest.param(lambda f: f.drop(columns=["y_num"]), {}, None, ["y_num", "exist"], id="missing-column"),
+    pytest.param(lambda f: f.assign(debug_flag=1), {"source": {"unexpected_columns": "critical"}}, None,
+                 ["debug_flag"], id="unexpected-column-critical"),
+    pytest.param(with_strings, {}, None, ["x_num", "n/a"], id="wrong-dtype"),
+    pytest.param(with_nulls, {}, None, ["y_num", "null"], id="nulls-above-ceiling"),
+    pytest.param(with_out_of_range, {}, None, ["x_num", "between", "1000000"], id="values-out-of-range"),
+    pytest.param(with_unseen_category, {}, {"expect_column_values_to_be_in_set": "critical"}, ["color", "purple"],
+                 id="unseen-category-critical"),
+    pytest.param(lambda f: f, {"windows": {"min_rows": 100_000}}, None, ["row count", "100,000", "757 rows"], id="fewer-rows-than-minimum"),
+    pytest.param(with_duplicates, {}, None, ["id", "ts", "unique"], id="duplicate-keys"),
+    pytest.param(lambda f: f.assign(label=0), {}, None, ["label", "distinct values must be at least 2", "found 1: [0]"], id="target-all-one-class"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "extra", "suite_severity", "expected"), VALIDATION_CASES)
+def test_bad_input_stops_the_cycle(established, tmp_path, capsys, mutate, extra, suite_severity, expected):
+    root, frame, sections = established
+    write_warehouse(tmp_path / "warehouse.db", mutate(frame.copy()))
+    config_path = _case_config(root, tmp_path, sections, extra, suite_severity)
+    code = main(["run", "--config", str(config_path), "--as-of", AS_OF, "--cycle-id", tmp_path.name])
+    out = capsys.readouterr()
+    text = (out.out + out.err).lower()
+    assert code == 3, text
+    assert "stopped" in text and "critical" in text
+    for word in expected:
+        assert word.lower() in text, f"{word!r} missing from:\n{text}"
+    run_dir = tmp_path / "runs" / "test_model" / tmp_path.name
+    assert (run_dir / "failed_batch.parquet").exists() and (run_dir / "current.parquet").exists()
+    assert (run_dir / "validation.html").exists()
+    config = load_config(config_path, environ={})
+    assert registry.aliases(config) == {"champion": "1"}
+    assert [v.version for v in registry.list_versions(config)] == ["1"]
+
+
+def test_empty_window_stops_the_cycle(established, tmp_path, capsys):
+    root, frame, sections = established
+    shutil.copyfile(root / "warehouse.db", tmp_path / "warehouse.db")
+    config_path = _case_config(root, tmp_path, sections, {})
+    code = main(["run", "--config", str(config_path), "--as-of", "2027-01-01"])
+    text = capsys.readouterr().out.lower()
+    assert code == 3 and "row" in text and "0 " in text
+    assert registry.aliases(load_config(config_path, environ={})) == {"champion": "1"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "expected"),
+    [
+        pytest.param({"source": {"table": "nope"}}, 1, "table 'nope' not found", id="missing-table"),
+        pytest.param({"source": {"url": "sqlite:////nonexistent/dir/w.db"}}, 1, "cannot read table 'events'", id="unreachable-database"),
+        pytest.param({"training": {"family": "deep_forest"}}, 2, "training.family", id="unknown-model-family"),
+    ],
+)
+def test_faults_exit_with_a_clear_error(established, tmp_path, capsys, extra, code, expected):
+    root, frame, sections = established
+    shutil.copyfile(root / "warehouse.db", tmp_path / "warehouse.db")
+    config_path = _case_config(root, tmp_path, sections, extra)
+    assert main(["run", "--config", str(config_path), "--as-of", AS_OF, "--cycle-id", tmp_path.name]) == code
+    assert expected in capsys.readouterr().err
+    assert registry.aliases(load_config(_case_config(root, tmp_path, sections, {}), environ={})) == {"champion": "1"}
+
+
+def test_malformed_config_exits_2(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text("model_name: x\nsource: [unclosed\n")
+    assert main(["status", "--config", str(path)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_gate_rejection_exits_4_and_leaves_the_champion(established, tmp_path, capsys):
+    root, frame, sections = established
+    shutil.copyfile(root / "warehouse.db", tmp_path / "warehouse.db")
+    config_path = _case_config(root, tmp_path, sections, {"gate": {"floors": {"roc_auc": 0.99}}})
+    assert main(["run", "--config", str(config_path), "--as-of", AS_OF, "--cycle-id", tmp_path.name]) == 4
+    assert "FAIL floor roc_auc" in capsys.readouterr().out
+    assert registry.aliases(load_config(config_path, environ={})) == {"champion": "1"}
+
+
+def test_status_shows_champion_and_log(established, capsys):
+    root, _, _ = established
+    assert main(["status", "--config", str(root / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "champion           v1" in out and "alice: promote v- -> v1" in out
