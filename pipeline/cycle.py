@@ -9,6 +9,7 @@ overwrites its files and reuses the cycle's MLflow run and model version.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ class Cycle:
     run_id: str
     progress: Progress = lambda message: None
     durations: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
@@ -64,8 +66,13 @@ class Cycle:
         started = time.perf_counter()
         yield
         self.durations[name] = time.perf_counter() - started
+        # The process's peak so far: a stage's own peak is where this number jumps.
+        self.peak_rss_mb[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.progress(f"[{name}] done in {self.durations[name]:.1f}s")
-        registry.log_to_run(self.config, self.run_id, metrics={f"duration_s.{name}": self.durations[name]})
+        registry.log_to_run(
+            self.config, self.run_id,
+            metrics={f"duration_s.{name}": self.durations[name], f"peak_rss_mb.{name}": self.peak_rss_mb[name]},
+        )
 
 
 def open_cycle(config: Config, as_of: date, cycle_id: str | None = None, progress: Progress | None = None) -> Cycle:

@@ -204,6 +204,15 @@ def seed_demo(
 ) -> dict[str, int]:
     """Write the churn and spend tables to ``url`` (replacing them by default); returns rows written per table."""
     frame = generate(seed=seed, days=days)
+    tables = {CHURN_TABLE: frame.drop(columns=SPEND_TARGET), SPEND_TABLE: frame.drop(columns=CHURN_TARGET)}
+    return write_tables(url, tables, TIMESTAMP_COLUMN, if_exists=if_exists)
+
+
+def write_tables(
+    url: str, tables: dict[str, pd.DataFrame], timestamp_column: str,
+    if_exists: Literal["fail", "replace", "append"] = "replace",
+) -> dict[str, int]:
+    """Write frames as tables in one transaction, with an index on the timestamp column; returns rows per table."""
     engine = create_engine(url)
     sqlite_file = _sqlite_file(url)
     if sqlite_file is not None:
@@ -213,20 +222,22 @@ def seed_demo(
         # SQLite stores timestamps as text: write them the way SQLAlchemy's DATETIME does
         # ('YYYY-MM-DD HH:MM:SS.ffffff', which compares correctly against 'YYYY-MM-DD' bounds),
         # so the rows can go straight to the driver.
-        frame[TIMESTAMP_COLUMN] = frame[TIMESTAMP_COLUMN].dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-    tables = {CHURN_TABLE: frame.drop(columns=SPEND_TARGET), SPEND_TABLE: frame.drop(columns=CHURN_TARGET)}
+        tables = {
+            name: table.assign(**{timestamp_column: table[timestamp_column].dt.strftime("%Y-%m-%d %H:%M:%S.%f")})
+            for name, table in tables.items()
+        }
     try:
         with engine.begin() as conn:  # one transaction: a commit per chunk would be far slower
             for name, table in tables.items():
                 table.to_sql(
                     name, conn, if_exists=if_exists, index=False, chunksize=WRITE_CHUNK_ROWS,
-                    method=_driver_executemany if is_sqlite else None, dtype={TIMESTAMP_COLUMN: sa.DateTime()},
+                    method=_driver_executemany if is_sqlite else None, dtype={timestamp_column: sa.DateTime()},
                 )
                 # Every cycle reads a date window: index the timestamp column.
                 reflected = sa.Table(name, sa.MetaData(), autoload_with=conn)
-                sa.Index(f"ix_{name}_{TIMESTAMP_COLUMN}", reflected.c[TIMESTAMP_COLUMN]).create(conn, checkfirst=True)
+                sa.Index(f"ix_{name}_{timestamp_column}", reflected.c[timestamp_column]).create(conn, checkfirst=True)
     except sa.exc.DBAPIError as exc:
-        raise DataSourceError(f"cannot write the demo tables to {redact_url(url)}: {exc.orig}") from None
+        raise DataSourceError(f"cannot write tables to {redact_url(url)}: {exc.orig}") from None
     finally:
         engine.dispose()
     return {name: len(table) for name, table in tables.items()}

@@ -1,4 +1,4 @@
-"""Stage 3: compare the current window's features with the reference window's.
+"""Drift: compare the current window's features with the reference window's.
 
 Evidently's DataDriftPreset computes one drift score per feature and a test per
 feature that fails when the feature drifted. Columns that Evidently cannot score
@@ -104,9 +104,9 @@ class DriftResult:
     def summary(self, top: int | None = None) -> str:
         """A few lines for logs and notifications; ``top`` limits the drifted features listed."""
         compared = len(self.features) - len(self.degenerate_features)
-        verdict = "DRIFT" if self.dataset_drift else "no dataset drift"
+        verdict = "DETECTED" if self.dataset_drift else "NOT DETECTED"
         lines = [
-            f"{verdict}: {len(self.drifted_features)} of {compared} compared features drifted "
+            f"Dataset drift {verdict}: {len(self.drifted_features)} of {compared} compared features drifted "
             f"(share {self.drifted_share:.0%}, dataset drifts at {self.share_threshold:.0%}); "
             f"rows compared: reference {self.sampled_reference_rows:,} of {self.reference_rows:,}, "
             f"current {self.sampled_current_rows:,} of {self.current_rows:,}"

@@ -256,7 +256,7 @@ def test_seeding_again_replaces_the_tables(tmp_path):
 
 
 def test_an_unusable_database_is_reported_as_a_source_error(tmp_path):
-    with pytest.raises(DataSourceError, match="cannot write the demo tables"):
+    with pytest.raises(DataSourceError, match="cannot write tables to"):
         demo.seed_demo(f"sqlite:///{tmp_path}", days=1)  # a folder, not a database file
 
 

@@ -1,0 +1,155 @@
+"""Benchmark one cycle on synthetic data: ``python -m pipeline.bench [--rows N ...]`` (``make bench``).
+
+For each size, a child process generates N rows × 30 features (24 numeric, 6 categorical,
+binary target) into a SQLite warehouse, times the bare 5-fold training of the configured
+model (scikit-learn's ``cross_validate``, nothing else), then runs one full cycle and
+prints per-stage wall time, peak RSS and the cycle-to-bare-training ratio.
+
+Library imports are done before the clock starts in both measurements, as in a warm worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+AS_OF = date(2026, 3, 31)
+DAYS = 28
+NUMERIC, CATEGORICAL = 24, 6
+
+
+def synthetic_frame(rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    numeric = rng.normal(size=(rows, NUMERIC)).astype("float64")
+    frame = pd.DataFrame(numeric, columns=[f"num_{i:02d}" for i in range(NUMERIC)])
+    for i in range(CATEGORICAL):
+        frame[f"cat_{i}"] = rng.choice([f"v{j}" for j in range(3 + 2 * i)], size=rows)
+    frame.loc[rng.random(rows) < 0.02, "num_00"] = np.nan
+    logit = numeric[:, :6] @ np.array([0.8, -0.6, 0.5, 0.4, -0.3, 0.2]) + (frame["cat_0"] == "v0") * 0.7
+    frame["target"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("int64")
+    start = pd.Timestamp(AS_OF - timedelta(days=DAYS - 1))
+    frame.insert(0, "ts", start + pd.to_timedelta(np.sort(rng.integers(0, DAYS * 86400, size=rows)), unit="s"))
+    return frame
+
+
+def bench_config(root: Path, rows: int) -> dict:
+    features = {"numeric": [f"num_{i:02d}" for i in range(NUMERIC)], "categorical": [f"cat_{i}" for i in range(CATEGORICAL)]}
+    return {
+        "model_name": "bench",
+        "task": "classification",
+        "source": {"url": f"sqlite:///{root / 'warehouse.db'}", "table": "events", "timestamp_column": "ts",
+                   "target_column": "target", "features": features},
+        "windows": {"current_days": DAYS, "initial_reference_days": DAYS, "min_rows": 1},
+        "validation": {"suite": str(root / "suite.json")},
+        # Both measurements train the same 200 trees: early stopping would make the cycle look cheaper than it is.
+        "training": {"family": "xgboost", "device": "cpu", "early_stopping_rounds": None,
+                     "params": {"n_estimators": 200, "max_depth": 6}},
+        "evaluation": {"k": 5},
+        "registry": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "artifact_root": str(root / "artifacts")},
+        "promotion": {"approval": "auto", "database_url": f"sqlite:///{root / 'pipeline.db'}"},
+        "storage": {"root": str(root / "runs")},
+    }
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _measure(rows: int, results) -> None:
+    """Runs in a child process so peak RSS belongs to this size alone."""
+    import yaml
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
+    import pipeline.drift  # noqa: F401  (warm imports: GX, Evidently, MLflow, XGBoost)
+    import pipeline.validate  # noqa: F401
+    from pipeline import demo, registry
+    from pipeline.config import load_config
+    from pipeline.cycle import STAGES, run_cycle
+    from pipeline.train import build_model, encode_target
+    from pipeline.validate import propose_suite, write_suite
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        root = Path(tmp)
+        frame = synthetic_frame(rows)
+        (root / "config.yaml").write_text(yaml.safe_dump(bench_config(root, rows)))
+        config = load_config(root / "config.yaml", environ={})
+        # Two windows: the reference (the 28 days before) and the current one, each of N rows.
+        reference = frame.assign(ts=frame["ts"] - pd.Timedelta(days=DAYS))
+        demo.write_tables(config.source.url, {"events": pd.concat([reference, frame], ignore_index=True)}, "ts")
+        write_suite(propose_suite(config, frame), config.validation.suite)
+        registry.experiment_id(config)  # create the MLflow store before timing
+        rss_setup = _peak_rss_mb()
+
+        y = encode_target(config, frame["target"])
+        started = time.perf_counter()
+        cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=config.training.seed)
+        cross_validate(build_model(config, "cpu"), frame, y, cv=cv, scoring="roc_auc")
+        bare = time.perf_counter() - started
+        del frame, reference
+
+        started = time.perf_counter()
+        outcome = run_cycle(config, AS_OF)
+        total = time.perf_counter() - started
+        results.put({
+            "rows": rows, "bare_5fold_s": bare, "cycle_s": total, "status": outcome.status,
+            "stages": {s: outcome.cycle.durations.get(s) for s in STAGES},
+            "stage_rss_mb": {s: outcome.cycle.peak_rss_mb.get(s) for s in STAGES},
+            "peak_rss_mb": _peak_rss_mb(), "setup_rss_mb": rss_setup,
+            "auc": outcome.evaluation.primary_mean if outcome.evaluation else None,
+        })
+
+
+def run(rows: int) -> dict:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    child = context.Process(target=_measure, args=(rows, results))
+    child.start()
+    result = results.get()
+    child.join()
+    return result
+
+
+def print_table(results: list[dict]) -> None:
+    from pipeline.cycle import STAGES
+
+    header = f"{'stage':<22}" + "".join(f"{r['rows']:>14,} rows  peak RSS" for r in results)
+    print(header)
+    print("-" * len(header))
+    for stage in STAGES:
+        cells = "".join(f"{(r['stages'][stage] or 0):>17.1f}s {(r['stage_rss_mb'][stage] or 0):>6,.0f} MB" for r in results)
+        print(f"{stage:<22}{cells}")
+    for label, key in [("cycle total (wall)", "cycle_s"), ("bare 5-fold training", "bare_5fold_s")]:
+        print(f"{label:<22}" + "".join(f"{r[key]:>17.1f}s" for r in results))
+    print(f"{'cycle / bare 5-fold':<22}" + "".join(f"{r['cycle_s'] / r['bare_5fold_s']:>17.2f}x" for r in results))
+    print(f"{'peak RSS':<22}" + "".join(f"{r['peak_rss_mb']:>15,.0f} MB" for r in results))
+    print(f"{'k-fold AUC':<22}" + "".join(f"{r['auc']:>18.4f}" for r in results))
+    print(f"{'status':<22}" + "".join(f"{r['status']:>18}" for r in results))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000], help="rows per window")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    results = []
+    for rows in args.rows:
+        print(f"benchmarking {rows:,} rows x {NUMERIC + CATEGORICAL} features ...", file=sys.stderr, flush=True)
+        results.append(run(rows))
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
