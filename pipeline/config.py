@@ -114,7 +114,7 @@ class Drift(_Strict):
     cat_threshold: float = 0.1
     per_feature: dict[str, FeatureDrift] = Field(default_factory=dict)
     sample_rows: int | None = Field(
-        default=100_000, gt=0, description="Sample each window to this many rows before drift (None: all rows)."
+        default=50_000, gt=0, description="Sample each window to this many rows before drift (None: all rows)."
     )
     top_features: int = Field(default=5, gt=0)
 

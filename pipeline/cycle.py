@@ -146,7 +146,7 @@ def _log_windows(cycle: Cycle, snapshots: dict[str, data.WindowSnapshot]) -> Non
         for name, snap in snapshots.items():
             # MLflow's own digest covers only 10,000 rows; ours covers every value (first 32 hex chars fit its column).
             dataset = mlflow.data.from_pandas(
-                snap.read().head(1000), source=str(Path(snap.path).resolve()),
+                snap.head(1000), source=str(Path(snap.path).resolve()),
                 name=f"{config.model_name}-{name}-{snap.start}..{snap.end}", digest=snap.sha256[:32],
             )
             mlflow.log_input(dataset, context="training" if name == "current" else "reference")
@@ -282,7 +282,7 @@ def register_stage(cycle: Cycle) -> registry.VersionInfo:
     current = snapshots["current"]
     with cycle.stage("register"):
         model = joblib.load(cycle.path("candidate.joblib"))
-        example = current.read()[config.source.features.all].head(5)
+        example = current.head(5)[config.source.features.all]
         # Integer columns in a signature reject missing values at serving time; the model takes floats.
         example = example.astype({column: "float64" for column in config.source.features.numeric})
         tags = {

@@ -62,6 +62,13 @@ class WindowSnapshot:
     def read(self) -> pd.DataFrame:
         return pd.read_parquet(self.path)
 
+    def head(self, rows: int) -> pd.DataFrame:
+        """The first rows without reading the whole snapshot."""
+        import pyarrow.parquet as pq
+
+        batch = next(pq.ParquetFile(self.path).iter_batches(batch_size=rows), None)
+        return batch.to_pandas() if batch is not None else self.read()
+
 
 def current_window(config: Config, as_of: date) -> WindowSpec:
     days = config.windows.current_days

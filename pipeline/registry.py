@@ -141,7 +141,9 @@ def register_candidate(
 
         import skops.io
 
-        signature = infer_signature(example, model.predict(example))
+        # Served classifiers answer with class probabilities: a churn score is worth more than a 0/1 label.
+        predict_fn = "predict_proba" if config.task == "classification" else "predict"
+        signature = infer_signature(example, getattr(model, predict_fn)(example))
         # skops refuses to load types it wasn't told to trust; these are exactly the types of the model we built.
         trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
         with mlflow.start_run(run_id=run_id):
@@ -151,6 +153,7 @@ def register_candidate(
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"xgboost=={xgboost.__version__}",
                                   f"mlflow=={mlflow.__version__}"],
                 code_paths=[str(Path(__file__).parent)], serialization_format="skops", skops_trusted_types=trusted,
+                pyfunc_predict_fn=predict_fn,
             )
         _ensure_registered_model(mlflow_client, config.model_name)
         version = mlflow_client.create_model_version(config.model_name, logged.model_uri, run_id=run_id, tags=tags)

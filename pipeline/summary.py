@@ -12,6 +12,11 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _section(label: str, text: str) -> list[str]:
+    first, *rest = text.splitlines()
+    return [f"  {label:<11} {first}", *(f"      {line.strip()}" for line in rest)]
+
+
 def format_outcome(outcome) -> str:
     cycle, config = outcome.cycle, outcome.cycle.config
     lines = [f"Cycle {cycle.cycle_id} (model {config.model_name}, as of {cycle.as_of}): {outcome.status.upper()}"]
@@ -22,27 +27,9 @@ def format_outcome(outcome) -> str:
             f"reference {reference.start}..{reference.end}: {reference.rows:,} rows"
         )
     if outcome.validation is not None:
-        validation = outcome.validation
-        verdict = "PASSED" if validation.passed else "STOPPED (critical expectations failed)"
-        lines.append(f"  Validation  {verdict}; {len(validation.warnings)} warning(s)")
-        for failed in validation.critical_failures:
-            lines.append(f"      critical: {failed.message}")
-        for warned in validation.warnings:
-            lines.append(f"      warning:  {warned.message}")
+        lines += _section("Validation", outcome.validation.summary())
     if outcome.drift is not None:
-        drift = outcome.drift
-        verdict = "DRIFT" if drift.dataset_drift else "no dataset drift"
-        drifted = len(drift.drifted_features)
-        computed = sum(f.status != "degenerate" for f in drift.features)
-        lines.append(
-            f"  Drift       {verdict}: {drifted}/{computed} features drifted "
-            f"(share {drift.drifted_share:.0%}, dataset threshold {drift.share_threshold:.0%})"
-        )
-        for feature in drift.top_drifted(config.drift.top_features):
-            lines.append(f"      {feature.feature}: {feature.method} {_fmt(feature.score)} (threshold {feature.threshold})")
-        for feature in drift.features:
-            if feature.status == "degenerate":
-                lines.append(f"      {feature.feature}: degenerate, {feature.note}")
+        lines += _section("Drift", outcome.drift.summary(top=config.drift.top_features))
     if outcome.evaluation is not None:
         ev = outcome.evaluation
         per_fold = ", ".join(_fmt(f.metrics[ev.primary_metric]) for f in ev.folds)

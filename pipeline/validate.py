@@ -217,10 +217,12 @@ def propose_suite(
         if series.notna().any():
             low, high = float(series.min()), float(series.max())
             margin = range_margin * (high - low)
+            # A column never negative in the reference (counts, amounts, ages) gets no negative lower bound.
+            floor = max(low - margin, 0.0) if low >= 0 else low - margin
             expectations.append(
                 _expectation(
                     gxe.ExpectColumnValuesToBeBetween, CRITICAL, column=column,
-                    min_value=low - margin, max_value=high + margin, mostly=RANGE_MOSTLY,
+                    min_value=floor, max_value=high + margin, mostly=RANGE_MOSTLY,
                     notes=f"reference window: min {low:g}, max {high:g} over {rows:,} rows",
                 )
             )

@@ -23,7 +23,7 @@ AFTER_CONCEPT = date(2026, 5, 28)  # 05-01..05-28: the feature→label relation 
 
 
 @pytest.fixture(scope="module")
-def demo_config(tmp_path_factory):
+def demo_environ(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     demo.seed_demo(f"sqlite:///{root / 'warehouse.db'}")
     _migrated_mlflow_store(root / "mlflow.db")
@@ -34,7 +34,12 @@ def demo_config(tmp_path_factory):
         "PIPELINE_DATABASE_URL": f"sqlite:///{root / 'pipeline.db'}",
         "PIPELINE_STORAGE_ROOT": str(root / "runs"),
     }
-    return load_config(DEMO_CONFIG, environ=environ)
+    return environ
+
+
+@pytest.fixture(scope="module")
+def demo_config(demo_environ):
+    return load_config(DEMO_CONFIG, environ=demo_environ)
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +115,12 @@ def test_rollback_restores_the_previous_champion(demo_config, concept):
     assert actions[0] == ("rollback", stale) and actions[1] == ("promote", concept.version.version)
     status = format_status(demo_config)
     assert f"champion           v{stale}" in status and "on-call: rollback" in status
+
+
+def test_the_regression_demo_runs_a_cycle(demo_environ):
+    config = load_config(DEMO_CONFIG.with_name("demo_regression.yaml"), environ=demo_environ)
+    outcome = run_cycle(config, BEFORE_SHIFT)
+    assert outcome.status == "promoted", format_outcome(outcome)
+    assert outcome.evaluation.primary_metric == "rmse" and set(outcome.evaluation.metric_means) == {"rmse", "mae", "r2"}
+    assert outcome.evaluation.metric_means["r2"] > 0.5
+    assert registry.aliases(config) == {"champion": outcome.version.version}

@@ -139,3 +139,13 @@ def test_two_processes_promoting_at_once_exactly_one_wins(tmp_path, config):
     assert "champion" in outcomes[loser] and ("changed meanwhile" in outcomes[loser] or "is now" in outcomes[loser])
     assert registry.aliases(config)["champion"] == winners[0]
     assert [e.to_version for e in promote.history(config)] == winners
+
+
+def test_the_registered_model_serves_probabilities_through_pyfunc(config):
+    import mlflow
+
+    version = add_version(config, "c1")
+    model = mlflow.pyfunc.load_model(f"models:/{config.model_name}/{version}")
+    frame = small_frame(20)
+    scores = model.predict(frame[config.source.features.all].astype({"x_num": "float64", "y_num": "float64"}))
+    assert scores.shape == (20, 2) and ((scores >= 0) & (scores <= 1)).all()

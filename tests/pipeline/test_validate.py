@@ -263,6 +263,17 @@ def test_proposed_suite_round_trips_and_holds_the_profile(config, frame, tmp_pat
     assert by_rule[("expect_table_row_count_to_be_between", None)]["kwargs"] == {"min_value": 200, "max_value": 800}
 
 
+def test_proposed_range_of_a_never_negative_column_stays_non_negative(config, frame):
+    frame = frame.assign(y_num=frame["y_num"].abs() + 0.01)
+    ranges = {
+        e["kwargs"]["column"]: e["kwargs"]
+        for e in propose_suite(config, frame)["expectations"]
+        if e["type"] == "expect_column_values_to_be_between"
+    }
+    assert ranges["y_num"]["min_value"] == 0.0
+    assert ranges["x_num"]["min_value"] < frame["x_num"].min()
+
+
 def test_null_ceiling_follows_the_observed_null_share(config, frame):
     reference = frame.copy()
     reference.loc[:39, "y_num"] = None  # 10 % null

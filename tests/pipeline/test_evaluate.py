@@ -1,0 +1,80 @@
+"""k-fold evaluation: splits, metrics, and the champion scored on exactly the candidate's unseen rows."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pytest
+
+from pipeline.config import load_config
+from pipeline.evaluate import Champion, evaluate_kfold, fold_indices, metric_value, unseen_by_champion
+from pipeline.train import build_model, encode_target
+from tests.conftest import small_frame, write_config
+
+
+def make_config(tmp_path, split="stratified", k=3):
+    sections = {"training": {"family": "logistic_regression", "params": {}}, "evaluation": {"k": k, "split": split}}
+    return load_config(write_config(tmp_path, **sections), environ={})
+
+
+@pytest.mark.parametrize("split", [pytest.param("stratified", id="stratified"), pytest.param("kfold", id="kfold")])
+def test_shuffled_splits_cover_every_row_once(tmp_path, split):
+    config, frame = make_config(tmp_path, split, k=4), small_frame(400)
+    y = encode_target(config, frame["label"])
+    tests = [test for _, test in fold_indices(config, frame, y)]
+    assert len(tests) == 4
+    assert sorted(np.concatenate(tests).tolist()) == list(range(400))
+    if split == "stratified":
+        rates = [y[t].mean() for t in tests]
+        assert max(rates) - min(rates) < 0.03
+
+
+def test_time_split_tests_on_the_future(tmp_path):
+    config, frame = make_config(tmp_path, "time", k=3), small_frame(400).sample(frac=1, random_state=0)
+    ts = frame["ts"].to_numpy()
+    folds = list(fold_indices(config, frame, encode_target(config, frame["label"])))
+    assert len(folds) == 3
+    for train, test in folds:
+        assert ts[train].max() <= ts[test].min()
+    assert [len(train) for train, _ in folds] == sorted(len(train) for train, _ in folds)
+
+
+@pytest.mark.parametrize(
+    ("name", "y", "scores", "expected"),
+    [
+        pytest.param("roc_auc", [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75, id="auc"),
+        pytest.param("roc_auc", [1, 1, 1], [0.2, 0.5, 0.9], float("nan"), id="auc-undefined-on-one-class"),
+        pytest.param("f1", [0, 1, 1, 0], [0.2, 0.7, 0.4, 0.6], 0.5, id="f1-at-0.5"),
+        pytest.param("rmse", [1.0, 2.0], [1.0, 4.0], np.sqrt(2.0), id="rmse"),
+        pytest.param("mae", [1.0, 2.0], [1.0, 4.0], 1.0, id="mae"),
+    ],
+)
+def test_metric_values(name, y, scores, expected):
+    value = metric_value(name, np.array(y), np.array(scores))
+    assert (np.isnan(value) and np.isnan(expected)) or value == pytest.approx(expected)
+
+
+def test_champion_is_judged_only_on_rows_outside_its_training_window(tmp_path):
+    config = make_config(tmp_path)
+    frame = small_frame(900, days=10)
+    old = frame[frame["ts"] < "2026-01-04"]
+    champion_model = build_model(config, "cpu").fit(old, encode_target(config, old["label"]))
+    champion = Champion("1", champion_model, date(2026, 1, 1), date(2026, 1, 3))
+    unseen = unseen_by_champion(config, frame, champion)
+    assert unseen.sum() == (frame["ts"] >= "2026-01-04").sum()
+
+    result = evaluate_kfold(config, frame, "cpu", champion)
+    assert result.champion_version == "1" and result.champion_window == "2026-01-01..2026-01-03"
+    assert sum(f.compare_rows for f in result.folds) == unseen.sum()
+    for fold in result.folds:
+        assert fold.candidate_compare is not None and fold.champion_compare is not None
+        assert 0.5 < fold.champion_compare <= 1 and 0.5 < fold.candidate_compare <= 1
+    assert set(result.metric_means) == {"roc_auc", "log_loss", "f1"}
+    assert result.primary_mean == pytest.approx(np.mean([f.metrics["roc_auc"] for f in result.folds]))
+
+
+def test_without_a_champion_nothing_is_compared(tmp_path):
+    result = evaluate_kfold(make_config(tmp_path), small_frame(300), "cpu")
+    assert result.champion_version is None
+    assert all(f.compare_rows == 0 and f.champion_compare is None for f in result.folds)
