@@ -82,13 +82,21 @@ def open_cycle(config: Config, as_of: date, cycle_id: str | None = None, progres
     run_id = registry.cycle_run_id(config, cycle_id)
     cycle = Cycle(config, as_of, cycle_id, run_dir, run_id, progress or (lambda message: None))
     config_path = cycle.path("config.yaml")
-    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    config_path.write_text(yaml.safe_dump(recorded_config(config), sort_keys=False))
     registry.log_to_run(
         config, run_id,
         tags={"as_of": as_of.isoformat(), "git_sha": registry.git_sha(), "run_dir": str(run_dir.resolve())},
         artifacts=[str(config_path)],
     )
     return cycle
+
+
+def recorded_config(config: Config) -> dict:
+    """The config as recorded with the cycle: URLs from the environment may carry passwords."""
+    dumped = config.model_dump(mode="json")
+    for section, key in (("source", "url"), ("registry", "tracking_uri"), ("promotion", "database_url")):
+        dumped[section][key] = data.redact_url(dumped[section][key])
+    return dumped
 
 
 def load_stage(cycle: Cycle) -> dict[str, data.WindowSnapshot]:

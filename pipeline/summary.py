@@ -6,6 +6,7 @@ import math
 
 from pipeline import promote, registry
 from pipeline.config import Config
+from pipeline.data import redact_url
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -66,12 +67,12 @@ def format_outcome(outcome) -> str:
         path = cycle.path(name)
         if path.exists():
             lines.append(f"      {name:<16} {path.resolve()}")
-    lines.append(f"      MLflow run       {config.registry.tracking_uri} run {cycle.run_id}")
+    lines.append(f"      MLflow run       {redact_url(config.registry.tracking_uri)} run {cycle.run_id}")
     return "\n".join(lines)
 
 
 def format_status(config: Config, cycles: int = 5) -> str:
-    lines = [f"Model {config.model_name} (tracking {config.registry.tracking_uri})"]
+    lines = [f"Model {config.model_name} (tracking {redact_url(config.registry.tracking_uri)})"]
     current = {alias: registry.alias_version(config, alias) for alias in registry.ALIASES}
     for alias, info in current.items():
         if info is None:

@@ -63,7 +63,7 @@ def config_dict(tmp_path: Path, suite: Path | None = None, **sections) -> dict:
 _TEMPLATE_DIR = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
 
 
-def _migrated_mlflow_store(target: Path) -> None:
+def migrated_mlflow_store(target: Path) -> None:
     """Copy an already migrated MLflow SQLite store: migrating a fresh one costs seconds per test."""
     template = _TEMPLATE_DIR / "mlflow.db"
     if not template.exists():
@@ -75,7 +75,7 @@ def _migrated_mlflow_store(target: Path) -> None:
 
 def write_config(tmp_path: Path, **sections) -> Path:
     if not (tmp_path / "mlflow.db").exists():
-        _migrated_mlflow_store(tmp_path / "mlflow.db")
+        migrated_mlflow_store(tmp_path / "mlflow.db")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config_dict(tmp_path, **sections)))
     return path

@@ -13,9 +13,9 @@ import pytest
 from pipeline import demo, promote, registry
 from pipeline.config import load_config
 from pipeline.cli import DEMO_CONFIG
-from pipeline.cycle import run_cycle
+from pipeline.cycle import recorded_config, run_cycle
 from pipeline.summary import format_outcome, format_status
-from tests.conftest import _migrated_mlflow_store
+from tests.conftest import migrated_mlflow_store, write_config
 
 BEFORE_SHIFT = date(2026, 2, 26)   # current window 01-30..02-26: one regime throughout
 AFTER_SHIFT = date(2026, 3, 28)    # 03-01..03-28: covariate shift, no new category yet
@@ -26,7 +26,7 @@ AFTER_CONCEPT = date(2026, 5, 28)  # 05-01..05-28: the feature→label relation 
 def demo_environ(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     demo.seed_demo(f"sqlite:///{root / 'warehouse.db'}")
-    _migrated_mlflow_store(root / "mlflow.db")
+    migrated_mlflow_store(root / "mlflow.db")
     environ = {
         "PIPELINE_SOURCE_URL": f"sqlite:///{root / 'warehouse.db'}",
         "PIPELINE_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
@@ -124,3 +124,8 @@ def test_the_regression_demo_runs_a_cycle(demo_environ):
     assert outcome.evaluation.primary_metric == "rmse" and set(outcome.evaluation.metric_means) == {"rmse", "mae", "r2"}
     assert outcome.evaluation.metric_means["r2"] > 0.5
     assert registry.aliases(config) == {"champion": outcome.version.version}
+
+
+def test_passwords_never_reach_the_recorded_config(tmp_path):
+    config = load_config(write_config(tmp_path), environ={"PIPELINE_SOURCE_URL": "postgresql://u:s3cret@db/w"})
+    assert recorded_config(config)["source"]["url"] == "postgresql://u:***@db/w"

@@ -89,3 +89,4 @@ def test_windows_before_the_as_of_date(config):
     assert (current.start, current.end, current.days) == (date(2026, 3, 6), date(2026, 3, 10), 5)
     reference = data.initial_reference_window(config, current)
     assert (reference.start, reference.end) == (date(2026, 3, 1), date(2026, 3, 5))
+
