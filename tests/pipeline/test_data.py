@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
 
 import pandas as pd
@@ -90,3 +91,28 @@ def test_windows_before_the_as_of_date(config):
     reference = data.initial_reference_window(config, current)
     assert (reference.start, reference.end) == (date(2026, 3, 1), date(2026, 3, 5))
 
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway database on the machine's PostgreSQL (127.0.0.1:5432, trust auth); dropped afterwards."""
+    name = f"pipeline_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine("postgresql://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_postgresql_source_reads_the_same_window_and_digest(tmp_path, warehouse, postgres_url):
+    engine = sa.create_engine(postgres_url)
+    warehouse.to_sql("events", engine, index=False)
+    engine.dispose()
+    window = data.WindowSpec("current", date(2026, 1, 3), date(2026, 1, 5))
+    from_postgres = data.read_window(source_of(tmp_path, url=postgres_url), window)
+    from_sqlite = data.read_window(source_of(tmp_path), window)
+    assert len(from_postgres) == len(from_sqlite) > 0
+    assert data.content_sha256(from_postgres) == data.content_sha256(from_sqlite)
+    assert data.latest_day(source_of(tmp_path, url=postgres_url)) == warehouse["ts"].max().date()
