@@ -162,7 +162,9 @@ def register_candidate(
         number = existing.version
         for key, value in tags.items():
             mlflow_client.set_model_version_tag(config.model_name, number, key, value)
-    mlflow_client.set_registered_model_alias(config.model_name, CHALLENGER, number)
+    # A re-run must not undo a decision: an approved or rejected version is no challenger any more.
+    if existing is None or "approval" not in existing.tags:
+        mlflow_client.set_registered_model_alias(config.model_name, CHALLENGER, number)
     return get_version(config, number)
 
 

@@ -15,7 +15,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def _section(label: str, text: str) -> list[str]:
     first, *rest = text.splitlines()
-    return [f"  {label:<11} {first}", *(f"      {line.strip()}" for line in rest)]
+    return [f"  {label:<11} {first.removeprefix(label).strip()}", *(f"      {line.strip()}" for line in rest)]
 
 
 def format_outcome(outcome) -> str:

@@ -67,6 +67,7 @@ def test_rerunning_a_cycle_reuses_its_run_and_version(demo_config, first):
     assert again.cycle.run_id == first.cycle.run_id
     assert again.version.version == first.version.version
     assert [v.version for v in registry.list_versions(demo_config)] == [first.version.version]
+    assert registry.aliases(demo_config) == {"champion": first.version.version}
     assert len(promote.history(demo_config)) == 1
     runs = registry.client(demo_config).search_runs([registry.experiment_id(demo_config)])
     assert len(runs) == 1
@@ -104,6 +105,14 @@ def test_after_concept_drift_retraining_beats_the_stale_champion(demo_config, sh
     assert set(demo.SHIFTED_FEATURES) | {demo.NEW_CATEGORY[0]} <= set(concept.drift.drifted_features)
     assert registry.aliases(demo_config) == {"champion": concept.version.version, "previous-champion": verdict.champion_version}
     assert concept.version.tags["gate.champion_version"] == verdict.champion_version
+    summary = format_outcome(concept)
+    for line in (
+        f"Cycle demo_churn-{AFTER_CONCEPT}", "Dataset drift DETECTED", "payment_method: jensenshannon",
+        f"Champion    v{verdict.champion_version} on the same {verdict.compare_rows:,} unseen rows",
+        "PASS significance: corrected resampled t-test over 5 folds", f"Registry    demo_churn v{concept.version.version} (champion)",
+        "auto-approval: promote", "drift.html",
+    ):
+        assert line in summary, f"{line!r} not in\n{summary}"
 
 
 def test_rollback_restores_the_previous_champion(demo_config, concept):
