@@ -1,9 +1,10 @@
 """Benchmark one cycle on synthetic data: ``python -m pipeline.bench [--rows N ...]`` (``make bench``).
 
-For each size, a child process generates N rows × 30 features (24 numeric, 6 categorical,
-binary target) into a SQLite warehouse, times the bare 5-fold training of the configured
-model (scikit-learn's ``cross_validate``, nothing else), then runs one full cycle and
-prints per-stage wall time, peak RSS and the cycle-to-bare-training ratio.
+For each size: generate N rows × 30 features (24 numeric, 6 categorical, binary target) per
+window into a SQLite warehouse; time the bare 5-fold training of the configured model
+(scikit-learn's ``cross_validate``, nothing else); run one full cycle; print per-stage wall
+time, peak RSS and the cycle-to-bare-training ratio. Each of the three steps runs in its own
+process, so each peak RSS is that step's own (a stage's figure is the cycle's peak so far).
 
 Library imports are done before the clock starts in both measurements, as in a warm worker.
 """
@@ -65,58 +66,74 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _measure(rows: int, results) -> None:
-    """Runs in a child process so peak RSS belongs to this size alone."""
-    import yaml
-    from sklearn.model_selection import StratifiedKFold, cross_validate
-
-    import pipeline.drift  # noqa: F401  (warm imports: GX, Evidently, MLflow, XGBoost)
-    import pipeline.validate  # noqa: F401
-    from pipeline import demo, registry
+def _config(root: Path):
     from pipeline.config import load_config
-    from pipeline.cycle import STAGES, run_cycle
-    from pipeline.train import build_model, encode_target
+
+    return load_config(root / "config.yaml", environ={})
+
+
+def _prepare(root: Path, rows: int) -> dict:
+    """The warehouse (reference and current window, N rows each), a proposed suite and an empty MLflow store."""
+    import yaml
+
+    from pipeline import demo, registry
     from pipeline.validate import propose_suite, write_suite
 
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        root = Path(tmp)
-        frame = synthetic_frame(rows)
-        (root / "config.yaml").write_text(yaml.safe_dump(bench_config(root, rows)))
-        config = load_config(root / "config.yaml", environ={})
-        # Two windows: the reference (the 28 days before) and the current one, each of N rows.
-        reference = frame.assign(ts=frame["ts"] - pd.Timedelta(days=DAYS))
-        demo.write_tables(config.source.url, {"events": pd.concat([reference, frame], ignore_index=True)}, "ts")
-        write_suite(propose_suite(config, frame), config.validation.suite)
-        registry.experiment_id(config)  # create the MLflow store before timing
-        rss_setup = _peak_rss_mb()
+    (root / "config.yaml").write_text(yaml.safe_dump(bench_config(root, rows)))
+    config = _config(root)
+    frame = synthetic_frame(rows)
+    reference = frame.assign(ts=frame["ts"] - pd.Timedelta(days=DAYS))
+    demo.write_tables(config.source.url, {"events": pd.concat([reference, frame], ignore_index=True)}, "ts")
+    write_suite(propose_suite(config, frame), config.validation.suite)
+    registry.experiment_id(config)
+    return {}
 
-        y = encode_target(config, frame["target"])
-        started = time.perf_counter()
-        cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=config.training.seed)
-        cross_validate(build_model(config, "cpu"), frame, y, cv=cv, scoring="roc_auc")
-        bare = time.perf_counter() - started
-        del frame, reference
 
-        started = time.perf_counter()
-        outcome = run_cycle(config, AS_OF)
-        total = time.perf_counter() - started
-        results.put({
-            "rows": rows, "bare_5fold_s": bare, "cycle_s": total, "status": outcome.status,
-            "stages": {s: outcome.cycle.durations.get(s) for s in STAGES},
-            "stage_rss_mb": {s: outcome.cycle.peak_rss_mb.get(s) for s in STAGES},
-            "peak_rss_mb": _peak_rss_mb(), "setup_rss_mb": rss_setup,
-            "auc": outcome.evaluation.primary_mean if outcome.evaluation else None,
-        })
+def _bare_training(root: Path, rows: int) -> dict:
+    """5-fold cross-validation of the same model on the same rows, and nothing else."""
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
+    from pipeline.train import build_model, encode_target
+
+    config = _config(root)
+    frame = synthetic_frame(rows)
+    y = encode_target(config, frame["target"])
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=config.training.seed)
+    started = time.perf_counter()
+    cross_validate(build_model(config, "cpu"), frame, y, cv=cv, scoring="roc_auc")
+    return {"bare_5fold_s": time.perf_counter() - started, "bare_peak_rss_mb": _peak_rss_mb()}
+
+
+def _cycle(root: Path, rows: int) -> dict:
+    import pipeline.drift  # noqa: F401  (warm imports: GX, Evidently, MLflow, XGBoost)
+    import pipeline.validate  # noqa: F401
+    from pipeline.cycle import STAGES, run_cycle
+
+    config = _config(root)
+    started = time.perf_counter()
+    outcome = run_cycle(config, AS_OF)
+    return {
+        "cycle_s": time.perf_counter() - started, "status": outcome.status, "peak_rss_mb": _peak_rss_mb(),
+        "stages": {s: outcome.cycle.durations.get(s) for s in STAGES},
+        "stage_rss_mb": {s: outcome.cycle.peak_rss_mb.get(s) for s in STAGES},
+        "auc": outcome.evaluation.primary_mean if outcome.evaluation else None,
+    }
+
+
+def _in_child(step, root: Path, rows: int) -> dict:
+    """Each step in a fresh process, so its peak RSS is its own."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(step, (root, rows))
 
 
 def run(rows: int) -> dict:
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    child = context.Process(target=_measure, args=(rows, results))
-    child.start()
-    result = results.get()
-    child.join()
-    return result
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        root = Path(tmp)
+        result = {"rows": rows}
+        for step in (_prepare, _bare_training, _cycle):
+            result |= _in_child(step, root, rows)
+        return result
 
 
 def print_table(results: list[dict]) -> None:
@@ -131,7 +148,8 @@ def print_table(results: list[dict]) -> None:
     for label, key in [("cycle total (wall)", "cycle_s"), ("bare 5-fold training", "bare_5fold_s")]:
         print(f"{label:<22}" + "".join(f"{r[key]:>17.1f}s" for r in results))
     print(f"{'cycle / bare 5-fold':<22}" + "".join(f"{r['cycle_s'] / r['bare_5fold_s']:>17.2f}x" for r in results))
-    print(f"{'peak RSS':<22}" + "".join(f"{r['peak_rss_mb']:>15,.0f} MB" for r in results))
+    print(f"{'peak RSS, cycle':<22}" + "".join(f"{r['peak_rss_mb']:>15,.0f} MB" for r in results))
+    print(f"{'peak RSS, bare 5-fold':<22}" + "".join(f"{r['bare_peak_rss_mb']:>15,.0f} MB" for r in results))
     print(f"{'k-fold AUC':<22}" + "".join(f"{r['auc']:>18.4f}" for r in results))
     print(f"{'status':<22}" + "".join(f"{r['status']:>18}" for r in results))
 

@@ -222,7 +222,7 @@ def train_stage(cycle: Cycle):
         device = resolve_device(config)
         frame = snapshots["current"].read()
         champion = _champion_for_evaluation(cycle)
-        evaluation = evaluate_kfold(config, frame, device, champion, progress=cycle.progress)
+        evaluation = evaluate_kfold(config, frame, device, champion, progress=lambda m: cycle.progress(f"[train] {m}"))
         cycle.progress(f"[train] final fit on all {len(frame):,} rows")
         model, info = fit_model(config, frame, encode_target(config, frame[config.source.target_column]), device)
         joblib.dump(model, cycle.path("candidate.joblib"))
