@@ -45,9 +45,7 @@ class FeatureCoercer(BaseEstimator, TransformerMixin):
             out[column] = pd.to_numeric(X[column], errors="coerce").astype("float64")
         for column in self.categorical:
             values = X[column]
-            out[column] = values.astype(object).where(values.notna(), np.nan).map(
-                lambda v: v if isinstance(v, float) else str(v)
-            )
+            out[column] = values.astype(str).where(values.notna(), np.nan)
         return out
 
 
