@@ -6,7 +6,7 @@ cycle reuses its run and its model version instead of creating new ones.
 
 from __future__ import annotations
 
-import json
+import math
 import subprocess
 from dataclasses import dataclass
 from datetime import date
@@ -87,8 +87,6 @@ def log_to_run(
 
     Metrics carry a fixed timestamp (0) because MLflow dedupes identical (key, value, step, timestamp) rows.
     """
-    import math
-
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
@@ -241,7 +239,3 @@ def list_versions(config: Config) -> list[VersionInfo]:
     infos = [VersionInfo(str(v.version), v.run_id, dict(v.tags), list(v.aliases)) for v in versions]
     return sorted(infos, key=lambda v: int(v.version))
 
-
-def summary_tags(prefix: str, summary: dict[str, Any]) -> dict[str, str]:
-    """Flatten a small summary into MLflow tags (values JSON-encoded where not plain)."""
-    return {f"{prefix}.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in summary.items()}

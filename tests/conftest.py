@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from pathlib import Path
@@ -61,6 +62,7 @@ def config_dict(tmp_path: Path, suite: Path | None = None, **sections) -> dict:
 
 
 _TEMPLATE_DIR = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+atexit.register(shutil.rmtree, _TEMPLATE_DIR, ignore_errors=True)
 
 
 def migrated_mlflow_store(target: Path) -> None:
