@@ -12,6 +12,7 @@ import json
 import resource
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -150,7 +151,11 @@ def _log_windows(cycle: Cycle, snapshots: dict[str, data.WindowSnapshot]) -> Non
     registry.log_to_run(config, cycle.run_id, tags=tags,
                         metrics={f"rows.{name}": s.rows for name, s in snapshots.items()})
     registry.client(config)
-    with mlflow.start_run(run_id=cycle.run_id):
+    with mlflow.start_run(run_id=cycle.run_id), warnings.catch_warnings():
+        # MLflow registers two identical local-file source classes and warns that a path matches both; and it
+        # hints about integer columns, which concerns model signatures, not a dataset's recorded schema.
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted", UserWarning)
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
         for name, snap in snapshots.items():
             # MLflow's own digest covers only 10,000 rows; ours covers every value (first 32 hex chars fit its column).
             dataset = mlflow.data.from_pandas(
