@@ -175,3 +175,29 @@ def test_status_shows_champion_and_log(established, capsys):
     assert main(["status", "--config", str(root / "config.yaml")]) == 0
     out = capsys.readouterr().out
     assert "champion           v1" in out and "alice: promote v- -> v1" in out
+
+
+def test_manual_approval_flow_reject_refuse_override_rollback(tmp_path, capsys):
+    """A person drives the registry through the CLI; every refusal exits 5 and changes nothing."""
+    frame = small_frame(1500, days=10)
+    write_warehouse(tmp_path / "warehouse.db", frame)
+    config_path = write_config(tmp_path, training={"family": "logistic_regression", "params": {}})
+    config = load_config(config_path, environ={})
+    write_suite(propose_suite(config, frame), config.validation.suite)
+    cli = lambda *args: main([*args, "--config", str(config_path)])  # noqa: E731
+
+    assert cli("run", "--as-of", "2026-01-05") == 0
+    assert "waiting for a person: pipeline promote --version 1" in capsys.readouterr().out
+    assert cli("reject", "--version", "1", "--reason", "spot check failed", "--actor", "carol") == 0
+    assert cli("promote", "--version", "1", "--actor", "bob") == 5
+    assert "was rejected" in capsys.readouterr().err
+    assert registry.aliases(config) == {}
+    assert cli("promote", "--version", "1", "--override", "--reason", "checked by hand", "--actor", "bob") == 0
+    assert cli("run", "--as-of", "2026-01-10") in (0, 4)
+    assert cli("rollback", "--reason", "nothing earlier", "--actor", "ops") == 5
+    assert "no previous champion" in capsys.readouterr().err
+    assert cli("status") == 0
+    out = capsys.readouterr().out
+    assert "carol: reject v- -> v1 (spot check failed)" in out
+    assert "bob: override v- -> v1 (checked by hand)" in out
+    assert registry.aliases(config)["champion"] == "1"
