@@ -147,7 +147,9 @@ class Gate(_Strict):
 
 
 class Registry(_Strict):
-    tracking_uri: str = Field(description="MLflow tracking URI (override: PIPELINE_TRACKING_URI or MLFLOW_TRACKING_URI).")
+    # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so a process that ran
+    # one config would silently send the next config's runs to the first one's store.
+    tracking_uri: str = Field(description="MLflow tracking URI (override: PIPELINE_TRACKING_URI).")
     artifact_root: str | None = Field(default=None, description="Artifact location for a newly created experiment.")
     experiment: str | None = None
 
@@ -219,8 +221,6 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     for var, keys in ENV_OVERRIDES.items():
         if environ.get(var):
             raw.setdefault(keys[0], {})[keys[1]] = environ[var]
-    if environ.get("MLFLOW_TRACKING_URI") and not environ.get("PIPELINE_TRACKING_URI"):
-        raw.setdefault("registry", {})["tracking_uri"] = environ["MLFLOW_TRACKING_URI"]
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:

@@ -64,7 +64,7 @@ def test_environment_overrides_uris(tmp_path):
         path,
         environ={
             "PIPELINE_SOURCE_URL": "postgresql://reader@db/warehouse",
-            "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+            "PIPELINE_TRACKING_URI": "http://127.0.0.1:5000",
             "PIPELINE_DATABASE_URL": "sqlite:///elsewhere.db",
             "PIPELINE_STORAGE_ROOT": "/srv/runs",
         },
@@ -79,3 +79,9 @@ def test_regression_defaults(tmp_path):
     raw = config_dict(tmp_path, task="regression", training={"family": "ridge"})
     config = load_config(_write(tmp_path, raw), environ={})
     assert config.primary_metric == "rmse" and config.evaluation.split == "kfold"
+
+
+def test_mlflow_tracking_uri_does_not_override_the_config(tmp_path):
+    # mlflow.set_tracking_uri() sets MLFLOW_TRACKING_URI for the whole process: it must not leak into the next config.
+    config = load_config(_write(tmp_path, config_dict(tmp_path)), environ={"MLFLOW_TRACKING_URI": "sqlite:///other.db"})
+    assert config.registry.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
