@@ -48,10 +48,6 @@ class WindowSnapshot:
     path: str
     sha256: str
 
-    @property
-    def spec(self) -> WindowSpec:
-        return WindowSpec(self.name, self.start, self.end)
-
     def to_dict(self) -> dict:
         return {**asdict(self), "start": self.start.isoformat(), "end": self.end.isoformat()}
 

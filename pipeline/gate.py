@@ -49,6 +49,14 @@ class GateVerdict:
     alpha: float = 0.05
 
     @property
+    def candidate_compare_mean(self) -> float | None:
+        return _mean(self.fold_candidate)
+
+    @property
+    def champion_compare_mean(self) -> float | None:
+        return _mean(self.fold_champion)
+
+    @property
     def reasons(self) -> list[str]:
         return [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
 
@@ -58,6 +66,11 @@ class GateVerdict:
     @classmethod
     def from_dict(cls, data: dict) -> GateVerdict:
         return cls(**{**data, "checks": [GateCheck(**c) for c in data["checks"]]})
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(present)) if present else None
 
 
 def corrected_resampled_ttest(differences: np.ndarray, test_train_ratio: float) -> tuple[float, float]:
@@ -133,12 +146,11 @@ def _compare_with_champion(verdict: GateVerdict, evaluation: EvaluationResult, g
     verdict.improvement = float(differences.mean())
     ratio = float(np.mean([f.test_rows / f.train_rows for f in folds]))
     verdict.t_statistic, verdict.p_value = corrected_resampled_ttest(differences, ratio)
-    candidate, held = np.mean([f.candidate_compare for f in usable]), np.mean([f.champion_compare for f in usable])
     verdict.checks.append(
         GateCheck(
             "margin", verdict.improvement >= gate.min_improvement,
-            f"on {verdict.compare_rows} unseen rows candidate {verdict.primary_metric} {candidate:.4f} vs {champion} "
-            f"{held:.4f}: improvement {verdict.improvement:+.4f} must be >= {gate.min_improvement:g}",
+            f"on {verdict.compare_rows} unseen rows candidate {verdict.primary_metric} "
+            f"{verdict.candidate_compare_mean:.4f} vs {champion} {verdict.champion_compare_mean:.4f}: improvement {verdict.improvement:+.4f} must be >= {gate.min_improvement:g}",
         )
     )
     verdict.checks.append(

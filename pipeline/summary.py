@@ -41,12 +41,10 @@ def format_outcome(outcome) -> str:
     verdict = outcome.verdict
     if verdict is not None:
         if verdict.champion_version is not None:
-            champion = [v for v in verdict.fold_champion if v is not None]
-            candidate = [v for v in verdict.fold_candidate if v is not None]
-            mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
             lines.append(
                 f"  Champion    v{verdict.champion_version} on the same {verdict.compare_rows:,} unseen rows: "
-                f"{verdict.primary_metric} {_fmt(mean(champion))} vs candidate {_fmt(mean(candidate))}"
+                f"{verdict.primary_metric} {_fmt(verdict.champion_compare_mean)} "
+                f"vs candidate {_fmt(verdict.candidate_compare_mean)}"
             )
         else:
             lines.append("  Champion    none yet")

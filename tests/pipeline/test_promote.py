@@ -13,12 +13,6 @@ from pipeline.train import build_model, encode_target
 from tests.conftest import small_frame, write_config
 
 
-@pytest.fixture(scope="module")
-def fitted():
-    frame = small_frame(200)
-    return frame, build_model
-
-
 @pytest.fixture
 def config(tmp_path):
     return load_config(write_config(tmp_path, training={"family": "logistic_regression", "params": {}}), environ={})
