@@ -7,7 +7,11 @@ DAY    ?= latest
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help venv seed run status test bench mlflow-ui clean
+AIRFLOW_ENV := . scripts/airflow-env.sh
+AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW_HOME
+
+.PHONY: help venv seed run cycle airflow-init airflow status test bench mlflow-ui clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,8 +28,20 @@ venv: $(VENV)/.installed ## Create .venv from requirements.txt (if missing or ou
 seed: venv ## Seed the embedded demo warehouse (data/warehouse.db) if missing
 	$(PY) -m pipeline demo seed --config $(CONFIG)
 
-run: seed ## Run one full cycle as of DAY (default: the newest day in the data) and print the summary
+run: seed airflow-init ## Run retrain_model through Airflow (`airflow dags test`) as of DAY and print the summary
+	$(AIRFLOW_ENV) && PIPELINE_CONFIG=$(abspath $(CONFIG)) airflow dags test retrain_model \
+		--conf '{"as_of": $(if $(filter latest,$(DAY)),null,"$(DAY)")}' > $(AIRFLOW_HOME)/last-run.log 2>&1 \
+		|| { tail -n 40 $(AIRFLOW_HOME)/last-run.log; echo "retrain_model failed; full log: $(AIRFLOW_HOME)/last-run.log"; exit 1; }
+	$(PY) -m pipeline show --config $(CONFIG)
+
+cycle: seed ## The same cycle without Airflow: the pipeline's own CLI
 	$(PY) -m pipeline run --config $(CONFIG) --as-of $(DAY)
+
+airflow-init: venv ## Create the project-local Airflow home (.airflow/) and migrate its SQLite metadata DB
+	@$(AIRFLOW_ENV) && test -f $(AIRFLOW_HOME)/airflow.db || airflow db migrate > /dev/null
+
+airflow: seed airflow-init ## Start Airflow (standalone) on http://127.0.0.1:8080 with the project's DAGs, unpaused
+	@$(AIRFLOW_ENV) && PIPELINE_CONFIG=$(abspath $(CONFIG)) scripts/airflow-up
 
 status: venv ## Show champion, challenger, pending approval, last cycles and the promotion log
 	$(PY) -m pipeline status --config $(CONFIG)
@@ -39,5 +55,5 @@ bench: venv ## Benchmark one cycle at 100k and 1M rows x 30 features (BENCH_ARGS
 mlflow-ui: venv ## Open the MLflow UI on http://127.0.0.1:5000 for the demo's tracking store
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///data/mlflow.db
 
-clean: ## Remove the demo's data, runs and MLflow store (keeps .venv)
-	rm -rf data
+clean: ## Remove the demo's data, runs, MLflow store and Airflow home (keeps .venv)
+	rm -rf data $(AIRFLOW_HOME)

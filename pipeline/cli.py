@@ -89,6 +89,15 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_show(args) -> int:
+    from pipeline.cycle import find_cycle, recorded_outcome
+    from pipeline.summary import format_outcome
+
+    outcome = recorded_outcome(find_cycle(_config(args), args.cycle_id))
+    print(format_outcome(outcome))
+    return {"validation_stopped": ValidationStopped.exit_code, "gate_rejected": GateRejected.exit_code}.get(outcome.status, 0)
+
+
 def cmd_propose_suite(args) -> int:
     from pipeline import data
     from pipeline.validate import propose_suite, write_suite
@@ -163,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = sub.add_parser("status", parents=[common], help="champion, challenger, pending approval, last cycles, alias history")
     cmd.add_argument("--cycles", type=int, default=5, help="how many recent cycles to list")
     cmd.set_defaults(func=cmd_status)
+
+    cmd = sub.add_parser("show", parents=[common], help="the summary of a recorded cycle (e.g. one run by Airflow)")
+    cmd.add_argument("--cycle-id", help="default: the newest retraining cycle")
+    cmd.set_defaults(func=cmd_show)
 
     cmd = sub.add_parser("propose-suite", parents=[common], help="profile a window and write an expectation suite to review")
     cmd.add_argument("--as-of", default="latest", help="profile the current window ending on this day")

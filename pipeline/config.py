@@ -34,6 +34,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PIPELINE_ARTIFACT_ROOT": ("registry", "artifact_root"),
     "PIPELINE_DATABASE_URL": ("promotion", "database_url"),
     "PIPELINE_STORAGE_ROOT": ("storage", "root"),
+    "PIPELINE_MLFLOW_UI_URL": ("registry", "ui_url"),
 }
 
 
@@ -61,6 +62,9 @@ class Features(_Strict):
 
 class Source(_Strict):
     url: str = Field(description="SQLAlchemy URL of the data source (override: PIPELINE_SOURCE_URL).")
+    connection_id: str | None = Field(
+        default=None, description="Airflow Connection of the data source; under Airflow it wins over `url` when it exists."
+    )
     table: str | None = None
     query: str | None = Field(default=None, description="A SELECT used instead of `table`.")
     timestamp_column: str
@@ -152,6 +156,9 @@ class Registry(_Strict):
     tracking_uri: str = Field(description="MLflow tracking URI (override: PIPELINE_TRACKING_URI).")
     artifact_root: str | None = Field(default=None, description="Artifact location for a newly created experiment.")
     experiment: str | None = None
+    ui_url: str | None = Field(
+        default=None, description="MLflow UI base URL for links in approvals and notifications (override: PIPELINE_MLFLOW_UI_URL)."
+    )
 
 
 class Promotion(_Strict):
@@ -161,6 +168,43 @@ class Promotion(_Strict):
 
 class Storage(_Strict):
     root: str = Field(description="Run directories live here, one per cycle (override: PIPELINE_STORAGE_ROOT).")
+
+
+NotificationEvent = Literal["drift_detected", "approval_waiting", "gate_rejected", "promotion_done", "task_failed"]
+
+
+class Notifications(_Strict):
+    """Off unless a channel is set; the channels' addresses and credentials live in Airflow Connections."""
+
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: ["drift_detected", "approval_waiting", "gate_rejected", "promotion_done", "task_failed"]
+    )
+    email_to: list[str] = Field(default_factory=list, description="Recipients; sent through `smtp_conn_id`.")
+    smtp_conn_id: str = "smtp_default"
+    webhook_conn_id: str | None = Field(
+        default=None, description="An HTTP Connection: JSON is POSTed to its URL (host, port, schema and path)."
+    )
+
+
+class Orchestration(_Strict):
+    """How the Airflow DAGs run this model."""
+
+    monitor_schedule: str = Field(default="0 * * * *", description="Cron for monitor_drift.")
+    retrain_schedule: str = Field(default="0 2 * * *", description="Nightly cron for retrain_model.")
+    timezone: str = "UTC"
+    scheduled_as_of: Literal["previous_day", "latest"] = Field(
+        default="previous_day",
+        description="As-of date of a scheduled run: the last full day before it, or the newest day in the source.",
+    )
+    retrain_on: Literal["always", "drift"] = Field(
+        default="always", description="`drift`: a retrain run stops after the drift check when nothing drifted."
+    )
+    approval_timeout_hours: float = Field(default=24, gt=0, description="An unanswered approval counts as rejected.")
+    approvers: list[str] = Field(default_factory=list, description="Airflow users who may answer; empty: any with access.")
+    owner: str = "ml-platform"
+    retries: int = Field(default=2, ge=0, description="Retries of transient faults; verdicts are never retried.")
+    retry_delay_s: int = Field(default=60, gt=0)
+    max_retry_delay_s: int = Field(default=900, gt=0)
 
 
 class Config(_Strict):
@@ -176,6 +220,8 @@ class Config(_Strict):
     registry: Registry
     promotion: Promotion
     storage: Storage
+    orchestration: Orchestration = Orchestration()
+    notifications: Notifications = Notifications()
 
     @model_validator(mode="after")
     def _task_consistency(self) -> Config:

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from functools import partial
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import yaml
 from pipeline import data, registry
 from pipeline.config import Config
 from pipeline.errors import GateRejected, PipelineError, ValidationStopped
+from pipeline.storage import RunStorage
 
 STAGES = ("load", "validate", "drift", "train", "gate", "register", "promote")
 Progress = Callable[[str], None]
@@ -41,11 +42,15 @@ class Cycle:
     config: Config
     as_of: date
     cycle_id: str
-    run_dir: Path
+    storage: RunStorage
     run_id: str
     progress: Progress = lambda message: None
     durations: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.storage.local_dir
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
@@ -65,7 +70,10 @@ class Cycle:
     def stage(self, name: str):
         self.progress(f"[{name}] started")
         started = time.perf_counter()
-        yield
+        try:
+            yield
+        finally:
+            self.storage.push()
         self.durations[name] = time.perf_counter() - started
         # The process's peak so far: a stage's own peak is where this number jumps.
         self.peak_rss_mb[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -76,20 +84,44 @@ class Cycle:
         )
 
 
-def open_cycle(config: Config, as_of: date, cycle_id: str | None = None, progress: Progress | None = None) -> Cycle:
+def open_cycle(
+    config: Config, as_of: date, cycle_id: str | None = None, progress: Progress | None = None,
+    kind: registry.CycleKind = "retrain", tags: dict[str, str] | None = None,
+) -> Cycle:
+    """Open (or re-open) a cycle: its run directory, pulled from the store, and its MLflow run.
+
+    ``kind="monitor"`` cycles (load, validate, drift only) log to the model's monitoring experiment.
+    """
     cycle_id = cycle_id or default_cycle_id(config, as_of)
-    run_dir = Path(config.storage.root) / config.model_name / cycle_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_id = registry.cycle_run_id(config, cycle_id)
-    cycle = Cycle(config, as_of, cycle_id, run_dir, run_id, progress or (lambda message: None))
+    storage = RunStorage(config.storage.root, config.model_name, cycle_id)
+    storage.pull()
+    run_id = registry.cycle_run_id(config, cycle_id, kind)
+    cycle = Cycle(config, as_of, cycle_id, storage, run_id, progress or (lambda message: None))
     config_path = cycle.path("config.yaml")
     config_path.write_text(yaml.safe_dump(recorded_config(config), sort_keys=False))
+    storage.push()
     registry.log_to_run(
         config, run_id,
-        tags={"as_of": as_of.isoformat(), "git_sha": registry.git_sha(), "run_dir": str(run_dir.resolve())},
+        tags={"as_of": as_of.isoformat(), "git_sha": registry.git_sha(), "run_dir": storage.location,
+              "cycle.kind": kind, **(tags or {})},
         artifacts=[str(config_path)],
     )
     return cycle
+
+
+def find_cycle(config: Config, cycle_id: str | None = None, kind: registry.CycleKind = "retrain") -> Cycle:
+    """An existing cycle, read-only (default: the newest one): for summaries, reviews and notifications."""
+    mlflow_client = registry.client(config)
+    where = f"tags.cycle_id = '{cycle_id}'" if cycle_id else ""
+    runs = mlflow_client.search_runs(
+        [registry.experiment_id(config, kind)], where, max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    if not runs:
+        raise PipelineError(f"no {kind} cycle {cycle_id or ''} of {config.model_name!r} is recorded in MLflow".replace("  ", " "))
+    tags = runs[0].data.tags
+    storage = RunStorage(config.storage.root, config.model_name, tags["cycle_id"])
+    storage.pull()
+    return Cycle(config, date.fromisoformat(tags["as_of"]), tags["cycle_id"], storage, runs[0].info.run_id)
 
 
 def recorded_config(config: Config) -> dict:
@@ -166,7 +198,9 @@ def _log_windows(cycle: Cycle, snapshots: dict[str, data.WindowSnapshot]) -> Non
 
 
 def windows_of(cycle: Cycle) -> dict[str, data.WindowSnapshot]:
-    return {k: data.WindowSnapshot.from_dict(v) for k, v in cycle.read_json("windows.json")["windows"].items()}
+    """The snapshots, at their place in this process's run directory (another task may have written them)."""
+    snapshots = (data.WindowSnapshot.from_dict(v) for v in cycle.read_json("windows.json")["windows"].values())
+    return {s.name: replace(s, path=str(cycle.path(Path(s.path).name))) for s in snapshots}
 
 
 def validate_stage(cycle: Cycle):
@@ -189,7 +223,7 @@ def validate_stage(cycle: Cycle):
     if not result.passed:
         kept = cycle.run_dir / "failed_batch.parquet"
         shutil.copyfile(current.path, kept)
-        _finish(cycle, "validation_stopped", "FAILED")
+        finish_cycle(cycle, "validation_stopped", "FAILED")
         raise ValidationStopped(
             f"validation stopped cycle {cycle.cycle_id}; the failing batch is kept at {kept}\n{result.summary()}"
         )
@@ -275,7 +309,7 @@ def gate_stage(cycle: Cycle):
             artifacts=[str(path)],
         )
     if not verdict.passed:
-        _finish(cycle, "gate_rejected", "FINISHED")
+        finish_cycle(cycle, "gate_rejected", "FINISHED")
         failed = [r for r in verdict.reasons if r.startswith("FAIL")]
         raise GateRejected(f"gate rejected the candidate of cycle {cycle.cycle_id}:\n  " + "\n  ".join(failed))
     return verdict
@@ -320,16 +354,17 @@ def promote_stage(cycle: Cycle, actor: str | None = None):
     config = cycle.config
     version = cycle.read_json("registered.json")["version"]
     if config.promotion.approval != "auto":
-        _finish(cycle, "awaiting_approval", "FINISHED")
+        finish_cycle(cycle, "awaiting_approval", "FINISHED")
         return None
     with cycle.stage("promote"):
         entry = promote.promote(config, version, actor=actor or "auto-approval", reason="promotion.approval: auto")
-    _finish(cycle, "promoted", "FINISHED")
+    finish_cycle(cycle, "promoted", "FINISHED")
     return entry
 
 
-def _finish(cycle: Cycle, status: str, run_status: str) -> None:
+def finish_cycle(cycle: Cycle, status: str, run_status: str) -> None:
     cycle.write_json("status.json", {"status": status, "durations": cycle.durations})
+    cycle.storage.push()
     registry.log_to_run(cycle.config, cycle.run_id, tags={"cycle.status": status})
     registry.set_run_status(cycle.config, cycle.run_id, run_status)
 
@@ -379,11 +414,40 @@ def run_cycle(
         return outcome
     except Exception:
         with suppress(Exception):  # the original fault matters more than failing to record it
-            _finish(cycle, "failed", "FAILED")
+            finish_cycle(cycle, "failed", "FAILED")
         raise
     if until != "promote":
         outcome.status = f"stopped after {until}"
     else:
         outcome.status = "promoted" if outcome.promotion else "awaiting_approval"
         outcome.version = registry.get_version(config, outcome.version.version)
+    return outcome
+
+
+def recorded_outcome(cycle: Cycle) -> CycleOutcome:
+    """The outcome of a cycle as its stages recorded it, when they ran as separate tasks (or processes)."""
+    from pipeline import promote
+    from pipeline.drift import DriftResult
+    from pipeline.evaluate import EvaluationResult
+    from pipeline.gate import GateVerdict
+    from pipeline.validate import ValidationResult
+
+    def recorded(name: str, parse):
+        return parse(cycle.read_json(name)) if cycle.path(name).exists() else None
+
+    status = recorded("status.json", lambda d: d["status"]) or "running"
+    outcome = CycleOutcome(
+        cycle, status,
+        windows=windows_of(cycle) if cycle.path("windows.json").exists() else {},
+        validation=recorded("validation.json", ValidationResult.from_dict),
+        drift=recorded("drift.json", DriftResult.from_dict),
+        evaluation=recorded("evaluation.json", EvaluationResult.from_dict),
+        verdict=recorded("gate.json", GateVerdict.from_dict),
+    )
+    version = recorded("registered.json", lambda d: d["version"])
+    if version is not None:
+        outcome.version = registry.get_version(cycle.config, version)
+        outcome.promotion = next(
+            (e for e in promote.history(cycle.config) if e.verdict_id == cycle.cycle_id and e.to_version == version), None
+        )
     return outcome

@@ -200,6 +200,10 @@ def reject(config: Config, version: str, actor: str | None = None, reason: str |
     info = registry.get_version(config, version)
     if registry.CHAMPION in info.aliases:
         raise PromotionRefused(f"version {version} is the champion; use `pipeline rollback` to replace it")
+    if info.tags.get("approval") == "rejected":
+        done = [e for e in history(config) if e.to_version == version and e.action == "reject"]
+        if done:
+            return done[0]  # the same rejection again (a re-run task): already recorded
 
     def move() -> None:
         if registry.CHALLENGER in info.aliases:

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import math
 import subprocess
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
+# Retraining cycles and drift-monitoring cycles live in separate experiments: monitoring runs hourly or daily.
+CycleKind = Literal["retrain", "monitor"]
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,14 @@ def client(config: Config):
     return MlflowClient(tracking_uri=config.registry.tracking_uri)
 
 
-def experiment_id(config: Config) -> str:
-    mlflow_client = client(config)
+def experiment_name(config: Config, kind: CycleKind = "retrain") -> str:
     name = config.registry.experiment or config.model_name
+    return name if kind == "retrain" else f"{name}-monitoring"
+
+
+def experiment_id(config: Config, kind: CycleKind = "retrain") -> str:
+    mlflow_client = client(config)
+    name = experiment_name(config, kind)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -58,10 +66,10 @@ def experiment_id(config: Config) -> str:
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 
-def cycle_run_id(config: Config, cycle_id: str) -> str:
+def cycle_run_id(config: Config, cycle_id: str, kind: CycleKind = "retrain") -> str:
     """The MLflow run of this cycle: found by tag, or created once."""
     mlflow_client = client(config)
-    exp = experiment_id(config)
+    exp = experiment_id(config, kind)
     found = mlflow_client.search_runs([exp], f"tags.cycle_id = '{cycle_id}'", max_results=1)
     if found:
         return found[0].info.run_id
@@ -124,6 +132,22 @@ def version_for_run(config: Config, run_id: str) -> VersionInfo | None:
     return _info(mlflow_client, found[0]) if found else None
 
 
+def _log_model(config: Config, run_id: str, model, example, signature, predict_fn: str, trusted: list[str]):
+    import mlflow
+    import sklearn
+    import xgboost
+
+    with mlflow.start_run(run_id=run_id):
+        # Explicit requirements: MLflow's inference runs a subprocess for ~5 s per model.
+        return mlflow.sklearn.log_model(
+            model, name="model", signature=signature, input_example=example,
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"xgboost=={xgboost.__version__}",
+                              f"mlflow=={mlflow.__version__}"],
+            code_paths=[str(Path(__file__).parent)], serialization_format="skops", skops_trusted_types=trusted,
+            pyfunc_predict_fn=predict_fn,
+        )
+
+
 def register_candidate(
     config: Config, run_id: str, model: Any, example: Any, tags: dict[str, str]
 ) -> VersionInfo:
@@ -134,25 +158,18 @@ def register_candidate(
     existing = version_for_run(config, run_id)
     mlflow_client = client(config)
     if existing is None:
-        import sklearn
-        import xgboost
-
-        import skops.io
-
         # Served classifiers answer with class probabilities: a churn score is worth more than a 0/1 label.
         predict_fn = "predict_proba" if config.task == "classification" else "predict"
         signature = infer_signature(example, getattr(model, predict_fn)(example))
         # skops refuses to load types it wasn't told to trust; these are exactly the types of the model we built.
-        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-        with mlflow.start_run(run_id=run_id):
-            # Explicit requirements: MLflow's inference runs a subprocess for ~5 s per model.
-            logged = mlflow.sklearn.log_model(
-                model, name="model", signature=signature, input_example=example,
-                pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"xgboost=={xgboost.__version__}",
-                                  f"mlflow=={mlflow.__version__}"],
-                code_paths=[str(Path(__file__).parent)], serialization_format="skops", skops_trusted_types=trusted,
-                pyfunc_predict_fn=predict_fn,
-            )
+        with warnings.catch_warnings():
+            # skops finds a ufunc's module by probing every loaded module (on import, too); under Airflow that
+            # trips a FutureWarning from each of Airflow's deprecated aliases: over a thousand log lines.
+            warnings.simplefilter("ignore", FutureWarning)
+            import skops.io
+
+            trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+            logged = _log_model(config, run_id, model, example, signature, predict_fn, trusted)
         _ensure_registered_model(mlflow_client, config.model_name)
         version = mlflow_client.create_model_version(config.model_name, logged.model_uri, run_id=run_id, tags=tags)
         number = version.version

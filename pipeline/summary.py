@@ -21,6 +21,8 @@ def _section(label: str, text: str) -> list[str]:
 def format_outcome(outcome) -> str:
     cycle, config = outcome.cycle, outcome.cycle.config
     lines = [f"Cycle {cycle.cycle_id} (model {config.model_name}, as of {cycle.as_of}): {outcome.status.upper()}"]
+    if cycle.path("trigger.json").exists():
+        lines += _section("Trigger", describe_trigger(cycle.read_json("trigger.json")))
     if outcome.windows:
         current, reference = outcome.windows["current"], outcome.windows["reference"]
         lines.append(
@@ -62,10 +64,25 @@ def format_outcome(outcome) -> str:
         )
     lines.append("  Reports")
     for name in ("validation.html", "drift.html", "evaluation.json", "gate.json"):
-        path = cycle.path(name)
-        if path.exists():
-            lines.append(f"      {name:<16} {path.resolve()}")
+        if cycle.path(name).exists():
+            lines.append(f"      {name:<16} {cycle.storage.url_of(name)}")
     lines.append(f"      MLflow run       {redact_url(config.registry.tracking_uri)} run {cycle.run_id}")
+    return "\n".join(lines)
+
+
+def describe_trigger(trigger: dict) -> str:
+    """What started an orchestrated cycle: ``trigger.json`` as the DAG's first task recorded it."""
+    kind = trigger["kind"]
+    lines = [f"{kind} run {trigger['run_id']}" + (f" by {trigger['user']}" if trigger.get("user") else "")]
+    for event in trigger.get("events", []):
+        extra = event.get("extra", {})
+        features = ", ".join(extra.get("drifted_features", [])) or "none"
+        lines.append(
+            f"drift event from {event.get('source', '?')}: share {extra.get('drift_share', 0):.0%} "
+            f"(cycle {extra.get('cycle_id', '?')}, as of {extra.get('as_of', '?')}); drifted: {features}"
+        )
+    if trigger.get("note"):
+        lines.append(f"note: {trigger['note']}")
     return "\n".join(lines)
 
 

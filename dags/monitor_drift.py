@@ -1,0 +1,69 @@
+"""
+### Monitor drift
+
+load → validate → drift → signal_drift, on `orchestration.monitor_schedule`.
+
+Compares the current window (as of the run's date) with the champion's training window
+(or, before the first champion, the window just before it). When the dataset drifts,
+`signal_drift` emits an event on the model's `drift_detected` asset, carrying the drift
+share, the drifted features, the report's location and the cycle id; `retrain_model`
+runs on that event. No drift: no event. A validation failure fails the run, no event.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, task
+
+from orchestration import runtime
+from orchestration.notify import PipelineNotifier
+
+CONFIG = runtime.parse_time_config()
+DRIFT_DETECTED = Asset(runtime.drift_asset_name(CONFIG))
+
+
+@dag(
+    dag_id="monitor_drift",
+    schedule=CronTriggerTimetable(CONFIG.orchestration.monitor_schedule, timezone=CONFIG.orchestration.timezone),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=runtime.default_args(CONFIG),
+    tags=["ml", "drift", CONFIG.model_name],
+    doc_md=__doc__,
+    params={
+        "as_of": Param(None, type=["null", "string"], format="date", title="As of",
+                       description="Last day of the window to check. Empty: the schedule's rule."),
+    },
+)
+def monitor_drift():
+    @task
+    def load(**context):
+        from orchestration import stages
+
+        return stages.load(context, "monitor")
+
+    @task
+    def validate(**context):
+        from orchestration import stages
+
+        return stages.validate(context, "monitor")
+
+    @task.branch
+    def drift(**context):
+        from orchestration import stages
+
+        summary = stages.drift(context, "monitor")
+        context["ti"].xcom_push(key="summary", value=summary)
+        return "signal_drift" if summary["dataset_drift"] else None
+
+    @task(outlets=[DRIFT_DETECTED], on_success_callback=PipelineNotifier("drift_detected", kind="monitor"))
+    def signal_drift(**context):
+        summary = context["ti"].xcom_pull(task_ids="drift", key="summary")
+        context["outlet_events"][DRIFT_DETECTED].extra = summary
+        return summary
+
+    load() >> validate() >> drift() >> signal_drift()
+
+
+monitor_drift()

@@ -1,0 +1,136 @@
+"""
+### Retrain the model: nightly, on drift, or by hand
+
+load → validate → drift → train (k-fold) → gate → register (`challenger`) → approval → promote
+
+* **When**: every night (`orchestration.retrain_schedule`) *and* whenever `monitor_drift`
+  reports drift (its asset event); or from the trigger form.
+* **Gate**: the candidate must clear the floors and beat the champion on the same k folds
+  (corrected resampled t-test). A rejection ends the run here, recorded; nothing is asked.
+* **Approval**: the registered challenger waits under *Required Actions*. Approve → promoted
+  (the promotion log names you); Reject, or no answer within `orchestration.approval_timeout_hours`
+  → recorded as rejected, the champion untouched. Auto-approval only when the config says
+  `promotion.approval: auto` or the trigger form asks for it.
+* **Data**: every task reads and writes the run's cycle directory under `storage.root`;
+  XCom carries only its location and small summaries. Re-running a task reuses the run's
+  MLflow run and model version.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, dag, task
+
+from orchestration import runtime
+from orchestration.approval import REVIEW_FORM, ReviewOperator
+from orchestration.notify import PipelineNotifier
+
+CONFIG = runtime.parse_time_config()
+ORCHESTRATION = CONFIG.orchestration
+
+
+@dag(
+    dag_id="retrain_model",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(ORCHESTRATION.retrain_schedule, timezone=ORCHESTRATION.timezone),
+        assets=[Asset(runtime.drift_asset_name(CONFIG))],
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=runtime.default_args(CONFIG),
+    tags=["ml", "retraining", CONFIG.model_name],
+    doc_md=__doc__,
+    params={
+        "as_of": Param(None, type=["null", "string"], format="date", title="As of",
+                       description="Last day of the training window. Empty: the newest day in the source."),
+        "force": Param(False, type="boolean", title="Force retrain",
+                       description="Train even when nothing drifted and the config retrains only on drift."),
+        "family": Param(CONFIG.training.family, type="string", enum=runtime.FAMILIES[CONFIG.task], title="Model family"),
+        "k": Param(CONFIG.evaluation.k, type="integer", minimum=2, maximum=20, title="Folds (k)"),
+        "auto_approve": Param(CONFIG.promotion.approval == "auto", type="boolean", title="Auto-approve",
+                              description="Promote a candidate that passes the gate without asking (dev/demo)."),
+        "note": Param("", type="string", maxLength=500, title="Note", description="Recorded with the cycle."),
+    },
+)
+def retrain_model():
+    @task
+    def load(**context):
+        from orchestration import stages
+
+        return stages.load(context, "retrain")
+
+    @task
+    def validate(**context):
+        from orchestration import stages
+
+        return stages.validate(context, "retrain")
+
+    @task.branch
+    def drift(**context):
+        from orchestration import stages
+
+        summary = stages.drift(context, "retrain")
+        context["ti"].xcom_push(key="summary", value=summary)
+        return "train" if stages.needs_training(context, summary) else "no_drift"
+
+    @task
+    def no_drift(**context):
+        from orchestration import stages
+
+        stages.finish_without_training(context)
+
+    @task
+    def train(**context):
+        from orchestration import stages
+
+        return stages.train(context)
+
+    @task.branch(on_success_callback=PipelineNotifier("gate_rejected"))
+    def gate(**context):
+        from orchestration import stages
+
+        verdict = stages.gate(context)
+        context["ti"].xcom_push(key="verdict", value=verdict)
+        return "register" if verdict["passed"] else None
+
+    @task
+    def register(**context):
+        from orchestration import stages
+
+        return stages.register(context)
+
+    @task.branch
+    def route_approval(**context):
+        from orchestration import stages
+
+        return stages.route_approval(context)
+
+    review = ReviewOperator(
+        task_id="review",
+        timeout_hours=ORCHESTRATION.approval_timeout_hours,
+        approvers=ORCHESTRATION.approvers,
+        params=REVIEW_FORM,
+        notifiers=[PipelineNotifier("approval_waiting")],
+    )
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, on_success_callback=PipelineNotifier("promotion_done"))
+    def promote(**context):
+        from orchestration import stages
+
+        return stages.promote(context)
+
+    @task
+    def record_rejection(**context):
+        from orchestration import stages
+
+        return stages.record_rejection(context)
+
+    checked = drift()
+    load() >> validate() >> checked >> no_drift()
+    routed = checked >> train() >> gate() >> register() >> route_approval()
+    promoted = promote()
+    routed >> [review, promoted]
+    review >> [promoted, record_rejection()]
+
+retrain_model()

@@ -1,0 +1,122 @@
+"""What a reviewer and a notification recipient read about a cycle: Markdown and short texts built from its records.
+
+The orchestrator puts these in the approval form and in messages; nothing here
+knows which orchestrator that is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pipeline import registry
+from pipeline.cycle import Cycle, CycleOutcome, recorded_outcome
+from pipeline.summary import describe_trigger
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def mlflow_run_url(cycle: Cycle, artifact: str | None = None) -> str | None:
+    base = cycle.config.registry.ui_url
+    if not base:
+        return None
+    experiment = registry.client(cycle.config).get_run(cycle.run_id).info.experiment_id
+    url = f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{cycle.run_id}"
+    return f"{url}/artifacts/{artifact}" if artifact else url
+
+
+def _report_link(cycle: Cycle, label: str, name: str) -> str:
+    url = mlflow_run_url(cycle, name)
+    where = f"[{label}]({url})" if url else label
+    return f"- {where}: `{cycle.storage.url_of(name)}`"
+
+
+def approval_subject(outcome: CycleOutcome) -> str:
+    cycle, verdict = outcome.cycle, outcome.verdict
+    version = outcome.version.version if outcome.version else "?"
+    against = f"vs champion v{verdict.champion_version}" if verdict and verdict.champion_version else "first champion"
+    return f"Promote {cycle.config.model_name} v{version} ({against}, as of {cycle.as_of})?"
+
+
+def approval_body(outcome: CycleOutcome) -> str:
+    """The Markdown a reviewer decides on: gate numbers per fold, drift, data, trigger and links."""
+    cycle, verdict, evaluation = outcome.cycle, outcome.verdict, outcome.evaluation
+    metric = verdict.primary_metric
+    lines = [f"### Gate {'PASSED' if verdict.passed else 'REJECTED'} — {metric}"]
+    if verdict.champion_version is None:
+        lines.append(
+            f"No champion yet: the candidate's {evaluation.k}-fold {metric} is "
+            f"**{_fmt(verdict.candidate_mean)} ± {_fmt(verdict.candidate_std)}**."
+        )
+    else:
+        lines.append(
+            f"Candidate **{_fmt(verdict.candidate_compare_mean)}** vs champion v{verdict.champion_version} "
+            f"**{_fmt(verdict.champion_compare_mean)}** on the same {verdict.compare_rows:,} unseen rows: "
+            f"improvement {_fmt(verdict.improvement)} (margin {verdict.margin:g}), "
+            f"t = {_fmt(verdict.t_statistic, 2)}, one-sided p = {_fmt(verdict.p_value, 4)} (alpha {verdict.alpha:g})."
+        )
+    lines += ["", f"| fold | candidate | champion{' v' + verdict.champion_version if verdict.champion_version else ''} |",
+              "|---:|---:|---:|"]
+    candidate_folds = verdict.fold_candidate or [f.metrics[metric] for f in evaluation.folds]
+    champion_folds = verdict.fold_champion or [None] * len(candidate_folds)
+    lines += [f"| {i} | {_fmt(c)} | {_fmt(h)} |" for i, (c, h) in enumerate(zip(candidate_folds, champion_folds), 1)]
+    lines += ["", *[f"- {reason}" for reason in verdict.reasons]]
+    lines += ["", "### Data"]
+    for name, snap in outcome.windows.items():
+        lines.append(f"- {name}: {snap.start}..{snap.end}, {snap.rows:,} rows, sha256 `{snap.sha256[:12]}…`")
+    if outcome.validation is not None:
+        lines.append(f"- {outcome.validation.summary().splitlines()[0]}")
+    if outcome.drift is not None:
+        drift = outcome.drift
+        lines += ["", "### Drift", drift.summary(top=cycle.config.drift.top_features).splitlines()[0]]
+        lines += [f"- {feature.describe()}" for feature in drift.top_drifted(cycle.config.drift.top_features)]
+    if cycle.path("trigger.json").exists():
+        lines += ["", "### Trigger", *[f"- {line}" for line in describe_trigger(cycle.read_json("trigger.json")).splitlines()]]
+    lines += ["", "### Reports", _report_link(cycle, "Drift report", "drift.html"),
+              _report_link(cycle, "Validation report", "validation.html")]
+    run_url = mlflow_run_url(cycle)
+    lines.append(f"- {'[MLflow run](' + run_url + ')' if run_url else 'MLflow run'}: `{cycle.run_id}`")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A notification: a subject line and a plain-text body."""
+
+    event: str
+    subject: str
+    text: str
+
+
+def message(event: str, cycle: Cycle, link: str | None = None, error: str | None = None) -> Message | None:
+    """The notification for ``event``, or None when the cycle's records say it did not happen."""
+    outcome = recorded_outcome(cycle)
+    model, version = cycle.config.model_name, outcome.version.version if outcome.version else None
+    prefix = f"[{model}] "
+    where = [f"Cycle {cycle.cycle_id} (as of {cycle.as_of})", *([f"Link: {link}"] if link else [])]
+    if event == "drift_detected":
+        if outcome.drift is None or not outcome.drift.dataset_drift:
+            return None
+        subject = f"drift detected in {len(outcome.drift.drifted_features)} features"
+        body = outcome.drift.summary(top=cycle.config.drift.top_features)
+    elif event == "gate_rejected":
+        if outcome.verdict is None or outcome.verdict.passed:
+            return None
+        subject = "gate rejected the candidate; the champion stays"
+        body = "\n".join(outcome.verdict.reasons)
+    elif event == "approval_waiting":
+        subject = f"v{version} waits for approval"
+        body = approval_subject(outcome) + "\n" + "\n".join(outcome.verdict.reasons)
+    elif event == "promotion_done":
+        if outcome.promotion is None or outcome.promotion.action != "promote":
+            return None
+        subject = f"v{version} promoted to champion"
+        body = outcome.promotion.describe()
+    elif event == "task_failed":
+        subject = "a retraining task failed"
+        body = error or "see the task log"
+    else:
+        raise ValueError(f"unknown notification event {event!r}")
+    return Message(event, prefix + subject, "\n".join([*where, "", body]))
