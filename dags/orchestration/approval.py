@@ -46,15 +46,16 @@ class ReviewOperator(HITLBranchOperator):
         return super().execute(context)
 
     def execute_complete(self, context, event):
-        branches = super().execute_complete(context, event)
-        user = event.get("responded_by_user") or {}
-        context["ti"].xcom_push(
-            key="decision",
-            value={
-                "chosen": event["chosen_options"][0],
-                "user": user.get("name") or user.get("id"),
-                "comment": (event.get("params_input") or {}).get("comment") or "",
-                "timed_out": bool(event.get("timedout")),
-            },
-        )
-        return branches
+        if "error" not in event:
+            # Pushed before branching: the branch ends the task by raising (to skip the other way).
+            user = event.get("responded_by_user") or {}
+            context["ti"].xcom_push(
+                key="decision",
+                value={
+                    "chosen": event["chosen_options"][0],
+                    "user": user.get("name") or user.get("id"),
+                    "comment": (event.get("params_input") or {}).get("comment") or "",
+                    "timed_out": bool(event.get("timedout")),
+                },
+            )
+        return super().execute_complete(context, event)
