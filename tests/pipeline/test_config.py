@@ -42,6 +42,9 @@ def _with(tmp_path, section, key, value):
         pytest.param(lambda t: _with(t, "gate", "floors", {"r2": 0.5}), r"gate\.floors names metrics \['r2'\]", id="floor-of-other-task"),
         pytest.param(lambda t: _with(t, "source", "query", "SELECT 1"), r"exactly one of `table` or `query`", id="table-and-query"),
         pytest.param(lambda t: _with(t, "drift", "per_feature", {"nope": {"method": "ks"}}), r"not features: \['nope'\]", id="drift-override-of-unknown-feature"),
+        pytest.param(lambda t: _with(t, "notifications", "events", ["drift_detected", "lunch"]), r"notifications\.events\.1: Input should be", id="unknown-notification-event"),
+        pytest.param(lambda t: _with(t, "orchestration", "approval_timeout_hours", 0), r"orchestration\.approval_timeout_hours: Input should be greater than 0", id="approval-timeout-zero"),
+        pytest.param(lambda t: _with(t, "orchestration", "scheduled_as_of", "tomorrow"), r"orchestration\.scheduled_as_of: Input should be", id="unknown-as-of-rule"),
         pytest.param(lambda t: "model_name: [unclosed", r"not valid YAML", id="malformed-yaml"),
         pytest.param(lambda t: "- a\n- b\n", r"expected a mapping", id="not-a-mapping"),
     ],
@@ -66,13 +69,23 @@ def test_environment_overrides_uris(tmp_path):
             "PIPELINE_SOURCE_URL": "postgresql://reader@db/warehouse",
             "PIPELINE_TRACKING_URI": "http://127.0.0.1:5000",
             "PIPELINE_DATABASE_URL": "sqlite:///elsewhere.db",
-            "PIPELINE_STORAGE_ROOT": "/srv/runs",
+            "PIPELINE_STORAGE_ROOT": "s3://bucket/runs",
+            "PIPELINE_MLFLOW_UI_URL": "https://mlflow.example",
         },
     )
     assert config.source.url == "postgresql://reader@db/warehouse"
     assert config.registry.tracking_uri == "http://127.0.0.1:5000"
     assert config.promotion.database_url == "sqlite:///elsewhere.db"
-    assert config.storage.root == "/srv/runs"
+    assert config.storage.root == "s3://bucket/runs"
+    assert config.registry.ui_url == "https://mlflow.example"
+
+
+def test_orchestration_defaults_are_safe_for_real_configs(tmp_path):
+    config = load_config(_write(tmp_path, config_dict(tmp_path)), environ={})
+    assert config.promotion.approval == "manual"
+    assert config.orchestration.approval_timeout_hours == 24 and config.orchestration.retries == 2
+    assert config.orchestration.scheduled_as_of == "previous_day" and config.orchestration.retrain_on == "always"
+    assert config.notifications.email_to == [] and config.notifications.webhook_conn_id is None  # off
 
 
 def test_regression_defaults(tmp_path):

@@ -90,6 +90,13 @@ def test_reject_keeps_the_champion(config):
         promote.promote(config, v2, actor="bob")
 
 
+def test_rejecting_the_same_version_again_adds_no_row(config):
+    v1 = add_version(config, "c1")
+    first = promote.reject(config, v1, actor="carol", reason="too early")
+    again = promote.reject(config, v1, actor="carol", reason="too early")  # a re-run task
+    assert again == first and len(promote.history(config)) == 1
+
+
 def test_rollback_walks_back_through_the_history(config):
     v1 = add_version(config, "c1")
     promote.promote(config, v1, actor="a")

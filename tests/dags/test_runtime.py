@@ -1,0 +1,111 @@
+"""The DAGs' glue: the source Connection, a run's cycle id and as-of date, what started it, and the promote guard."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from orchestration import runtime, stages
+from tests.dags.harness import DEMO_CONFIG
+
+
+@pytest.mark.parametrize(
+    "connection, url",
+    [
+        pytest.param({"conn_type": "postgres", "host": "db.internal", "port": 5433, "login": "reader",
+                      "password": "p@ss/word", "schema": "warehouse"},
+                     "postgresql+psycopg://reader:p%40ss%2Fword@db.internal:5433/warehouse", id="postgres"),
+        pytest.param({"conn_type": "sqlite", "host": "/data/warehouse.db"}, "sqlite:////data/warehouse.db", id="sqlite"),
+        pytest.param({"conn_type": "mysql", "host": "db", "login": "r", "schema": "w"}, "mysql+pymysql://r@db/w", id="mysql"),
+    ],
+)
+def test_a_connection_becomes_a_sqlalchemy_url(monkeypatch, connection, url):
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_TEST", json.dumps(connection))
+    assert runtime.connection_url("warehouse_test") == url
+
+
+def test_without_the_connection_the_config_url_is_used(monkeypatch):
+    monkeypatch.setenv("PIPELINE_CONFIG", str(DEMO_CONFIG))
+    monkeypatch.delenv("AIRFLOW_CONN_NOT_THERE", raising=False)
+    assert runtime.connection_url("not_there") is None
+    config = runtime.task_config({})
+    assert config.source.url == "sqlite:///data/warehouse.db"
+
+
+def test_the_trigger_form_overrides_family_and_folds(monkeypatch):
+    monkeypatch.setenv("PIPELINE_CONFIG", str(DEMO_CONFIG))
+    config = runtime.task_config({"family": "random_forest", "k": 3})
+    assert (config.training.family, config.evaluation.k) == ("random_forest", 3)
+
+
+def test_one_cycle_per_dag_run_with_a_safe_id():
+    config = runtime.parse_time_config()
+    run_id = "asset_triggered__2026-11-22T18:31:33.870509+00:00_hiM9tWPT"
+    assert runtime.cycle_id_for(config, "retrain", run_id) == \
+        "demo_churn-retrain-asset_triggered__2026-11-22T18-31-33.870509-00-00_hiM9tWPT"
+
+
+def _context(run_type: str, params: dict | None = None, events: list[dict] | None = None, logical_date=None):
+    consumed = [SimpleNamespace(extra=e, asset=SimpleNamespace(name="demo_churn.drift_detected"),
+                                source_dag_id="monitor_drift", source_run_id="manual__x") for e in events or []]
+    dag_run = SimpleNamespace(run_type=SimpleNamespace(value=run_type), logical_date=logical_date, run_after=logical_date,
+                              consumed_asset_events=consumed, dag_id="retrain_model", run_id=f"{run_type}__x",
+                              triggering_user_name="alice" if run_type == "manual" else None)
+    return {"dag_run": dag_run, "params": {"as_of": None, "note": "", **(params or {})}}
+
+
+@pytest.mark.parametrize(
+    "context, scheduled_as_of, expected",
+    [
+        pytest.param(_context("manual", {"as_of": "2026-03-28"}), "previous_day", date(2026, 3, 28), id="form-date-wins"),
+        pytest.param(_context("asset_triggered", events=[{"as_of": "2026-05-27"}, {"as_of": "2026-05-28"}]),
+                     "previous_day", date(2026, 5, 28), id="newest-drift-event"),
+        pytest.param(_context("scheduled", logical_date=datetime(2026, 6, 30, 2, tzinfo=timezone.utc)),
+                     "previous_day", date(2026, 6, 29), id="nightly-checks-the-last-full-day"),
+    ],
+)
+def test_as_of_date(monkeypatch, context, scheduled_as_of, expected):
+    config = runtime.parse_time_config()
+    config.orchestration.scheduled_as_of = scheduled_as_of
+    assert runtime.resolve_as_of(config, context) == expected
+
+
+def test_the_trigger_records_the_drift_events():
+    trigger = runtime.trigger_of(_context("asset_triggered", {"note": "after the migration"},
+                                          events=[{"as_of": "2026-05-28", "drift_share": 0.33}]))
+    assert trigger["kind"] == "drift" and trigger["note"] == "after the migration"
+    assert trigger["events"] == [{"asset": "demo_churn.drift_detected", "source": "monitor_drift/manual__x",
+                                  "extra": {"as_of": "2026-05-28", "drift_share": 0.33}}]
+    assert runtime.trigger_of(_context("manual"))["kind"] == "manual"
+
+
+class _TaskInstance:
+    def __init__(self, xcoms: dict):
+        self.xcoms = xcoms
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value"):
+        return self.xcoms.get((task_ids, key))
+
+
+@pytest.mark.parametrize(
+    "xcoms, params, refusal",
+    [
+        pytest.param({("review", "decision"): {"chosen": "Reject", "user": "bob", "comment": "", "timed_out": False}},
+                     {}, "the reviewer chose 'Reject'", id="rejected"),
+        pytest.param({("route_approval", "route"): "review"}, {}, "no approval on record", id="review-never-answered"),
+        pytest.param({("route_approval", "route"): "auto"}, {"auto_approve": False}, "no approval on record",
+                     id="auto-route-without-auto-approval"),
+        pytest.param({}, {"auto_approve": True}, "no approval on record", id="nothing-ran-before"),
+    ],
+)
+def test_promote_refuses_without_an_approval_whatever_started_it(monkeypatch, xcoms, params, refusal):
+    """Even when a trigger rule lets the task start, it checks the decision before touching the registry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("PIPELINE_CONFIG", str(DEMO_CONFIG))
+    context = {**_context("manual", params), "ti": _TaskInstance(xcoms)}
+    with pytest.raises(AirflowFailException, match=refusal):
+        stages.promote(context)

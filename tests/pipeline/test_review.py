@@ -1,0 +1,99 @@
+"""What a reviewer and a notification recipient read, built from real cycles on a small warehouse."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline import promote
+from pipeline.config import load_config
+from pipeline.cycle import find_cycle, recorded_outcome, run_cycle
+from pipeline.review import approval_body, approval_subject, message
+from pipeline.validate import propose_suite, write_suite
+from tests.conftest import small_frame, write_config
+
+
+@pytest.fixture(scope="module")
+def cycles(tmp_path_factory):
+    """v1 promoted by a person from a cycle as of 01-10; then, after the label relation flipped, a better candidate waits."""
+    root = tmp_path_factory.mktemp("review")
+    frame = small_frame(3000, days=20)
+    flipped = frame["ts"] >= "2026-01-11"
+    frame.loc[flipped, "label"] = 1 - frame.loc[flipped, "label"]
+    engine = sa.create_engine(f"sqlite:///{root / 'warehouse.db'}")
+    frame.to_sql("events", engine, index=False)
+    engine.dispose()
+    path = write_config(root, training={"family": "logistic_regression", "params": {}}, gate={"min_compare_rows": 50},
+                        registry={"ui_url": "http://mlflow.example:5000/"})
+    config = load_config(path, environ={})
+    write_suite(propose_suite(config, frame), config.validation.suite)
+    first = run_cycle(config, date(2026, 1, 10))
+    promote.promote(config, first.version.version, actor="alice")
+    second = run_cycle(config, date(2026, 1, 20))
+    assert second.status == "awaiting_approval", second.status
+    return config, first, second
+
+
+def test_a_recorded_cycle_reads_back_as_it_ran(cycles):
+    config, first, second = cycles
+    found = find_cycle(config)  # the newest
+    assert found.cycle_id == second.cycle.cycle_id and found.run_id == second.cycle.run_id
+    outcome = recorded_outcome(find_cycle(config, first.cycle.cycle_id))
+    assert outcome.status == first.status == "awaiting_approval"
+    assert outcome.verdict == first.verdict and outcome.evaluation == first.evaluation
+    assert outcome.version.version == "1" and outcome.promotion.actor == "alice"
+
+
+def test_the_approval_shows_fold_numbers_data_drift_and_links(cycles):
+    _, first, second = cycles
+    outcome = recorded_outcome(second.cycle)
+    verdict = outcome.verdict
+    assert approval_subject(outcome).startswith(f"Promote test_model v{outcome.version.version} (vs champion v1, as of 2026-01-20)")
+    body = approval_body(outcome)
+    assert f"### Gate {'PASSED' if verdict.passed else 'REJECTED'} — roc_auc" in body
+    assert f"on the same {verdict.compare_rows:,} unseen rows" in body and "p = " in body
+    assert "| fold | candidate | champion v1 |" in body
+    assert body.count("\n| ") == 1 + verdict.fold_candidate.__len__()  # header + one row per fold
+    assert f"| 1 | {verdict.fold_candidate[0]:.4f} | {verdict.fold_champion[0]:.4f} |" in body
+    assert "- current: 2026-01-16..2026-01-20" in body and "Validation PASSED" in body and "### Drift" in body
+    experiment_run = f"http://mlflow.example:5000/#/experiments/"
+    assert f"[Drift report]({experiment_run}" in body and f"/runs/{second.cycle.run_id}/artifacts/drift.html)" in body
+    assert f"[MLflow run]({experiment_run}" in body
+
+
+def test_without_an_mlflow_ui_the_reports_are_named_by_location(cycles):
+    config, first, _ = cycles
+    outcome = recorded_outcome(find_cycle(config.model_copy(update={"registry": config.registry.model_copy(
+        update={"ui_url": None})}), first.cycle.cycle_id))
+    body = approval_body(outcome)
+    assert "[Drift report]" not in body and f"- Drift report: `{first.cycle.path('drift.html').resolve()}`" in body
+
+
+@pytest.mark.parametrize(
+    "event, which, expected",
+    [
+        pytest.param("promotion_done", "first", "[test_model] v1 promoted to champion", id="promoted"),
+        pytest.param("promotion_done", "second", None, id="not-promoted-yet"),
+        pytest.param("gate_rejected", "first", None, id="gate-passed"),
+        pytest.param("approval_waiting", "first", "[test_model] v1 waits for approval", id="waiting"),
+    ],
+)
+def test_messages_only_for_what_happened(cycles, event, which, expected):
+    _, first, second = cycles
+    cycle = {"first": first, "second": second}[which].cycle
+    sent = message(event, cycle, link="http://airflow.example/required_actions")
+    if expected is None:
+        assert sent is None
+    else:
+        assert sent.subject == expected and sent.text.startswith(f"Cycle {cycle.cycle_id} (as of {cycle.as_of})")
+        assert "Link: http://airflow.example/required_actions" in sent.text
+
+
+def test_drift_is_announced_exactly_when_detected(cycles):
+    _, first, second = cycles
+    for cycle in (first.cycle, second.cycle):
+        drift = recorded_outcome(cycle).drift
+        sent = message("drift_detected", cycle)
+        assert (sent is None) == (not drift.dataset_drift)
