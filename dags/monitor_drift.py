@@ -12,7 +12,6 @@ runs on that event. No drift: no event. A validation failure fails the run, no e
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, task
 
 from orchestration import runtime
@@ -25,7 +24,8 @@ DRIFT_DETECTED = Asset(runtime.drift_asset_name(CONFIG))
 @dag(
     dag_id="monitor_drift",
     schedule=CronTriggerTimetable(CONFIG.orchestration.monitor_schedule, timezone=CONFIG.orchestration.timezone),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # No start_date on purpose: with one, unpausing starts the latest tick's run at once (catchup skips only
+    # the older ones); without, the first scheduled run waits for the next tick.
     catchup=False,
     max_active_runs=1,
     default_args=runtime.default_args(CONFIG),

@@ -18,7 +18,6 @@ load → validate → drift → train (k-fold) → gate → register (`challenge
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, dag, task
 
 from orchestration import runtime
@@ -35,7 +34,8 @@ ORCHESTRATION = CONFIG.orchestration
         timetable=CronTriggerTimetable(ORCHESTRATION.retrain_schedule, timezone=ORCHESTRATION.timezone),
         assets=[Asset(runtime.drift_asset_name(CONFIG))],
     ),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # No start_date on purpose: with one, unpausing starts the latest tick's run at once (catchup skips only
+    # the older ones); without, the first scheduled run waits for the next tick.
     catchup=False,
     max_active_runs=1,
     default_args=runtime.default_args(CONFIG),

@@ -55,7 +55,7 @@ def approval_body(outcome: CycleOutcome) -> str:
             f"Candidate **{_fmt(verdict.candidate_compare_mean)}** vs champion v{verdict.champion_version} "
             f"**{_fmt(verdict.champion_compare_mean)}** on the same {verdict.compare_rows:,} unseen rows: "
             f"improvement {_fmt(verdict.improvement)} (margin {verdict.margin:g}), "
-            f"t = {_fmt(verdict.t_statistic, 2)}, one-sided p = {_fmt(verdict.p_value, 4)} (alpha {verdict.alpha:g})."
+            f"t = {_fmt(verdict.t_statistic, 2)}, one-sided p = {verdict.p_value:.3g} (alpha {verdict.alpha:g})."
         )
     lines += ["", f"| fold | candidate | champion{' v' + verdict.champion_version if verdict.champion_version else ''} |",
               "|---:|---:|---:|"]

@@ -12,7 +12,9 @@ from datetime import timedelta
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param
 
-REVIEW_FORM = {"comment": Param("", type="string", maxLength=2000, title="Comment", description="Recorded in the promotion log.")}
+# Optional: a string without "null" in its type is a required field in Airflow's form, which blocks both buttons.
+REVIEW_FORM = {"comment": Param(None, type=["null", "string"], maxLength=2000, title="Comment",
+                                description="Optional; recorded in the promotion log.")}
 from orchestration.stages import APPROVE, REJECT
 
 
