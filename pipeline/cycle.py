@@ -117,7 +117,8 @@ def find_cycle(config: Config, cycle_id: str | None = None, kind: registry.Cycle
         [registry.experiment_id(config, kind)], where, max_results=1, order_by=["attributes.start_time DESC"]
     )
     if not runs:
-        raise PipelineError(f"no {kind} cycle {cycle_id or ''} of {config.model_name!r} is recorded in MLflow".replace("  ", " "))
+        which = f"{kind} cycle {cycle_id}" if cycle_id else f"{kind} cycle"
+        raise PipelineError(f"no {which} of {config.model_name!r} is recorded in MLflow")
     tags = runs[0].data.tags
     storage = RunStorage(config.storage.root, config.model_name, tags["cycle_id"])
     storage.pull()

@@ -152,7 +152,6 @@ def register_candidate(
     config: Config, run_id: str, model: Any, example: Any, tags: dict[str, str]
 ) -> VersionInfo:
     """Log the fitted pipeline to the cycle's run, register it and alias it ``challenger`` (once per run)."""
-    import mlflow
     from mlflow.models import infer_signature
 
     existing = version_for_run(config, run_id)

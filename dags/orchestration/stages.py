@@ -67,11 +67,10 @@ def train(context: dict) -> dict[str, Any]:
 
 def gate(context: dict) -> dict[str, Any]:
     """The gate's verdict; a rejection is an outcome, not a fault: the task succeeds and the run ends."""
-    from pipeline.cycle import gate_stage
+    from pipeline.cycle import gate_stage, recorded_outcome
     from pipeline.errors import GateRejected
     from pipeline.gate import GateVerdict
     from pipeline.summary import format_outcome
-    from pipeline.cycle import recorded_outcome
 
     cycle = runtime.reopen_cycle(context, "retrain")
     try:

@@ -10,7 +10,6 @@ import atexit
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading

@@ -226,3 +226,19 @@ def _try_number(dag_run, task_id: str) -> int:
     with create_session() as session:
         return session.scalars(select(TaskInstance.try_number).where(
             TaskInstance.run_id == dag_run.run_id, TaskInstance.task_id == task_id)).one()
+
+
+def test_an_unreachable_source_is_retried_then_reported_once(tmp_path, airflow_db, warehouse, monkeypatch, receivers):
+    _, webhook = receivers
+    source = {**_demo_source(), "url": "postgresql+psycopg://nobody@127.0.0.1:9/nowhere"}  # port 9: nothing listens
+    notifications = {"events": ["task_failed"], "webhook_conn_id": "webhook_retries"}
+    config = dag_config(tmp_path, warehouse, source=source, notifications=notifications)
+    monkeypatch.setenv("PIPELINE_CONFIG", str(config))
+    monkeypatch.setenv("AIRFLOW_CONN_WEBHOOK_RETRIES", json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{webhook.port}/"}))
+
+    dag_run = run_dag("monitor_drift", as_of("2026-02-26"))
+
+    assert task_states(dag_run)["load"] == "failed"
+    assert _try_number(dag_run, "load") == 3  # the first try and orchestration.retries = 2
+    [failure] = [e for e in _events(webhook, "task_failed") if "monitor_drift.load" in e["subject"]]
+    assert "try 3" in failure["text"] and "cannot read table 'demo_churn' from postgresql+psycopg://nobody@127.0.0.1:9/nowhere" in failure["text"]

@@ -206,7 +206,7 @@ def test_manual_approval_flow_reject_refuse_override_rollback(tmp_path, capsys):
 def test_show_prints_a_recorded_cycle(established, capsys):
     root, _, _ = established
     config_path = root / "config.yaml"
-    assert main(["show", "--config", str(config_path)]) == 0
+    assert main(["show", "--config", str(config_path), "--cycle-id", f"test_model-{AS_OF}"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"Cycle test_model-{AS_OF} (model test_model, as of {AS_OF}): AWAITING_APPROVAL")
     assert "Registry    test_model v1 (champion)" in out and "alice: promote v- -> v1" in out

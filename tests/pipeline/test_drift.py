@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_frame, write_config
+from tests.conftest import small_frame, write_config
 
 from pipeline.config import Config, DriftMethod, load_config
 from pipeline.drift import METHODS_BY_KIND, P_VALUE_METHODS, DriftResult, FeatureDrift, _feature_drift, detect_drift

@@ -58,7 +58,7 @@ def test_the_approval_shows_fold_numbers_data_drift_and_links(cycles):
     assert body.count("\n| ") == 1 + verdict.fold_candidate.__len__()  # header + one row per fold
     assert f"| 1 | {verdict.fold_candidate[0]:.4f} | {verdict.fold_champion[0]:.4f} |" in body
     assert "- current: 2026-01-16..2026-01-20" in body and "Validation PASSED" in body and "### Drift" in body
-    experiment_run = f"http://mlflow.example:5000/#/experiments/"
+    experiment_run = "http://mlflow.example:5000/#/experiments/"
     assert f"[Drift report]({experiment_run}" in body and f"/runs/{second.cycle.run_id}/artifacts/drift.html)" in body
     assert f"[MLflow run]({experiment_run}" in body
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import small_frame, write_config
+from tests.conftest import small_frame, write_config
 
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
