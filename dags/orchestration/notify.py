@@ -53,15 +53,15 @@ class PipelineNotifier(BaseNotifier):
                 f"[{config.model_name}] task {ti.dag_id}.{ti.task_id} failed",
                 f"Run {ti.run_id}, try {ti.try_number}\nLog: {task_url(ti)}\n\n{error or 'see the task log'}",
             )
-        from orchestration import runtime
+        from pipeline.cycle import find_cycle
 
-        cycle = runtime.reopen_cycle(context, self.kind)
+        cycle = find_cycle(config, ti.xcom_pull(task_ids="load")["cycle_id"], self.kind)
         link = required_actions_url() if self.event == "approval_waiting" else task_url(ti)
         return message(self.event, cycle, link=link)
 
 
 def base_url() -> str:
-    from airflow.configuration import conf
+    from airflow.sdk.configuration import conf
 
     return conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
 
