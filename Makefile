@@ -14,7 +14,7 @@ export AIRFLOW_HOME
 .PHONY: help venv seed run cycle airflow-init airflow status test bench mlflow-ui clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 	@echo "  Variables: CONFIG=$(CONFIG) DAY=$(DAY) (YYYY-MM-DD or latest)"
 
 $(VENV)/.installed: requirements.txt pyproject.toml

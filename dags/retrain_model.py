@@ -50,7 +50,8 @@ ORCHESTRATION = CONFIG.orchestration
         "k": Param(CONFIG.evaluation.k, type="integer", minimum=2, maximum=20, title="Folds (k)"),
         "auto_approve": Param(CONFIG.promotion.approval == "auto", type="boolean", title="Auto-approve",
                               description="Promote a candidate that passes the gate without asking (dev/demo)."),
-        "note": Param("", type="string", maxLength=500, title="Note", description="Recorded with the cycle."),
+        # Optional text fields allow null: Airflow's form treats a plain string as required and blocks Trigger.
+        "note": Param(None, type=["null", "string"], maxLength=500, title="Note", description="Recorded with the cycle."),
     },
 )
 def retrain_model():

@@ -90,7 +90,7 @@ def test_trigger_form_accepts_defaults_and_a_date(dagbag):
     params = copy.deepcopy(dagbag.dags["retrain_model"].params)
     params.update({"as_of": "2026-05-28", "k": 3})
     assert params.validate() == {"as_of": "2026-05-28", "force": False, "family": "xgboost", "k": 3,
-                                 "auto_approve": True, "note": ""}
+                                 "auto_approve": True, "note": None}
 
 
 HEAVY = ("pandas", "xgboost", "great_expectations", "evidently", "mlflow", "sklearn")
@@ -112,3 +112,14 @@ def test_parse_time_is_reported_and_heavy_imports_wait_for_tasks(dag_file, recor
     record_property("parse_seconds", float(seconds))
     print(f"{dag_file} parsed in {float(seconds):.3f}s")
     assert heavy_loaded == [], f"{dag_file} imports {heavy_loaded} at parse time"
+
+
+def test_optional_text_fields_may_stay_empty(dagbag):
+    """Airflow's forms treat a string parameter without "null" in its type as required: Trigger/Approve stay disabled."""
+    dag = dagbag.dags["retrain_model"]
+    forms = {"trigger": dag.params, "review": dag.get_task("review").params}
+    for form, params in forms.items():
+        for name in params:
+            schema = params.get_param(name).schema
+            if "string" in schema.get("type", []) and params.get_param(name).value in (None, ""):
+                assert "null" in schema["type"], f"{form} form: {name!r} would be a required field"
