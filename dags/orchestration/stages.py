@@ -38,7 +38,7 @@ def drift(context: dict, kind: str) -> dict[str, Any]:
     result = drift_stage(cycle)
     return {
         "dataset_drift": result.dataset_drift, "drift_share": round(result.drifted_share, 4),
-        "drifted_features": [f.feature for f in result.top_drifted(cycle.config.drift.top_features)],
+        "drifted_features": [f.feature for f in result.top_drifted()],
         "report": cycle.storage.url_of("drift.html"), "cycle_id": cycle.cycle_id, "as_of": cycle.as_of.isoformat(),
     }
 

@@ -180,6 +180,27 @@ def test_no_approval_leaves_the_champion_and_records_why(tmp_path, airflow_db, w
     assert json.loads((cycle_dir / "status.json").read_text())["status"] == "rejected"
 
 
+@pytest.mark.parametrize(
+    "force, trained",
+    [
+        pytest.param(False, False, id="no-drift-no-training"),
+        pytest.param(True, True, id="forced-from-the-form"),
+    ],
+)
+def test_retrain_on_drift_only_trains_when_drifted_or_forced(tmp_path, airflow_db, warehouse, monkeypatch, force, trained):
+    config = dag_config(tmp_path, warehouse, orchestration={"retrain_on": "drift"})
+    monkeypatch.setenv("PIPELINE_CONFIG", str(config))
+
+    dag_run = run_dag("retrain_model", {**as_of("2026-02-26"), "force": force, "auto_approve": True})
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "success"
+    assert (states["train"], states["no_drift"]) == (("success", "skipped") if trained else ("skipped", "success"))
+    [cycle_dir] = (tmp_path / "runs" / "demo_churn").iterdir()
+    status = json.loads((cycle_dir / "status.json").read_text())["status"]
+    assert status == ("promoted" if trained else "no_drift")
+
+
 def test_validation_failure_fails_fast_and_emits_nothing(tmp_path, airflow_db, warehouse, monkeypatch, receivers):
     _, webhook = receivers
     notifications = {"events": ["task_failed"], "webhook_conn_id": "webhook_failures"}
