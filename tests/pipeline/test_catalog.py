@@ -1,0 +1,101 @@
+"""What the review pages list, from real cycles on a small warehouse; reports only from where they belong."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline import catalog
+from pipeline.config import load_config
+from pipeline.cycle import drift_stage, load_stage, open_cycle, run_cycle, validate_stage
+from pipeline.validate import propose_suite, write_suite
+from tests.conftest import small_frame, write_config
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A retraining cycle waiting for approval, then a monitoring cycle on shifted data."""
+    root = tmp_path_factory.mktemp("catalog")
+    frame = small_frame(3000, days=20)
+    shifted = frame["ts"] >= "2026-01-11"
+    frame.loc[shifted, "x_num"] += 3.0
+    engine = sa.create_engine(f"sqlite:///{root / 'warehouse.db'}")
+    frame.to_sql("events", engine, index=False)
+    engine.dispose()
+    config = load_config(write_config(root, training={"family": "logistic_regression", "params": {}}), environ={})
+    write_suite(propose_suite(config, frame), config.validation.suite)
+    retrain = run_cycle(config, date(2026, 1, 10))
+    # No champion yet: compare the shifted days with everything since the first day.
+    monitoring = config.model_copy(update={"windows": config.windows.model_copy(
+        update={"initial_reference_start": date(2026, 1, 1)})})
+    monitor = open_cycle(monitoring, date(2026, 1, 20), "test_model-monitor-1", kind="monitor", tags={"trigger": "nightly"})
+    load_stage(monitor)
+    validate_stage(monitor)
+    drift_stage(monitor)
+    return config, retrain, monitor
+
+
+def test_cycles_newest_first_with_their_verdicts(recorded):
+    config, retrain, monitor = recorded
+    listed = catalog.cycles(config)
+    assert [c.cycle_id for c in listed] == ["test_model-monitor-1", "test_model-2026-01-10"]
+    newest, oldest = listed
+    assert (newest.kind, newest.trigger, newest.as_of) == ("monitor", "nightly", date(2026, 1, 20))
+    assert newest.dataset_drift is True and "x_num" in newest.drifted_features and newest.drift_share > 0
+    assert (oldest.kind, oldest.trigger, oldest.status, oldest.gate) == ("retrain", "cli", "awaiting_approval", "passed")
+    assert oldest.validation == "passed" and oldest.mlflow_run_id == retrain.cycle.run_id
+
+
+def test_drift_history_per_feature_oldest_first(recorded):
+    config, _, _ = recorded
+    history = catalog.drift_history(catalog.cycles(config))
+    assert set(history) == {"x_num", "y_num", "color"}
+    x_scores = [(c.as_of, score) for c, score in history["x_num"]]
+    assert [d for d, _ in x_scores] == [date(2026, 1, 10), date(2026, 1, 20)]
+    assert x_scores[1][1] > x_scores[0][1]  # the shift shows as a rising score
+
+
+def test_pending_approvals_are_the_waiting_retraining_cycles(recorded):
+    config, retrain, _ = recorded
+    assert [c.cycle_id for c in catalog.pending_approvals(config)] == [retrain.cycle.cycle_id]
+
+
+def test_a_report_of_a_recorded_cycle(recorded):
+    config, _, monitor = recorded
+    path = catalog.report_file(config, "test_model-monitor-1", "drift.html")
+    assert path == monitor.path("drift.html").resolve() and "<html" in path.read_text().lower()
+
+
+@pytest.mark.parametrize(
+    "cycle_id, name",
+    [
+        pytest.param("test_model-monitor-1", "current.parquet", id="not-a-report"),
+        pytest.param("test_model-monitor-1", "../../warehouse.db", id="dot-dot-in-name"),
+        pytest.param("../test_model-monitor-1", "drift.html", id="dot-dot-in-cycle"),
+        pytest.param("/etc", "drift.html", id="absolute-cycle"),
+        pytest.param("no-such-cycle", "drift.html", id="unrecorded-cycle"),
+    ],
+)
+def test_anything_else_is_not_recorded(recorded, cycle_id, name):
+    config, _, _ = recorded
+    with pytest.raises(catalog.NotRecorded):
+        catalog.report_file(config, cycle_id, name)
+
+
+def test_a_symlink_out_of_the_storage_root_is_refused(recorded, tmp_path):
+    config, retrain, _ = recorded
+    outside = tmp_path / "secret.html"
+    outside.write_text("<p>not yours</p>")
+    report = retrain.cycle.path("validation.html")
+    kept = report.read_bytes()
+    report.unlink()
+    os.symlink(outside, report)
+    try:
+        with pytest.raises(catalog.NotRecorded):
+            catalog.report_file(config, retrain.cycle.cycle_id, "validation.html")
+    finally:
+        report.unlink()
+        report.write_bytes(kept)
