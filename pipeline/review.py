@@ -6,16 +6,11 @@ knows which orchestrator that is.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from pipeline import registry
 from pipeline.cycle import Cycle, CycleOutcome, recorded_outcome
-from pipeline.summary import describe_trigger
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+from pipeline.summary import describe_trigger, format_number
 
 
 def mlflow_run_url(cycle: Cycle, artifact: str | None = None) -> str | None:
@@ -48,20 +43,20 @@ def approval_body(outcome: CycleOutcome) -> str:
     if verdict.champion_version is None:
         lines.append(
             f"No champion yet: the candidate's {evaluation.k}-fold {metric} is "
-            f"**{_fmt(verdict.candidate_mean)} ± {_fmt(verdict.candidate_std)}**."
+            f"**{format_number(verdict.candidate_mean)} ± {format_number(verdict.candidate_std)}**."
         )
     else:
         lines.append(
-            f"Candidate **{_fmt(verdict.candidate_compare_mean)}** vs champion v{verdict.champion_version} "
-            f"**{_fmt(verdict.champion_compare_mean)}** on the same {verdict.compare_rows:,} unseen rows: "
-            f"improvement {_fmt(verdict.improvement)} (margin {verdict.margin:g}), "
-            f"t = {_fmt(verdict.t_statistic, 2)}, one-sided p = {verdict.p_value:.3g} (alpha {verdict.alpha:g})."
+            f"Candidate **{format_number(verdict.candidate_compare_mean)}** vs champion v{verdict.champion_version} "
+            f"**{format_number(verdict.champion_compare_mean)}** on the same {verdict.compare_rows:,} unseen rows: "
+            f"improvement {format_number(verdict.improvement)} (margin {verdict.margin:g}), "
+            f"t = {format_number(verdict.t_statistic, 2)}, one-sided p = {verdict.p_value:.3g} (alpha {verdict.alpha:g})."
         )
     lines += ["", f"| fold | candidate | champion{' v' + verdict.champion_version if verdict.champion_version else ''} |",
               "|---:|---:|---:|"]
     candidate_folds = verdict.fold_candidate or [f.metrics[metric] for f in evaluation.folds]
     champion_folds = verdict.fold_champion or [None] * len(candidate_folds)
-    lines += [f"| {i} | {_fmt(c)} | {_fmt(h)} |" for i, (c, h) in enumerate(zip(candidate_folds, champion_folds), 1)]
+    lines += [f"| {i} | {format_number(c)} | {format_number(h)} |" for i, (c, h) in enumerate(zip(candidate_folds, champion_folds), 1)]
     lines += ["", *[f"- {reason}" for reason in verdict.reasons]]
     lines += ["", "### Data"]
     for name, snap in outcome.windows.items():

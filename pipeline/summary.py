@@ -9,7 +9,7 @@ from pipeline.config import Config
 from pipeline.data import redact_url
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
+def format_number(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
@@ -35,18 +35,18 @@ def format_outcome(outcome) -> str:
         lines += _section("Drift", outcome.drift.summary(top=config.drift.top_features))
     if outcome.evaluation is not None:
         ev = outcome.evaluation
-        per_fold = ", ".join(_fmt(f.metrics[ev.primary_metric]) for f in ev.folds)
+        per_fold = ", ".join(format_number(f.metrics[ev.primary_metric]) for f in ev.folds)
         lines.append(
             f"  Candidate   {config.training.family} on {ev.device}, {ev.k}-fold {ev.split}: "
-            f"{ev.primary_metric} {_fmt(ev.primary_mean)} ± {_fmt(ev.primary_std)} (folds: {per_fold})"
+            f"{ev.primary_metric} {format_number(ev.primary_mean)} ± {format_number(ev.primary_std)} (folds: {per_fold})"
         )
     verdict = outcome.verdict
     if verdict is not None:
         if verdict.champion_version is not None:
             lines.append(
                 f"  Champion    v{verdict.champion_version} on the same {verdict.compare_rows:,} unseen rows: "
-                f"{verdict.primary_metric} {_fmt(verdict.champion_compare_mean)} "
-                f"vs candidate {_fmt(verdict.candidate_compare_mean)}"
+                f"{verdict.primary_metric} {format_number(verdict.champion_compare_mean)} "
+                f"vs candidate {format_number(verdict.candidate_compare_mean)}"
             )
         else:
             lines.append("  Champion    none yet")
