@@ -1,0 +1,93 @@
+"""The review plugin on a real api-server: every route needs an Airflow login, reports only by cycle id, sandboxed."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline.config import load_config
+from pipeline.cycle import run_cycle
+from pipeline.validate import propose_suite, write_suite
+from tests.conftest import small_frame, write_config
+from tests.dags.server import AirflowServer
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory):
+    root = tmp_path_factory.mktemp("review-ui")
+    frame = small_frame(2000, days=10)
+    engine = sa.create_engine(f"sqlite:///{root / 'warehouse.db'}")
+    frame.to_sql("events", engine, index=False)
+    engine.dispose()
+    config_path = write_config(root, training={"family": "logistic_regression", "params": {}})
+    config = load_config(config_path, environ={})
+    write_suite(propose_suite(config, frame), config.validation.suite)
+    cycle = run_cycle(config, date(2026, 1, 10))
+    with AirflowServer(root / "airflow-home", config_path) as server:
+        server.cycle_id = cycle.cycle.cycle_id
+        server.token_admin = server.token("admin")
+        yield server
+
+
+def get(server, path: str, token: str | None = None, cookie: str | None = None):
+    headers = {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if cookie:
+        headers["Cookie"] = f"_token={cookie}"
+    request = urllib.request.Request(f"{server.url}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read().decode()
+
+
+@pytest.mark.parametrize("path", ["/pipeline/drift", "/pipeline/drift/x", "/pipeline/reports/x/drift.html"])
+def test_every_route_needs_a_login(airflow, path):
+    assert get(airflow, path)[0] == 401
+    assert get(airflow, path, token="not-a-token")[0] == 403
+
+
+def test_the_api_docs_are_not_served(airflow):
+    for path in ("/pipeline/docs", "/pipeline/openapi.json", "/pipeline/redoc"):
+        assert get(airflow, path, token=airflow.token_admin)[0] == 404
+
+
+def test_the_drift_page_lists_the_cycle_for_a_logged_in_user(airflow):
+    for credentials in ({"token": airflow.token_admin}, {"cookie": airflow.token_admin}):
+        status, headers, body = get(airflow, "/pipeline/drift", **credentials)
+        assert status == 200 and airflow.cycle_id in body and "2026-01-10" in body
+        assert "default-src 'none'" in headers["content-security-policy"]
+
+
+def test_a_report_is_served_sandboxed(airflow):
+    status, headers, body = get(airflow, f"/pipeline/reports/{airflow.cycle_id}/drift.html", token=airflow.token_admin)
+    assert status == 200 and "<html" in body.lower()
+    assert headers["content-security-policy"].startswith("sandbox allow-scripts;")
+    assert "allow-same-origin" not in headers["content-security-policy"]
+    status, _, page = get(airflow, f"/pipeline/drift/{airflow.cycle_id}", token=airflow.token_admin)
+    assert status == 200 and '<iframe sandbox="allow-scripts"' in page
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/pipeline/reports/{cycle}/..%2F..%2Fwarehouse.db", id="encoded-dot-dot"),
+        pytest.param("/pipeline/reports/{cycle}/%252e%252e%252fwarehouse.db", id="double-encoded"),
+        pytest.param("/pipeline/reports/..%2F{cycle}/drift.html", id="encoded-dot-dot-in-cycle"),
+        pytest.param("/pipeline/reports/%2Fetc/passwd", id="absolute"),
+        pytest.param("/pipeline/reports/{cycle}/current.parquet", id="not-a-report"),
+        pytest.param("/pipeline/reports/{cycle}/config.yaml", id="another-file-of-the-cycle"),
+        pytest.param("/pipeline/drift/no-such-cycle", id="unrecorded-cycle"),
+    ],
+)
+def test_nothing_outside_the_recorded_reports_is_served(airflow, path):
+    status, _, body = get(airflow, path.format(cycle=airflow.cycle_id), token=airflow.token_admin)
+    assert status == 404, body[:200]
