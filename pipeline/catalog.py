@@ -7,6 +7,7 @@ recorded cycle and resolves, with no symlink on the way, inside the storage root
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -91,9 +92,8 @@ def pending_approvals(config: Config) -> list[CycleSummary]:
     return [c for c in cycles(config, kinds=("retrain",)) if c.status == "awaiting_approval"]
 
 
-def report_file(config: Config, cycle_id: str, name: str) -> Path:
-    """A recorded cycle's report, as a local file inside the storage root; NotRecorded for anything else."""
-    if name not in REPORTS or is_remote(config.storage.root):
+def _cycle_file(config: Config, cycle_id: str, name: str) -> Path:
+    if is_remote(config.storage.root):
         raise NotRecorded(name)
     recorded = cycle(config, cycle_id)
     path = Path(config.storage.root).resolve() / config.model_name / recorded.cycle_id / name
@@ -101,3 +101,28 @@ def report_file(config: Config, cycle_id: str, name: str) -> Path:
     if not path.is_file() or path.resolve() != path:
         raise NotRecorded(f"{cycle_id}/{name}")
     return path
+
+
+def report_file(config: Config, cycle_id: str, name: str) -> Path:
+    """A recorded cycle's report, as a local file inside the storage root; NotRecorded for anything else."""
+    if name not in REPORTS:
+        raise NotRecorded(name)
+    return _cycle_file(config, cycle_id, name)
+
+
+def validation(config: Config, cycle_id: str):
+    """The cycle's validation result, and whether it kept the failing batch."""
+    from pipeline.validate import ValidationResult
+
+    result = ValidationResult.from_dict(json.loads(_cycle_file(config, cycle_id, "validation.json").read_text()))
+    try:
+        kept = _cycle_file(config, cycle_id, "failed_batch.parquet")
+    except NotRecorded:
+        kept = None
+    return result, kept
+
+
+def gate_verdict(config: Config, cycle_id: str):
+    from pipeline.gate import GateVerdict
+
+    return GateVerdict.from_dict(json.loads(_cycle_file(config, cycle_id, "gate.json").read_text()))

@@ -36,12 +36,53 @@ def _config():
     return load_config(os.environ.get("PIPELINE_CONFIG") or DEMO_CONFIG)
 
 
+PAGES = (("drift", "Drift"), ("validation", "Validation"), ("models", "Models"), ("approvals", "Pending approvals"))
+NAV = "".join(f'<a href="{PREFIX}/{page}">{label}</a>' for page, label in PAGES)
+COLORS = ("#2b6cb0", "#c05621", "#2f855a", "#9b2c2c", "#6b46c1", "#b7791f", "#2c7a7b", "#97266d")
+
+
+def line_plot(series: dict[str, list[tuple[str, float]]], threshold: float | None = None, width: int = 720,
+              height: int = 220) -> str:
+    """An inline SVG line plot (no scripts, no external assets): one line per series over shared x labels."""
+    e = html.escape
+    labels = sorted({x for points in series.values() for x, _ in points})
+    values = [y for points in series.values() for _, y in points] + ([threshold] if threshold is not None else [])
+    if not labels or not values:
+        return "<p>Nothing recorded yet.</p>"
+    low, high = min(0.0, min(values)), max(values) or 1.0
+    pad, step = 40, (width - 80) / max(len(labels) - 1, 1)
+
+    def xy(label: str, value: float) -> str:
+        return f"{pad + labels.index(label) * step:.1f},{height - pad - (value - low) / ((high - low) or 1) * (height - 2 * pad):.1f}"
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+             f'<text x="4" y="{pad}" font-size="11">{high:.3g}</text><text x="4" y="{height - pad}" font-size="11">{low:.3g}</text>']
+    if threshold is not None:
+        parts.append(f'<polyline points="{xy(labels[0], threshold)} {xy(labels[-1], threshold)}" stroke="#a0aec0" '
+                     'stroke-dasharray="4" fill="none"/>')
+    for i, (name, points) in enumerate(series.items()):
+        color = COLORS[i % len(COLORS)]
+        parts.append(f'<polyline points="{" ".join(xy(x, y) for x, y in points)}" stroke="{color}" fill="none" stroke-width="2"/>')
+        parts += [f'<circle cx="{xy(x, y).split(",")[0]}" cy="{xy(x, y).split(",")[1]}" r="3" fill="{color}"><title>{e(name)} {e(x)}: {y:.4g}</title></circle>'
+                  for x, y in points]
+        parts.append(f'<text x="{width - 150}" y="{14 + 14 * i}" font-size="11" fill="{color}">{e(name)}</text>')
+    parts += [f'<text x="{pad + i * step:.1f}" y="{height - 10}" font-size="10" text-anchor="middle">{e(label)}</text>'
+              for i, label in enumerate(labels) if len(labels) < 12 or i % (len(labels) // 8 + 1) == 0]
+    return "".join(parts) + "</svg>"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Cells are HTML already (escaped by the caller)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    return f"<table><tr>{head}</tr>" + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows) + "</table>"
+
+
 def _page(title: str, body: str) -> HTMLResponse:
     e = html.escape
     document = f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#1a202c}}table{{border-collapse:collapse}}
 td,th{{border-bottom:1px solid #e2e8f0;padding:.3rem .6rem;text-align:left}}nav a{{margin-right:1rem}}</style>
-</head><body><nav><a href="{PREFIX}/drift">Drift</a></nav><h1>{e(title)}</h1>{body}</body></html>"""
+</head><body><nav>{NAV}</nav><h1>{e(title)}</h1>{body}</body></html>"""
     return HTMLResponse(document, headers={"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"})
 
 
@@ -64,9 +105,14 @@ def drift_page() -> HTMLResponse:
             f"<tr><td>{cycle.as_of}</td><td>{e(cycle.kind)}</td><td>{e(cycle.trigger)}</td><td>{share}</td>"
             f"<td>{verdict}</td><td>{e(', '.join(cycle.drifted_features[:5]))}</td><td>{report}</td></tr>"
         )
-    table = ("<table><tr><th>as of</th><th>kind</th><th>trigger</th><th>drifted share</th><th>dataset</th>"
-             "<th>top drifted features</th><th></th></tr>" + "".join(rows) + "</table>")
-    return _page("Drift", table if rows else "<p>No cycles recorded yet.</p>")
+    listing = ("<table><tr><th>as of</th><th>kind</th><th>trigger</th><th>drifted share</th><th>dataset</th>"
+               "<th>top drifted features</th><th></th></tr>" + "".join(rows) + "</table>")
+    history = catalog.drift_history(catalog.cycles(_config()))
+    plots = "".join(
+        f"<h3>{e(feature)}</h3>" + line_plot({feature: [(f"{c.as_of} {c.kind}", score) for c, score in points]})
+        for feature, points in history.items()
+    )
+    return _page("Drift", (listing if rows else "<p>No cycles recorded yet.</p>") + "<h2>Drift score per feature across cycles</h2>" + plots)
 
 
 @app.get("/drift/{cycle_id}", response_class=HTMLResponse)
@@ -81,6 +127,84 @@ def drift_report_page(cycle_id: str) -> HTMLResponse:
     frame = (f'<iframe sandbox="allow-scripts" src="{PREFIX}/reports/{e(cycle_id)}/drift.html" '
              'style="width:100%;height:80vh;border:1px solid #e2e8f0"></iframe>')
     return _page(f"Drift report of {cycle_id}", frame)
+
+
+@app.get("/validation", response_class=HTMLResponse)
+def validation_page() -> HTMLResponse:
+    from pipeline import catalog
+
+    e = html.escape
+    rows = [[str(c.as_of), e(c.kind), e(c.validation or "—"), f'<a href="{PREFIX}/validation/{e(c.cycle_id)}">{e(c.cycle_id)}</a>']
+            for c in catalog.cycles(_config()) if c.validation]
+    return _page("Validation", table(["as of", "kind", "verdict", "cycle"], rows) if rows else "<p>No cycles recorded yet.</p>")
+
+
+@app.get("/validation/{cycle_id}", response_class=HTMLResponse)
+def validation_detail(cycle_id: str) -> HTMLResponse:
+    from pipeline import catalog
+
+    e = html.escape
+    try:
+        result, kept = catalog.validation(_config(), cycle_id)
+    except catalog.NotRecorded:
+        raise HTTPException(404, "no such validation") from None
+    outcomes = sorted(result.outcomes, key=lambda o: (o.success, o.severity != "critical"))
+    rows = [["passed" if o.success else f"<b>FAILED ({e(o.severity)})</b>", e(o.message),
+             "" if o.unexpected_count is None else f"{o.unexpected_count:,}", e(", ".join(map(str, o.sample_values[:5])))]
+            for o in outcomes]
+    batch = f"<p>The failing batch is kept at <code>{e(str(kept))}</code>.</p>" if kept else ""
+    head = f"<p>{e(result.summary().splitlines()[0])}</p>{batch}"
+    report = f'<p><a href="{PREFIX}/reports/{e(cycle_id)}/validation.html">full report</a></p>'
+    return _page(f"Validation of {cycle_id}", head + report + table(["result", "expectation", "unexpected rows", "sample values"], rows))
+
+
+@app.get("/models", response_class=HTMLResponse)
+def models_page() -> HTMLResponse:
+    from pipeline import catalog, promote, registry
+
+    e = html.escape
+    config = _config()
+    versions = registry.list_versions(config)
+    aliases = registry.aliases(config)  # a version search does not return aliases
+    rows, trend, folds = [], {}, ""
+    for v in reversed(versions):
+        tags = v.tags
+        rows.append([f"v{e(v.version)}", e(", ".join(a for a, version in aliases.items() if version == v.version)), e(tags.get("gate.primary_metric", "")), e(tags.get("gate.candidate_mean", "")),
+                     e(tags.get("gate.improvement", "")), e(tags.get("gate.p_value", "")),
+                     f"{e(tags.get('window.start', ''))}..{e(tags.get('window.end', ''))}",
+                     f"<code>{e(tags.get('window.sha256', '')[:12])}</code>", e(tags.get("device", "")), e(tags.get("cycle_id", ""))])
+        if tags.get("gate.candidate_mean"):
+            trend.setdefault(tags.get("gate.primary_metric", "metric"), []).append((f"v{v.version}", float(tags["gate.candidate_mean"])))
+    for v in reversed(versions[-3:]):
+        try:
+            verdict = catalog.gate_verdict(config, v.tags.get("cycle_id", ""))
+        except catalog.NotRecorded:
+            continue
+        series = {"candidate": [(f"fold {i}", x) for i, x in enumerate(verdict.fold_candidate, 1) if x is not None]}
+        if verdict.champion_version:
+            series[f"champion v{verdict.champion_version}"] = [(f"fold {i}", x) for i, x in enumerate(verdict.fold_champion, 1) if x is not None]
+        folds += f"<h3>v{e(v.version)}: {e(verdict.primary_metric)} per fold</h3>" + line_plot(series)
+    history = [[f"#{h.seq}", e(f"{h.at:%Y-%m-%d %H:%M}"), e(h.actor), e(h.action), f"v{e(h.from_version or '-')} → v{e(h.to_version or '-')}", e(h.reason or "")]
+               for h in promote.history(config)]
+    body = (table(["version", "aliases", "metric", "k-fold mean", "improvement", "p", "window", "sha256", "device", "cycle"], rows)
+            + "<h2>Metric across versions</h2>" + line_plot(trend) + "<h2>Gate: candidate vs champion</h2>" + folds
+            + "<h2>Alias history</h2>" + table(["#", "when", "who", "what", "move", "why"], history))
+    return _page("Models", body)
+
+
+@app.get("/approvals", response_class=HTMLResponse)
+def approvals_page() -> HTMLResponse:
+    from pipeline import catalog
+
+    e = html.escape
+    rows = []
+    for c in catalog.pending_approvals(_config()):
+        if c.airflow_run_id:
+            link = f'<a href="/dags/{e(c.airflow_dag_id)}/runs/{e(c.airflow_run_id)}/tasks/review/required_actions">Required Actions</a>'
+        else:
+            link = "approve with <code>pipeline promote</code>"
+        rows.append([str(c.as_of), e(c.cycle_id), e(c.trigger), link])
+    return _page("Pending approvals", table(["as of", "cycle", "trigger", "decide"], rows) if rows else "<p>Nothing waits for a decision.</p>")
 
 
 @app.get("/reports/{cycle_id}/{name}")
@@ -99,5 +223,6 @@ class PipelineReviewPlugin(AirflowPlugin):
     name = "pipeline_review"
     fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "Pipeline review"}]
     external_views = [
-        {"name": "Drift", "href": f"{PREFIX}/drift", "destination": "nav", "category": "browse", "url_route": "pipeline-drift"},
+        {"name": label, "href": f"{PREFIX}/{page}", "destination": "nav", "category": "browse", "url_route": f"pipeline-{page}"}
+        for page, label in PAGES
     ]

@@ -99,3 +99,12 @@ def test_a_symlink_out_of_the_storage_root_is_refused(recorded, tmp_path):
     finally:
         report.unlink()
         report.write_bytes(kept)
+
+
+def test_validation_and_gate_records_of_a_cycle(recorded):
+    config, retrain, _ = recorded
+    result, kept = catalog.validation(config, retrain.cycle.cycle_id)
+    assert result.passed and kept is None and len(result.outcomes) == len(retrain.validation.outcomes)
+    assert catalog.gate_verdict(config, retrain.cycle.cycle_id) == retrain.verdict
+    with pytest.raises(catalog.NotRecorded):
+        catalog.gate_verdict(config, "test_model-monitor-1")  # a monitoring cycle has no gate

@@ -77,6 +77,26 @@ def test_a_report_is_served_sandboxed(airflow):
 
 
 @pytest.mark.parametrize(
+    "path, expected",
+    [
+        pytest.param("/pipeline/validation", ["{cycle}", "passed"], id="validation-list"),
+        pytest.param("/pipeline/validation/{cycle}", ["Validation PASSED", "column &#x27;x_num&#x27;", "full report"],
+                     id="validation-detail"),
+        pytest.param("/pipeline/models", ["v1", "challenger", "roc_auc", "Metric across versions", "<svg", "per fold"],
+                     id="models"),
+        pytest.param("/pipeline/approvals", ["{cycle}", "pipeline promote"], id="pending-approvals"),
+        pytest.param("/pipeline/drift", ["Drift score per feature across cycles", "<h3>x_num</h3>", "<svg"], id="drift-history"),
+    ],
+)
+def test_pages_show_what_was_recorded(airflow, path, expected):
+    status, headers, body = get(airflow, path.format(cycle=airflow.cycle_id), token=airflow.token_admin)
+    assert status == 200
+    for text in expected:
+        assert text.format(cycle=airflow.cycle_id) in body, text
+    assert "http://" not in body.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in body  # offline
+
+
+@pytest.mark.parametrize(
     "path",
     [
         pytest.param("/pipeline/reports/{cycle}/..%2F..%2Fwarehouse.db", id="encoded-dot-dot"),
