@@ -9,6 +9,7 @@ overwrites its files and reuses the cycle's MLflow run and model version.
 from __future__ import annotations
 
 import json
+import re
 import resource
 import shutil
 import time
@@ -241,12 +242,17 @@ def drift_stage(cycle: Cycle):
         registry.log_to_run(
             config, cycle.run_id,
             metrics={"drift.share": result.drifted_share, "drift.dataset_drift": float(result.dataset_drift),
-                     **{f"drift.score.{f.feature}": f.score for f in result.features if f.score is not None}},
+                     **{drift_metric(f.feature): f.score for f in result.features if f.score is not None}},
             tags={"drift.verdict": "drift" if result.dataset_drift else "no_drift",
                   "drift.drifted_features": ",".join(result.drifted_features)},
             artifacts=[result.report_path, result.summary_path],
         )
     return result
+
+
+def drift_metric(feature: str) -> str:
+    """The MLflow metric of a feature's drift score: MLflow refuses names with characters like $, (, < or €."""
+    return "drift.score." + re.sub(r"[^A-Za-z0-9_\-. :/]", "_", feature)
 
 
 def train_stage(cycle: Cycle):

@@ -138,3 +138,24 @@ def test_the_regression_demo_runs_a_cycle(demo_environ):
 def test_passwords_never_reach_the_recorded_config(tmp_path):
     config = load_config(write_config(tmp_path), environ={"PIPELINE_SOURCE_URL": "postgresql://u:s3cret@db/w"})
     assert recorded_config(config)["source"]["url"] == "postgresql://u:***@db/w"
+
+
+def test_feature_names_mlflow_refuses_still_get_a_drift_metric(tmp_path):
+    import sqlalchemy as sa
+
+    from pipeline.validate import propose_suite, write_suite
+    from tests.conftest import config_dict, small_frame
+
+    odd = "price ($) <€>"
+    frame = small_frame(600, days=10).rename(columns={"x_num": odd})
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    frame.to_sql("events", engine, index=False)
+    engine.dispose()
+    source = {**config_dict(tmp_path)["source"], "features": {"numeric": [odd, "y_num"], "categorical": ["color"]}}
+    config = load_config(write_config(tmp_path, source=source), environ={})
+    write_suite(propose_suite(config, frame), config.validation.suite)
+
+    outcome = run_cycle(config, date(2026, 1, 10), until="drift")
+
+    metrics = registry.client(config).get_run(outcome.cycle.run_id).data.metrics
+    assert "drift.score.price ___ ___" in metrics and odd in [f.feature for f in outcome.drift.features]

@@ -12,20 +12,27 @@ import sqlalchemy as sa
 from pipeline.config import load_config
 from pipeline.cycle import run_cycle
 from pipeline.validate import propose_suite, write_suite
-from tests.conftest import small_frame, write_config
+from tests.conftest import config_dict, small_frame, write_config
 from tests.dags.server import AirflowServer
 
 pytestmark = pytest.mark.timeout(600)
+HOSTILE_COLUMN = "</script><script>alert(1)</script>"
+HOSTILE_VALUE = "<img src=x onerror=alert(2)>"
 
 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
     root = tmp_path_factory.mktemp("review-ui")
-    frame = small_frame(2000, days=10)
+    # Names from the data end up in every page and report: make them hostile.
+    frame = small_frame(2000, days=10).rename(columns={"color": HOSTILE_COLUMN})
+    frame[HOSTILE_COLUMN] = frame[HOSTILE_COLUMN].replace({"red": HOSTILE_VALUE})
     engine = sa.create_engine(f"sqlite:///{root / 'warehouse.db'}")
     frame.to_sql("events", engine, index=False)
     engine.dispose()
-    config_path = write_config(root, training={"family": "logistic_regression", "params": {}})
+    features = {"numeric": ["x_num", "y_num"], "categorical": [HOSTILE_COLUMN]}
+    raw_source = config_dict(root)["source"]
+    config_path = write_config(root, training={"family": "logistic_regression", "params": {}},
+                               source={**raw_source, "features": features})
     config = load_config(config_path, environ={})
     write_suite(propose_suite(config, frame), config.validation.suite)
     cycle = run_cycle(config, date(2026, 1, 10))
@@ -111,3 +118,17 @@ def test_pages_show_what_was_recorded(airflow, path, expected):
 def test_nothing_outside_the_recorded_reports_is_served(airflow, path):
     status, _, body = get(airflow, path.format(cycle=airflow.cycle_id), token=airflow.token_admin)
     assert status == 404, body[:200]
+
+
+@pytest.mark.parametrize("path", ["/pipeline/drift", "/pipeline/validation/{cycle}"])
+def test_names_from_the_data_are_escaped_in_pages(airflow, path):
+    _, _, body = get(airflow, path.format(cycle=airflow.cycle_id), token=airflow.token_admin)
+    assert "<script>" not in body and "<img src=x" not in body
+    if "validation" in path:  # every expectation names its column
+        assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in body
+
+
+def test_a_report_quoting_hostile_names_is_sandboxed(airflow):
+    _, headers, body = get(airflow, f"/pipeline/reports/{airflow.cycle_id}/drift.html", token=airflow.token_admin)
+    assert "alert(1)" in body  # the report quotes the column; the policy keeps it out of Airflow's origin
+    assert headers["content-security-policy"].startswith("sandbox allow-scripts;")
