@@ -52,19 +52,24 @@ def line_plot(series: dict[str, list[tuple[str, float]]], threshold: float | Non
     low, high = min(0.0, min(values)), max(values) or 1.0
     pad, step = 40, (width - 80) / max(len(labels) - 1, 1)
 
-    def xy(label: str, value: float) -> str:
-        return f"{pad + labels.index(label) * step:.1f},{height - pad - (value - low) / ((high - low) or 1) * (height - 2 * pad):.1f}"
+    def xy(label: str, value: float) -> tuple[float, float]:
+        return pad + labels.index(label) * step, height - pad - (value - low) / ((high - low) or 1) * (height - 2 * pad)
+
+    def point(label: str, value: float) -> str:
+        x, y = xy(label, value)
+        return f"{x:.1f},{y:.1f}"
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
              f'<text x="4" y="{pad}" font-size="11">{high:.3g}</text><text x="4" y="{height - pad}" font-size="11">{low:.3g}</text>']
     if threshold is not None:
-        parts.append(f'<polyline points="{xy(labels[0], threshold)} {xy(labels[-1], threshold)}" stroke="#a0aec0" '
+        parts.append(f'<polyline points="{point(labels[0], threshold)} {point(labels[-1], threshold)}" stroke="#a0aec0" '
                      'stroke-dasharray="4" fill="none"/>')
     for i, (name, points) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
-        parts.append(f'<polyline points="{" ".join(xy(x, y) for x, y in points)}" stroke="{color}" fill="none" stroke-width="2"/>')
-        parts += [f'<circle cx="{xy(x, y).split(",")[0]}" cy="{xy(x, y).split(",")[1]}" r="3" fill="{color}"><title>{e(name)} {e(x)}: {y:.4g}</title></circle>'
-                  for x, y in points]
+        parts.append(f'<polyline points="{" ".join(point(x, y) for x, y in points)}" stroke="{color}" fill="none" stroke-width="2"/>')
+        for label, value in points:
+            cx, cy = xy(label, value)
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{color}"><title>{e(name)} {e(label)}: {value:.4g}</title></circle>')
         parts.append(f'<text x="{width - 150}" y="{14 + 14 * i}" font-size="11" fill="{color}">{e(name)}</text>')
     parts += [f'<text x="{pad + i * step:.1f}" y="{height - 10}" font-size="10" text-anchor="middle">{e(label)}</text>'
               for i, label in enumerate(labels) if len(labels) < 12 or i % (len(labels) // 8 + 1) == 0]

@@ -14,10 +14,10 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli import DEMO_CONFIG
 from pipeline.config import Config, load_config
 
 CONFIG_ENV = "PIPELINE_CONFIG"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "pipeline" / "configs" / "demo.yaml"
 FAMILIES = {
     "classification": ["xgboost", "hist_gradient_boosting", "random_forest", "logistic_regression"],
     "regression": ["xgboost", "hist_gradient_boosting", "random_forest", "ridge"],
@@ -27,7 +27,7 @@ log = logging.getLogger("pipeline.dags")
 
 
 def config_path() -> Path:
-    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    return Path(os.environ.get(CONFIG_ENV) or DEMO_CONFIG)
 
 
 def parse_time_config() -> Config:

@@ -55,7 +55,7 @@ def test_the_approval_shows_fold_numbers_data_drift_and_links(cycles):
     assert f"### Gate {'PASSED' if verdict.passed else 'REJECTED'} — roc_auc" in body
     assert f"on the same {verdict.compare_rows:,} unseen rows" in body and "p = " in body
     assert "| fold | candidate | champion v1 |" in body
-    assert body.count("\n| ") == 1 + verdict.fold_candidate.__len__()  # header + one row per fold
+    assert body.count("\n| ") == 1 + len(verdict.fold_candidate)  # header + one row per fold
     assert f"| 1 | {verdict.fold_candidate[0]:.4f} | {verdict.fold_champion[0]:.4f} |" in body
     assert "- current: 2026-01-16..2026-01-20" in body and "Validation PASSED" in body and "### Drift" in body
     experiment_run = "http://mlflow.example:5000/#/experiments/"
