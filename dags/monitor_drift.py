@@ -15,6 +15,7 @@ from __future__ import annotations
 from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, task
 
 from orchestration import runtime
+from orchestration.links import with_report_link
 from orchestration.notify import PipelineNotifier
 
 CONFIG = runtime.parse_time_config()
@@ -63,7 +64,8 @@ def monitor_drift():
         context["outlet_events"][DRIFT_DETECTED].extra = summary
         return summary
 
-    load() >> validate() >> drift() >> signal_drift()
+    validated = with_report_link(validate(), "validation", "monitor")
+    load() >> validated >> with_report_link(drift(), "drift", "monitor") >> signal_drift()
 
 
 monitor_drift()

@@ -22,6 +22,7 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param,
 
 from orchestration import runtime
 from orchestration.approval import REVIEW_FORM, ReviewOperator
+from orchestration.links import with_report_link
 from orchestration.notify import PipelineNotifier
 
 CONFIG = runtime.parse_time_config()
@@ -127,8 +128,8 @@ def retrain_model():
 
         return stages.record_rejection(context)
 
-    checked = drift()
-    load() >> validate() >> checked >> no_drift()
+    checked = with_report_link(drift(), "drift", "retrain")
+    load() >> with_report_link(validate(), "validation", "retrain") >> checked >> no_drift()
     routed = checked >> train() >> gate() >> register() >> route_approval()
     promoted = promote()
     routed >> [review, promoted]

@@ -123,3 +123,17 @@ def test_optional_text_fields_may_stay_empty(dagbag):
             schema = params.get_param(name).schema
             if "string" in schema.get("type", []) and params.get_param(name).value in (None, ""):
                 assert "null" in schema["type"], f"{form} form: {name!r} would be a required field"
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_EDGES))
+def test_drift_and_validation_tasks_link_to_their_review_pages(dagbag, dag_id):
+    """What the api-server sees: the serialized DAG, whose links read the URL the worker stored."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    served = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags[dag_id]))
+    links = {task.task_id: task.extra_links for task in served.tasks if task.extra_links}
+    assert links == {"validate": ["Validation report"], "drift": ["Drift report"]}
+    kind = "monitor" if dag_id == "monitor_drift" else "retrain"
+    link = dagbag.dags[dag_id].get_task("drift").operator_extra_links[0]
+    ti_key = type("Key", (), {"run_id": "manual__2026-05-28T00:00:00+00:00"})()
+    assert link.get_link(None, ti_key=ti_key) == f"/pipeline/drift/demo_churn-{kind}-manual__2026-05-28T00-00-00-00-00"

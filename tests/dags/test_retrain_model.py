@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import promote, registry
+from pipeline import catalog, promote, registry
 from pipeline.config import load_config
 from tests.dags.harness import DEMO_CONFIG, Reviewer, as_of, dag_config, run_dag, task_states
 from tests.dags.receivers import SmtpReceiver, WebhookReceiver
@@ -218,6 +218,11 @@ def test_validation_failure_fails_fast_and_emits_nothing(tmp_path, airflow_db, w
     assert len(_asset_events()) == events_before
     [failure] = [e for e in _events(webhook, "task_failed") if "monitor_drift.validate" in e["subject"]]
     assert "validation stopped" in failure["text"] and "failed_batch.parquet" in failure["text"]
+    # The stopped validation is exactly what a reviewer opens: its task links to the page of what was recorded.
+    link = _stored_link(dag_run, "validate", "_link_validation_report")
+    cycle_id = link.removeprefix("/pipeline/validation/")
+    result, kept_batch = catalog.validation(load_config(config), cycle_id)
+    assert not result.passed and kept_batch.exists()
 
 
 def _asset_events() -> list[dict]:
@@ -237,6 +242,16 @@ def _queued_consumers() -> list[str]:
 
     with create_session() as session:
         return sorted(q.target_dag_id for q in session.scalars(select(AssetDagRunQueue)).all())
+
+
+def _stored_link(dag_run, task_id: str, key: str) -> str:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return session.scalars(select(XComModel.value).where(
+            XComModel.run_id == dag_run.run_id, XComModel.task_id == task_id, XComModel.key == key)).one()
 
 
 def _try_number(dag_run, task_id: str) -> int:
