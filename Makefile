@@ -46,7 +46,8 @@ airflow: seed airflow-init ## Start Airflow (standalone) on http://127.0.0.1:808
 status: venv ## Show champion, challenger, pending approval, last cycles and the promotion log
 	$(PY) -m pipeline status --config $(CONFIG)
 
-test: venv ## Run the whole test suite
+test: venv ## Run the whole test suite (installs Debian's chromium for the browser tests when missing)
+	@scripts/install-browser
 	$(PY) -m pytest -q
 
 bench: venv ## Benchmark one cycle at 100k and 1M rows x 30 features (BENCH_ARGS="--rows 200000" for others)

@@ -88,8 +88,16 @@ def drift_history(summaries: list[CycleSummary]) -> dict[str, list[tuple[CycleSu
 
 
 def pending_approvals(config: Config) -> list[CycleSummary]:
-    """Retraining cycles whose registered challenger waits for a person."""
-    return [c for c in cycles(config, kinds=("retrain",)) if c.status == "awaiting_approval"]
+    """Retraining cycles whose registered version is still the challenger: nobody has decided on it yet.
+
+    The cycle's own status is not enough: a person may decide outside Airflow (`pipeline promote`
+    or `reject`), and a newer cycle's challenger supersedes an older one.
+    """
+    challenger = registry.aliases(config).get(registry.CHALLENGER)
+    if challenger is None:
+        return []
+    waiting = registry.get_version(config, challenger).tags.get("cycle_id")
+    return [c for c in cycles(config, kinds=("retrain",)) if c.status == "awaiting_approval" and c.cycle_id == waiting]
 
 
 def _cycle_file(config: Config, cycle_id: str, name: str) -> Path:

@@ -216,6 +216,15 @@ def alias_version(config: Config, alias: str) -> VersionInfo | None:
         return None
 
 
+def run_ui_url(config: Config, run_id: str) -> str | None:
+    """The run's page in the MLflow UI, when the config names the UI (`registry.ui_url`)."""
+    base = config.registry.ui_url
+    if not base:
+        return None
+    experiment = client(config).get_run(run_id).info.experiment_id
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+
+
 def aliases(config: Config) -> dict[str, str]:
     """alias → version for the model's aliases that are set."""
     found = {alias: alias_version(config, alias) for alias in ALIASES}

@@ -14,12 +14,8 @@ from pipeline.summary import describe_trigger, format_number
 
 
 def mlflow_run_url(cycle: Cycle, artifact: str | None = None) -> str | None:
-    base = cycle.config.registry.ui_url
-    if not base:
-        return None
-    experiment = registry.client(cycle.config).get_run(cycle.run_id).info.experiment_id
-    url = f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{cycle.run_id}"
-    return f"{url}/artifacts/{artifact}" if artifact else url
+    url = registry.run_ui_url(cycle.config, cycle.run_id)
+    return f"{url}/artifacts/{artifact}" if url and artifact else url
 
 
 def _report_link(cycle: Cycle, label: str, name: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import os
+import urllib.parse
 
 from airflow.api_fastapi.core_api.security import requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
@@ -50,10 +51,12 @@ def line_plot(series: dict[str, list[tuple[str, float]]], threshold: float | Non
     if not labels or not values:
         return "<p>Nothing recorded yet.</p>"
     low, high = min(0.0, min(values)), max(values) or 1.0
-    pad, step = 40, (width - 80) / max(len(labels) - 1, 1)
+    # The side margin leaves room for a centred x label at each end ("2026-05-28 monitor").
+    pad, side = 40, 70
+    step = (width - 2 * side) / max(len(labels) - 1, 1)
 
     def xy(label: str, value: float) -> tuple[float, float]:
-        return pad + labels.index(label) * step, height - pad - (value - low) / ((high - low) or 1) * (height - 2 * pad)
+        return side + labels.index(label) * step, height - pad - (value - low) / ((high - low) or 1) * (height - 2 * pad)
 
     def point(label: str, value: float) -> str:
         x, y = xy(label, value)
@@ -71,7 +74,7 @@ def line_plot(series: dict[str, list[tuple[str, float]]], threshold: float | Non
             cx, cy = xy(label, value)
             parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{color}"><title>{e(name)} {e(label)}: {value:.4g}</title></circle>')
         parts.append(f'<text x="{width - 150}" y="{14 + 14 * i}" font-size="11" fill="{color}">{e(name)}</text>')
-    parts += [f'<text x="{pad + i * step:.1f}" y="{height - 10}" font-size="10" text-anchor="middle">{e(label)}</text>'
+    parts += [f'<text x="{side + i * step:.1f}" y="{height - 10}" font-size="10" text-anchor="middle">{e(label)}</text>'
               for i, label in enumerate(labels) if len(labels) < 12 or i % (len(labels) // 8 + 1) == 0]
     return "".join(parts) + "</svg>"
 
@@ -163,6 +166,25 @@ def validation_detail(cycle_id: str) -> HTMLResponse:
     return _page(f"Validation of {cycle_id}", head + report + table(["result", "expectation", "unexpected rows", "sample values"], rows))
 
 
+def airflow_run_link(dag_id: str, run_id: str, page: str = "", label: str = "Airflow run") -> str:
+    """A link to Airflow's own page of a run (or of one of its tasks, with ``page``)."""
+    quote = urllib.parse.quote
+    path = f"/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}{page}"
+    return f'<a href="{html.escape(path)}">{html.escape(label)}</a>'
+
+
+def lineage(config, cycle, mlflow_run_id: str | None) -> str:
+    """Links to the Airflow run and the MLflow run that produced a version."""
+    from pipeline import registry
+
+    links = []
+    if cycle and cycle.airflow_run_id:
+        links.append(airflow_run_link(cycle.airflow_dag_id, cycle.airflow_run_id))
+    if mlflow_run_id and (url := registry.run_ui_url(config, mlflow_run_id)):
+        links.append(f'<a href="{html.escape(url)}" target="_blank" rel="noopener">MLflow run</a>')
+    return " · ".join(links)
+
+
 @app.get("/models", response_class=HTMLResponse)
 def models_page() -> HTMLResponse:
     from pipeline import catalog, promote, registry
@@ -171,13 +193,15 @@ def models_page() -> HTMLResponse:
     config = _config()
     versions = registry.list_versions(config)
     aliases = registry.aliases(config)  # a version search does not return aliases
+    runs = {c.cycle_id: c for c in catalog.cycles(config, kinds=("retrain",))}
     rows, trend, folds = [], {}, ""
     for v in reversed(versions):
         tags = v.tags
         rows.append([f"v{e(v.version)}", e(", ".join(a for a, version in aliases.items() if version == v.version)), e(tags.get("gate.primary_metric", "")), e(tags.get("gate.candidate_mean", "")),
                      e(tags.get("gate.improvement", "")), e(tags.get("gate.p_value", "")),
                      f"{e(tags.get('window.start', ''))}..{e(tags.get('window.end', ''))}",
-                     f"<code>{e(tags.get('window.sha256', '')[:12])}</code>", e(tags.get("device", "")), e(tags.get("cycle_id", ""))])
+                     f"<code>{e(tags.get('window.sha256', '')[:12])}</code>", e(tags.get("device", "")),
+                     lineage(config, runs.get(tags.get("cycle_id", "")), v.run_id) or e(tags.get("cycle_id", ""))])
         if tags.get("gate.candidate_mean"):
             trend.setdefault(tags.get("gate.primary_metric", "metric"), []).append((f"v{v.version}", float(tags["gate.candidate_mean"])))
     for v in reversed(versions[-3:]):
@@ -191,7 +215,7 @@ def models_page() -> HTMLResponse:
         folds += f"<h3>v{e(v.version)}: {e(verdict.primary_metric)} per fold</h3>" + line_plot(series)
     history = [[f"#{h.seq}", e(f"{h.at:%Y-%m-%d %H:%M}"), e(h.actor), e(h.action), f"v{e(h.from_version or '-')} → v{e(h.to_version or '-')}", e(h.reason or "")]
                for h in promote.history(config)]
-    body = (table(["version", "aliases", "metric", "k-fold mean", "improvement", "p", "window", "sha256", "device", "cycle"], rows)
+    body = (table(["version", "aliases", "metric", "k-fold mean", "improvement", "p", "window", "sha256", "device", "lineage"], rows)
             + "<h2>Metric across versions</h2>" + line_plot(trend) + "<h2>Gate: candidate vs champion</h2>" + folds
             + "<h2>Alias history</h2>" + table(["#", "when", "who", "what", "move", "why"], history))
     return _page("Models", body)
@@ -205,7 +229,7 @@ def approvals_page() -> HTMLResponse:
     rows = []
     for c in catalog.pending_approvals(_config()):
         if c.airflow_run_id:
-            link = f'<a href="/dags/{e(c.airflow_dag_id)}/runs/{e(c.airflow_run_id)}/tasks/review/required_actions">Required Actions</a>'
+            link = airflow_run_link(c.airflow_dag_id, c.airflow_run_id, "/tasks/review/required_actions", "Required Actions")
         else:
             link = "approve with <code>pipeline promote</code>"
         rows.append([str(c.as_of), e(c.cycle_id), e(c.trigger), link])
@@ -227,7 +251,8 @@ def report(cycle_id: str, name: str) -> FileResponse:
 class PipelineReviewPlugin(AirflowPlugin):
     name = "pipeline_review"
     fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "Pipeline review"}]
+    # No `url_route`: Airflow would frame the pages in a sandbox that blocks every link out of them (to
+    # Required Actions, a DAG run, MLflow). Each entry opens its page in a tab of its own instead.
     external_views = [
-        {"name": label, "href": f"{PREFIX}/{page}", "destination": "nav", "category": "browse", "url_route": f"pipeline-{page}"}
-        for page, label in PAGES
+        {"name": label, "href": f"{PREFIX}/{page}", "destination": "nav", "category": "browse"} for page, label in PAGES
     ]

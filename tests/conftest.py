@@ -91,3 +91,13 @@ def frame() -> pd.DataFrame:
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return load_config(write_config(tmp_path), environ={})
+
+
+@pytest.fixture(scope="session")
+def warehouse(tmp_path_factory) -> str:
+    """The demo warehouse (dated covariate shift, new category and concept drift), seeded once per session."""
+    from pipeline import demo
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('warehouse') / 'warehouse.db'}"
+    demo.seed_demo(url)
+    return url

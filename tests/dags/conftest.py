@@ -21,12 +21,3 @@ def airflow_db() -> Path:
     )
     return AIRFLOW_HOME / "airflow.db"
 
-
-@pytest.fixture(scope="session")
-def warehouse(tmp_path_factory) -> str:
-    """The demo warehouse (dated covariate shift, new category and concept drift), seeded once per session."""
-    from pipeline import demo
-
-    url = f"sqlite:///{tmp_path_factory.mktemp('warehouse') / 'warehouse.db'}"
-    demo.seed_demo(url)
-    return url

@@ -120,3 +120,38 @@ class AirflowServer:
 
         configuration = airflow_client.Configuration(host=self.url, access_token=self.token(user))
         return airflow_client.ApiClient(configuration)
+
+
+def wait_for(what: str, check, server: AirflowServer, timeout_s: float = 240, every_s: float = 2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (value := check()) is not None:
+            return value
+        time.sleep(every_s)
+    raise TimeoutError(f"{what} did not happen within {timeout_s}s\n{server.log_tail('scheduler')}")
+
+
+def finished_state(api, dag_id: str, run_id: str):
+    state = str(api.get_dag_run(dag_id, run_id).state.value)
+    return state if state in ("success", "failed") else None
+
+
+def task_state(client, dag_id: str, run_id: str, task_id: str) -> str | None:
+    import airflow_client.client as ac
+
+    state = ac.TaskInstanceApi(client).get_task_instance(dag_id, run_id, task_id).state
+    return state.value if state else None
+
+
+def dags_parsed(client):
+    import airflow_client.client as ac
+
+    dags = {d.dag_id: d for d in ac.DAGApi(client).get_dags().dags}
+    if {"retrain_model", "monitor_drift"} <= set(dags) and not any(d.is_paused for d in dags.values()):
+        return dags
+    return None
+
+
+def asset_triggered_run(runs):
+    found = [r for r in runs.get_dag_runs("retrain_model").dag_runs if r.run_type.value == "asset_triggered"]
+    return found[0].dag_run_id if found else None

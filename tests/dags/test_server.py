@@ -14,7 +14,9 @@ import pytest
 from pipeline import promote, registry
 from pipeline.config import load_config
 from tests.dags.harness import dag_config
-from tests.dags.server import AirflowServer
+from tests.dags.server import (
+    AirflowServer, asset_triggered_run, dags_parsed, finished_state, task_state, wait_for,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -29,27 +31,6 @@ def airflow(tmp_path_factory, warehouse):
     with AirflowServer(directory / "airflow-home", config) as server:
         server.config = config
         yield server
-
-
-def wait_for(what: str, check, server: AirflowServer, timeout_s: float = 240, every_s: float = 2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (value := check()) is not None:
-            return value
-        time.sleep(every_s)
-    raise TimeoutError(f"{what} did not happen within {timeout_s}s\n{server.log_tail('scheduler')}")
-
-
-def finished_state(api, dag_id: str, run_id: str):
-    state = str(api.get_dag_run(dag_id, run_id).state.value)
-    return state if state in ("success", "failed") else None
-
-
-def task_state(client, dag_id: str, run_id: str, task_id: str) -> str | None:
-    import airflow_client.client as ac
-
-    state = ac.TaskInstanceApi(client).get_task_instance(dag_id, run_id, task_id).state
-    return state.value if state else None
 
 
 def answer(client, dag_id: str, run_id: str, option: str, comment: str):
@@ -73,7 +54,7 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
 
     admin, alice = airflow.client("admin"), airflow.client("alice")
     runs = ac.DagRunApi(admin)
-    wait_for("the DAGs parsed", lambda: _parsed(admin), airflow, timeout_s=120)
+    wait_for("the DAGs parsed", lambda: dags_parsed(admin), airflow, timeout_s=120)
 
     # The trigger form's schema is enforced by the API.
     with pytest.raises(ac.ApiException) as refused:
@@ -116,7 +97,7 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
     # Drift in the current data starts retraining through the asset event.
     monitor = runs.trigger_dag_run("monitor_drift", ac.TriggerDAGRunPostBody(logical_date=None, conf={"as_of": "2026-05-28"}))
     assert wait_for("monitor finished", lambda: finished_state(runs, "monitor_drift", monitor.dag_run_id), airflow) == "success"
-    triggered = wait_for("a drift-triggered retrain run", lambda: _asset_triggered_run(runs), airflow, timeout_s=120)
+    triggered = wait_for("a drift-triggered retrain run", lambda: asset_triggered_run(runs), airflow, timeout_s=120)
     wait_for("review of the drift run awaiting input",
              lambda: task_state(admin, "retrain_model", triggered, "review") == "awaiting_input" or None, airflow)
     upstream = runs.get_upstream_asset_events("retrain_model", triggered).asset_events
@@ -133,16 +114,3 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
     xcom = ac.XComApi(admin).get_xcom_entry("retrain_model", "load", triggered, "return_value", deserialize=True)
     assert xcom.actual_instance.value["trigger"] == "drift" and xcom.actual_instance.value["as_of"] == "2026-05-28"
 
-
-def _parsed(client):
-    import airflow_client.client as ac
-
-    dags = {d.dag_id: d for d in ac.DAGApi(client).get_dags().dags}
-    if {"retrain_model", "monitor_drift"} <= set(dags) and not any(d.is_paused for d in dags.values()):
-        return dags
-    return None
-
-
-def _asset_triggered_run(runs):
-    found = [r for r in runs.get_dag_runs("retrain_model").dag_runs if r.run_type.value == "asset_triggered"]
-    return found[0].dag_run_id if found else None

@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from pipeline import catalog
+from pipeline import catalog, promote, registry
 from pipeline.config import load_config
 from pipeline.cycle import drift_stage, load_stage, open_cycle, run_cycle, validate_stage
 from pipeline.validate import propose_suite, write_suite
@@ -61,6 +61,18 @@ def test_drift_history_per_feature_oldest_first(recorded):
 def test_pending_approvals_are_the_waiting_retraining_cycles(recorded):
     config, retrain, _ = recorded
     assert [c.cycle_id for c in catalog.pending_approvals(config)] == [retrain.cycle.cycle_id]
+
+
+def test_a_decision_outside_airflow_ends_the_wait(recorded, tmp_path):
+    config, retrain, _ = recorded
+    # A copy of the stores: the other tests read the waiting cycle.
+    decided = config.model_copy(update={"promotion": config.promotion.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'log.db'}"})})
+    promote.reject(decided, retrain.version.version, actor="carol", reason="decided with the CLI")
+    try:
+        assert catalog.pending_approvals(decided) == []
+    finally:
+        registry.set_alias(config, registry.CHALLENGER, retrain.version.version)
 
 
 def test_a_report_of_a_recorded_cycle(recorded):

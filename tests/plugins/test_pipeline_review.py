@@ -37,7 +37,7 @@ def airflow(tmp_path_factory):
     write_suite(propose_suite(config, frame), config.validation.suite)
     cycle = run_cycle(config, date(2026, 1, 10))
     with AirflowServer(root / "airflow-home", config_path) as server:
-        server.cycle_id = cycle.cycle.cycle_id
+        server.cycle_id, server.config_path = cycle.cycle.cycle_id, config_path
         server.token_admin = server.token("admin")
         yield server
 
@@ -132,3 +132,53 @@ def test_a_report_quoting_hostile_names_is_sandboxed(airflow):
     _, headers, body = get(airflow, f"/pipeline/reports/{airflow.cycle_id}/drift.html", token=airflow.token_admin)
     assert "alert(1)" in body  # the report quotes the column; the policy keeps it out of Airflow's origin
     assert headers["content-security-policy"].startswith("sandbox allow-scripts;")
+
+
+def test_a_symlink_planted_in_a_cycle_is_not_followed(airflow, tmp_path):
+    from pipeline import catalog
+
+    report = catalog.report_file(load_config(airflow.config_path, environ={}), airflow.cycle_id, "validation.html")
+    secret = tmp_path / "secret.html"
+    secret.write_text("<p>outside the storage root</p>")
+    original = report.read_bytes()
+    report.unlink()
+    report.symlink_to(secret)
+    try:
+        status, _, body = get(airflow, f"/pipeline/reports/{airflow.cycle_id}/validation.html", token=airflow.token_admin)
+        assert status == 404 and "outside the storage root" not in body
+    finally:
+        report.unlink()
+        report.write_bytes(original)
+
+
+def test_a_hostile_report_stays_out_of_airflows_origin_in_a_browser(airflow):
+    """The report's injected script runs (Evidently needs scripts), but sandboxed: no dialog, no cookie, no origin."""
+    from selenium.webdriver.common.by import By
+
+    from tests.plugins.browser import chromium, log_in, quit_browser, screenshot, wait_until
+
+    driver = chromium()
+    try:
+        log_in(driver, airflow)
+        driver.get(f"{airflow.url}/pipeline/drift/{airflow.cycle_id}")
+        frame = wait_until(driver, "the report frame", lambda: driver.find_elements(By.CSS_SELECTOR, "iframe"))[0]
+        driver.switch_to.frame(frame)
+        wait_until(driver, "the rendered report", lambda: "x_num" in driver.find_element(By.TAG_NAME, "body").text, 90)
+        assert "alert(1)" in driver.page_source  # the hostile name is in the report...
+        assert_contained(driver, "framed")  # ...but its script runs in no origin
+        driver.switch_to.default_content()
+        screenshot(driver, "hostile-report-framed")
+        driver.get(f"{airflow.url}/pipeline/reports/{airflow.cycle_id}/drift.html")
+        wait_until(driver, "the report", lambda: "x_num" in driver.find_element(By.TAG_NAME, "body").text, 90)
+        assert_contained(driver, "opened directly")
+    finally:
+        quit_browser(driver)
+
+
+def assert_contained(driver, where: str) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    origin_and_cookie = "return [self.origin, (() => { try { return document.cookie } catch (e) { return e.name } })()]"
+    assert driver.execute_script(origin_and_cookie) == ["null", "SecurityError"], where
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert  # noqa: B018 - a dialog would mean the script ran with the page's powers

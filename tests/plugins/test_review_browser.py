@@ -1,0 +1,150 @@
+"""The review pages in a real browser, inside a real Airflow, on demo data from three cycles.
+
+The story: a first champion (v1, approved by carol with the CLI), then `monitor_drift`
+finds drift as of 2026-05-28, and its asset event starts `retrain_model`, whose v2 waits
+under Required Actions. A reviewer logs in, reads every page, opens the drift report,
+follows the extra link from the drift task and the pending approval into Airflow.
+Screenshots land in test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from pipeline import promote
+from pipeline.config import load_config
+from pipeline.cycle import run_cycle
+from tests.dags.harness import dag_config
+from tests.dags.server import (
+    AirflowServer, asset_triggered_run, dags_parsed, finished_state, task_state, wait_for,
+)
+from tests.plugins.browser import chromium, log_in, quit_browser, screenshot, wait_for_text, wait_until
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory, warehouse):
+    import airflow_client.client as ac
+
+    directory = tmp_path_factory.mktemp("review-browser")
+    config_path = dag_config(directory / "stores", warehouse,
+                             orchestration={"monitor_schedule": "0 0 29 2 *", "retrain_schedule": "0 0 29 2 *"})
+    config = load_config(config_path)
+    first = run_cycle(config, date(2026, 2, 26))
+    promote.promote(config, first.version.version, actor="carol", reason="first champion, reviewed by hand")
+    with AirflowServer(directory / "airflow-home", config_path) as server:
+        admin = server.client("admin")
+        runs = ac.DagRunApi(admin)
+        wait_for("the DAGs parsed", lambda: dags_parsed(admin), server, timeout_s=120)
+        monitor = runs.trigger_dag_run("monitor_drift", ac.TriggerDAGRunPostBody(
+            logical_date=None, conf={"as_of": "2026-05-28"}))
+        assert wait_for("monitor finished", lambda: finished_state(runs, "monitor_drift", monitor.dag_run_id),
+                        server) == "success"
+        server.monitor_run = monitor.dag_run_id
+        server.admin, server.runs, server.config = admin, runs, config
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser(story):
+    driver = chromium()
+    try:
+        log_in(driver, story)
+        yield driver
+    finally:
+        quit_browser(driver)
+
+
+def open_page(driver, server, page: str) -> None:
+    driver.get(f"{server.url}/pipeline/{page}")
+
+
+def test_airflow_menu_opens_the_review_pages(story, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{story.url}/")
+    wait_until(browser, "Airflow's Browse menu", lambda: browser.find_elements(By.XPATH, "//button[.//*[text()='Browse'] or text()='Browse']"))[0].click()
+    entries = wait_until(browser, "the review entries", lambda: browser.find_elements(By.XPATH, "//a[@href='/pipeline/drift']"))
+    assert entries[0].text.strip() == "Drift"
+    for label, page in (("Validation", "validation"), ("Models", "models"), ("Pending approvals", "approvals")):
+        assert browser.find_element(By.XPATH, f"//a[@href='/pipeline/{page}']").text.strip() == label
+    screenshot(browser, "0-airflow-menu")
+
+
+def test_drift_page_lists_cycles_and_plots_the_history(story, browser):
+    open_page(browser, story, "drift")
+    text = wait_for_text(browser, "2026-05-28", "monitor", "payment_method", "Drift score per feature across cycles")
+    monitor_row = next(line for line in text.splitlines() if line.startswith("2026-05-28 monitor"))
+    assert "drift" in monitor_row and "data_usage_gb" in monitor_row and "monthly_charges" in monitor_row
+    assert "2026-02-26 retrain" in text
+    screenshot(browser, "1-drift")
+
+
+def test_a_drift_report_opens_sandboxed(story, browser):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, story, "drift")
+    wait_for_text(browser, "2026-05-28")
+    row = browser.find_element(By.XPATH, "//tr[td[1]='2026-05-28' and td[2]='monitor']")
+    row.find_element(By.LINK_TEXT, "report").click()
+    report = wait_until(browser, "the report frame", lambda: browser.find_elements(By.CSS_SELECTOR, "iframe[sandbox]"))[0]
+    browser.switch_to.frame(report)
+    wait_for_text(browser, "payment_method", "data_usage_gb", timeout_s=90)  # Evidently renders with its scripts
+    assert browser.execute_script("return self.origin") == "null"  # an opaque origin, not Airflow's
+    browser.switch_to.default_content()
+    screenshot(browser, "2-drift-report")
+
+
+def test_validation_page_shows_every_expectation(story, browser):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, story, "validation")
+    wait_for_text(browser, "2026-05-28", "passed")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "monitor").click()
+    text = wait_for_text(browser, "Validation PASSED", "sample values", "payment_method")
+    assert "'churned'" in text  # the target's expectations are listed too
+    screenshot(browser, "3-validation")
+
+
+def test_pending_approval_leads_to_required_actions(story, browser):
+    from selenium.webdriver.common.by import By
+
+    triggered = wait_for("a drift-triggered retrain run", lambda: asset_triggered_run(story.runs), story, timeout_s=120)
+    wait_for("the review waiting", lambda: task_state(story.admin, "retrain_model", triggered, "review") == "awaiting_input"
+             or None, story, timeout_s=420)
+    open_page(browser, story, "approvals")
+    wait_for_text(browser, "Required Actions", "drift")
+    screenshot(browser, "4-pending-approvals")
+    browser.find_element(By.LINK_TEXT, "Required Actions").click()
+    wait_until(browser, "Airflow's Required Actions page", lambda: "/required_actions" in browser.current_url)
+    text = wait_for_text(browser, "Promote demo_churn v2 (vs champion v1, as of 2026-05-28)", timeout_s=90)
+    assert "Approve" in text and "Reject" in text
+    screenshot(browser, "5-required-actions")
+
+
+def test_models_page_shows_aliases_gate_and_history(story, browser):
+    open_page(browser, story, "models")
+    text = wait_for_text(browser, "Metric across versions", "Alias history", "Gate: candidate vs champion")
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("v1 ", "v2 "))}
+    assert "champion" in rows["v1"] and "challenger" in rows["v2"] and "roc_auc" in rows["v2"]
+    assert "Airflow run" in rows["v2"]  # lineage of the drift-triggered version
+    assert "carol" in text and "first champion, reviewed by hand" in text
+    screenshot(browser, "6-models")
+
+
+def test_the_drift_task_links_to_its_report(story, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{story.url}/dags/monitor_drift/runs/{story.monitor_run}/tasks/drift/details")
+    link = wait_until(browser, "the Drift report extra link",
+                      lambda: browser.find_elements(By.XPATH, "//a[normalize-space()='Drift report']"))[0]
+    screenshot(browser, "7-extra-link")
+    before = set(browser.window_handles)
+    link.click()
+    if opened := set(browser.window_handles) - before:  # a new tab, if the UI chose one
+        browser.switch_to.window(opened.pop())
+    wait_until(browser, "the cycle's drift page", lambda: "/pipeline/drift/demo_churn-monitor-" in browser.current_url)
+    assert browser.find_elements(By.CSS_SELECTOR, "iframe[sandbox='allow-scripts']")
