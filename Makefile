@@ -5,13 +5,16 @@ PY     := $(VENV)/bin/python
 CONFIG ?= pipeline/configs/demo.yaml
 DAY    ?= latest
 export MLFLOW_DISABLE_TELEMETRY ?= true
+PROFILE ?=
+# `down` and `logs` name every profile: a service whose profile is off is neither stopped nor shown.
+ALL_PROFILES := --profile gpu
 
 .DEFAULT_GOAL := help
 AIRFLOW_ENV := . scripts/airflow-env.sh
 AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW_HOME
 
-.PHONY: help venv seed run cycle airflow-init airflow status test bench mlflow-ui clean
+.PHONY: help venv seed run cycle airflow-init airflow status test bench mlflow-ui clean up down logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -58,3 +61,13 @@ mlflow-ui: venv ## Open the MLflow UI on http://127.0.0.1:5000 for the demo's tr
 
 clean: ## Remove the demo's data, runs, MLflow store and Airflow home (keeps .venv)
 	rm -rf data $(AIRFLOW_HOME)
+
+up: ## Build the image and start the production stack (docker-compose.yml; PROFILE=gpu adds the GPU worker)
+	@test -f .env || { echo "No .env: cp .env.example .env, then replace every change-me value (see README, Running in production)"; exit 1; }
+	docker compose $(if $(PROFILE),--profile $(PROFILE)) up -d --build
+
+down: ## Stop the production stack (its volumes stay; `docker compose down -v` deletes them)
+	docker compose $(ALL_PROFILES) down
+
+logs: ## Follow the production stack's logs
+	docker compose $(ALL_PROFILES) logs --follow

@@ -27,6 +27,8 @@ from orchestration.notify import PipelineNotifier
 
 CONFIG = runtime.parse_time_config()
 ORCHESTRATION = CONFIG.orchestration
+# Only `train` goes to a dedicated queue (e.g. the GPU worker's); unset, it stays on the default queue.
+TRAIN_QUEUE = {"queue": CONFIG.training.queue} if CONFIG.training.queue else {}
 
 
 @dag(
@@ -82,7 +84,7 @@ def retrain_model():
 
         stages.finish_without_training(context)
 
-    @task
+    @task(**TRAIN_QUEUE)
     def train(**context):
         from orchestration import stages
 

@@ -131,6 +131,9 @@ class Training(_Strict):
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     n_jobs: int = Field(default=1, description="Threads per model; 1 is fastest on small shared machines.")
     seed: int = 42
+    queue: str | None = Field(
+        default=None, description="Airflow/Celery queue for the train task (e.g. `gpu`); None: the default queue."
+    )
 
 
 class Evaluation(_Strict):

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
-from tests.dags.harness import DAGS
+from tests.dags.harness import DAGS, DEMO_CONFIG
 
 EXPECTED_EDGES = {
     "monitor_drift": {
@@ -91,6 +92,25 @@ def test_trigger_form_accepts_defaults_and_a_date(dagbag):
     params.update({"as_of": "2026-05-28", "k": 3})
     assert params.validate() == {"as_of": "2026-05-28", "force": False, "family": "xgboost", "k": 3,
                                  "auto_approve": True, "note": None}
+
+
+def test_train_runs_on_the_default_queue_unless_the_config_names_one(dagbag, tmp_path, monkeypatch):
+    from airflow.configuration import conf
+    from airflow.dag_processing.dagbag import DagBag
+
+    default_queue = conf.get("operators", "default_queue")
+    assert {task.queue for task in dagbag.dags["retrain_model"].tasks} == {default_queue}
+
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["validation"]["suite"] = str(DEMO_CONFIG.parent / raw["validation"]["suite"])
+    raw["training"]["queue"] = "gpu"
+    config = tmp_path / "gpu.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("PIPELINE_CONFIG", str(config))
+    routed = DagBag(dag_folder=DAGS / "retrain_model.py").dags["retrain_model"]
+    queues = {task.task_id: task.queue for task in routed.tasks}
+    assert queues.pop("train") == "gpu"
+    assert set(queues.values()) == {default_queue}  # only training lands on the GPU worker
 
 
 HEAVY = ("pandas", "xgboost", "great_expectations", "evidently", "mlflow", "sklearn")

@@ -98,3 +98,10 @@ def test_mlflow_tracking_uri_does_not_override_the_config(tmp_path):
     # mlflow.set_tracking_uri() sets MLFLOW_TRACKING_URI for the whole process: it must not leak into the next config.
     config = load_config(_write(tmp_path, config_dict(tmp_path)), environ={"MLFLOW_TRACKING_URI": "sqlite:///other.db"})
     assert config.registry.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_training_queue_defaults_to_the_default_queue_and_takes_a_name(tmp_path):
+    # A queue no worker listens on would leave `train` queued forever: only a config that names one routes it.
+    assert load_config(_write(tmp_path, config_dict(tmp_path)), environ={}).training.queue is None
+    routed = load_config(_write(tmp_path, _with(tmp_path, "training", "queue", "gpu")), environ={})
+    assert routed.training.queue == "gpu"
