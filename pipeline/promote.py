@@ -123,6 +123,12 @@ def _append(
                 sa.select(promotion_log.c.to_version).where(model, promotion_log.c.action.in_(CHAMPION_MOVES))
                 .order_by(promotion_log.c.seq.desc()).limit(1)
             ).scalar()
+            if action == "reject" and logged_champion == to_version:
+                # MLflow said "not the champion" a moment ago, but a promotion committed since: the log decides.
+                raise PromotionRefused(
+                    f"version {to_version} of {config.model_name!r} became the champion meanwhile; nothing changed — "
+                    "use `pipeline rollback` to replace it"
+                )
             if check_champion and logged_champion != from_version:
                 raise PromotionRefused(
                     f"the champion of {config.model_name!r} changed meanwhile: the promotion log says "

@@ -170,7 +170,10 @@ def register_candidate(
             trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
             logged = _log_model(config, run_id, model, example, signature, predict_fn, trusted)
         _ensure_registered_model(mlflow_client, config.model_name)
-        version = mlflow_client.create_model_version(config.model_name, logged.model_uri, run_id=run_id, tags=tags)
+        # model_id: a tracking server refuses a models:/m-… source without it (a local store does not check).
+        version = mlflow_client.create_model_version(
+            config.model_name, logged.model_uri, run_id=run_id, tags=tags, model_id=logged.model_id
+        )
         number = version.version
     else:
         number = existing.version

@@ -1,34 +1,38 @@
-"""A real Airflow on 127.0.0.1 for the tests: api-server, scheduler and dag-processor in their own home, stopped afterwards."""
+"""A real Airflow on 127.0.0.1 for the tests: api-server, scheduler and dag-processor in their own home, stopped afterwards.
+
+By default LocalExecutor on SQLite; ``env`` overrides any setting (e.g. a PostgreSQL metadata DB and
+CeleryExecutor) and ``celery_worker=True`` also starts an ``airflow celery worker`` with the same env.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.dags.harness import DAGS, ROOT
+from tests.processes import free_port, stop_group, wait_until_serving
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+CELERY_WORKER = "celery-worker"
 
 
 class AirflowServer:
-    """Starts the components with LocalExecutor on SQLite (parallelism 4) and stops every process it started."""
+    """Starts the components with LocalExecutor on SQLite (parallelism 4) and stops every process it started.
 
-    def __init__(self, home: Path, pipeline_config: Path, users: str = "admin:admin,alice:admin"):
+    ``env`` is laid over the defaults for every component (and ``airflow db migrate``);
+    ``celery_worker`` adds ``airflow celery worker`` (log: ``celery-worker.log`` in the home).
+    """
+
+    def __init__(self, home: Path, pipeline_config: Path, users: str = "admin:admin,alice:admin",
+                 env: Mapping[str, str] | None = None, celery_worker: bool = False):
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -52,18 +56,24 @@ class AirflowServer:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "PIPELINE_CONFIG": str(pipeline_config),
+            **(env or {}),
         }
+        self.components: tuple[str, ...] = COMPONENTS + ((CELERY_WORKER,) if celery_worker else ())
         self.processes: list[subprocess.Popen] = []
 
     def __enter__(self) -> AirflowServer:
         self.home.mkdir(parents=True, exist_ok=True)
-        subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, check=True, capture_output=True)
+        migrated = subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, capture_output=True)
+        if migrated.returncode:
+            raise RuntimeError(f"airflow db migrate failed:\n{migrated.stderr.decode(errors='replace')[-3000:]}")
         try:
-            for component in COMPONENTS:
-                log = open(self.home / f"{component}.log", "wb")
-                self.processes.append(subprocess.Popen(
-                    [AIRFLOW, component], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                ))
+            for component in self.components:
+                # Each in its own session, so stop() can signal the component and every child it forked.
+                with open(self.home / f"{component}.log", "wb") as log:
+                    self.processes.append(subprocess.Popen(
+                        [AIRFLOW, "celery", "worker"] if component == CELERY_WORKER else [AIRFLOW, component],
+                        env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    ))
             self._wait_healthy()
         except BaseException:
             self.stop()
@@ -75,29 +85,12 @@ class AirflowServer:
 
     def stop(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_group(process, timeout_s=30)
 
     def _wait_healthy(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for process, component in zip(self.processes, COMPONENTS):
-                if process.poll() is not None:
-                    raise RuntimeError(f"airflow {component} exited: {self.log_tail(component)}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"the api-server did not answer within {timeout_s}s: {self.log_tail('api-server')}")
+        components = dict(zip((f"airflow {c}" for c in self.components), self.processes))
+        wait_until_serving(f"{self.url}/api/v2/monitor/health", components,
+                           lambda name: self.log_tail(name.removeprefix("airflow ")), timeout_s)
 
     def log_tail(self, component: str, lines: int = 30) -> str:
         text = (self.home / f"{component}.log").read_text(errors="replace").splitlines()
@@ -141,6 +134,22 @@ def task_state(client, dag_id: str, run_id: str, task_id: str) -> str | None:
 
     state = ac.TaskInstanceApi(client).get_task_instance(dag_id, run_id, task_id).state
     return state.value if state else None
+
+
+def answer(client, dag_id: str, run_id: str, option: str, comment: str):
+    """Answer as a reviewer in Required Actions would: not within the first second of the question.
+
+    Airflow 3.3.2 races when an answer resumes the task before the scheduler has processed the executor's
+    event for the parked attempt: it marks the task failed (apache/airflow#66374, #71502, seen here for
+    awaiting_input). That fails safe (nothing is promoted), but the test waits the scheduler out.
+    """
+    import airflow_client.client as ac
+
+    time.sleep(5)
+    return ac.TaskInstanceApi(client).update_hitl_detail(
+        dag_id, run_id, "review", -1,
+        ac.UpdateHITLDetailPayload(chosen_options=[option], params_input={"comment": comment}),
+    )
 
 
 def dags_parsed(client):

@@ -7,7 +7,6 @@ monitor_drift finds drift → its asset event starts retrain_model → reject �
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -15,7 +14,7 @@ from pipeline import promote, registry
 from pipeline.config import load_config
 from tests.dags.harness import dag_config
 from tests.dags.server import (
-    AirflowServer, asset_triggered_run, dags_parsed, finished_state, task_state, wait_for,
+    AirflowServer, answer, asset_triggered_run, dags_parsed, finished_state, task_state, wait_for,
 )
 
 pytestmark = pytest.mark.timeout(900)
@@ -31,22 +30,6 @@ def airflow(tmp_path_factory, warehouse):
     with AirflowServer(directory / "airflow-home", config) as server:
         server.config = config
         yield server
-
-
-def answer(client, dag_id: str, run_id: str, option: str, comment: str):
-    """Answer as a reviewer in Required Actions would: not within the first second of the question.
-
-    Airflow 3.3.2 races when an answer resumes the task before the scheduler has processed the executor's
-    event for the parked attempt: it marks the task failed (apache/airflow#66374, #71502, seen here for
-    awaiting_input). That fails safe (nothing is promoted), but the test waits the scheduler out.
-    """
-    import airflow_client.client as ac
-
-    time.sleep(5)
-    return ac.TaskInstanceApi(client).update_hitl_detail(
-        dag_id, run_id, "review", -1,
-        ac.UpdateHITLDetailPayload(chosen_options=[option], params_input={"comment": comment}),
-    )
 
 
 def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflow):

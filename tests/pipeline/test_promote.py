@@ -90,6 +90,20 @@ def test_reject_keeps_the_champion(config):
         promote.promote(config, v2, actor="bob")
 
 
+def test_a_reject_that_a_promotion_overtook_is_refused(config, monkeypatch):
+    """The reject read MLflow before the promotion moved the alias, and writes the log after it committed."""
+    v1 = add_version(config, "c1")
+    stale = registry.get_version(config, v1)  # what the reject saw: not the champion yet
+    promote.promote(config, v1, actor="alice")
+    monkeypatch.setattr(registry, "get_version", lambda *_: stale)
+    with pytest.raises(PromotionRefused, match="became the champion meanwhile"):
+        promote.reject(config, v1, actor="carol", reason="too late")
+    monkeypatch.undo()
+    assert registry.aliases(config) == {"champion": v1}
+    assert [e.action for e in promote.history(config)] == ["promote"]
+    assert registry.get_version(config, v1).tags["approval"] == "approved"
+
+
 def test_rejecting_the_same_version_again_adds_no_row(config):
     v1 = add_version(config, "c1")
     first = promote.reject(config, v1, actor="carol", reason="too early")
