@@ -29,8 +29,10 @@ RUN useradd --uid 50000 --gid 0 --home-dir /opt/airflow --create-home airflow \
 WORKDIR /opt/pipeline
 
 # Dependencies first, in their own layer: a code change does not reinstall them.
+# requirements.txt pins everything; its last block, from "# tests" on, serves only the test suite.
 COPY requirements.txt .
-RUN pip install --requirement requirements.txt
+RUN sed '/^# tests$/,$d' requirements.txt > /tmp/runtime-requirements.txt \
+    && pip install --requirement /tmp/runtime-requirements.txt
 
 COPY pyproject.toml .
 COPY pipeline/ pipeline/

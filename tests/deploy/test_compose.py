@@ -180,7 +180,10 @@ def test_gpu_worker_is_only_in_the_gpu_profile_listens_on_gpu_and_reserves_an_nv
 def test_dockerfile_installs_the_pinned_requirements_and_runs_as_a_non_root_user():
     dockerfile = DOCKERFILE.read_text()
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.MULTILINE)
-    assert "pip install --requirement requirements.txt" in dockerfile
+    assert "sed '/^# tests$/,$d' requirements.txt > /tmp/runtime-requirements.txt" in dockerfile
+    assert "pip install --requirement /tmp/runtime-requirements.txt" in dockerfile
+    runtime, tests = (ROOT / "requirements.txt").read_text().split("\n# tests\n")
+    assert "apache-airflow==" in runtime and "mlflow==" in runtime and "pytest==" in tests and "selenium==" in tests
     assert "pip install --no-deps ." in dockerfile
     users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1] not in {"root", "0"}
