@@ -157,3 +157,19 @@ def test_drift_and_validation_tasks_link_to_their_review_pages(dagbag, dag_id):
     link = dagbag.dags[dag_id].get_task("drift").operator_extra_links[0]
     ti_key = type("Key", (), {"run_id": "manual__2026-05-28T00:00:00+00:00"})()
     assert link.get_link(None, ti_key=ti_key) == f"/pipeline/drift/demo_churn-{kind}-manual__2026-05-28T00-00-00-00-00"
+
+
+def test_the_dags_parse_with_the_production_config_and_the_stacks_environment(monkeypatch):
+    """What the containers of docker-compose.yml parse: production.yaml, its URLs overridden by PIPELINE_* variables."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    compose = yaml.safe_load((DAGS.parent / "docker-compose.yml").read_text())
+    stack_env = compose["x-airflow-common"]["environment"]
+    monkeypatch.setenv("PIPELINE_CONFIG", str(DAGS.parent / "pipeline" / "configs" / "production.yaml"))
+    for name in ("PIPELINE_SOURCE_URL", "PIPELINE_TRACKING_URI", "PIPELINE_DATABASE_URL", "PIPELINE_STORAGE_ROOT"):
+        monkeypatch.setenv(name, stack_env[name].replace("${", "{"))  # the compose placeholders, unresolved
+    parsed = DagBag(dag_folder=DAGS)
+    assert parsed.import_errors == {} and set(parsed.dag_ids) == set(EXPECTED_EDGES)
+    retrain = parsed.dags["retrain_model"]
+    assert retrain.params["auto_approve"] is False  # production asks a person
+    assert retrain.get_task("train").queue == retrain.get_task("load").queue  # no GPU queue unless configured

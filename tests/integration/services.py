@@ -170,8 +170,10 @@ class S3Server:
             stop_group(self.process)
 
     def _wait_until_up(self, timeout_s: float = 60) -> None:
-        log_tail = lambda _: self.log_path.read_text(errors="replace")[-2000:]  # noqa: E731
-        wait_until_serving(f"{self.url}/moto-api/", {"moto_server": self.process}, log_tail, timeout_s)
+        wait_until_serving(f"{self.url}/moto-api/", {"moto_server": self.process}, self.log_tail, timeout_s)
+
+    def log_tail(self, _name: str = "moto_server") -> str:
+        return self.log_path.read_text(errors="replace")[-2000:]
 
     def client(self):
         import boto3
