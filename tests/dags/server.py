@@ -20,6 +20,9 @@ from tests.dags.harness import DAGS, ROOT
 from tests.processes import free_port, stop_group, wait_until_serving
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+# Schedules whose last tick lies before the DAGs' start: a test server's scheduler starts no run of its own
+# (with catchup off it would start the latest tick's run at once, and max_active_runs=1 would queue the test's).
+UNSCHEDULED = {"monitor_schedule": "0 0 29 2 *", "retrain_schedule": "0 0 29 2 *"}
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 CELERY_WORKER = "celery-worker"
 

@@ -14,7 +14,7 @@ from pipeline import promote, registry
 from pipeline.config import load_config
 from tests.dags.harness import dag_config
 from tests.dags.server import (
-    AirflowServer, answer, asset_triggered_run, dags_parsed, finished_state, task_state, wait_for,
+    UNSCHEDULED, AirflowServer, answer, asset_triggered_run, dags_parsed, finished_state, task_state, wait_for,
 )
 
 pytestmark = pytest.mark.timeout(900)
@@ -23,10 +23,7 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory, warehouse):
     directory = tmp_path_factory.mktemp("server")
-    # Schedules whose last tick lies before the DAGs' start date: the scheduler starts no run of its own
-    # (with catchup off it would start the latest tick's run at once, and max_active_runs=1 would queue ours).
-    config = dag_config(directory / "stores", warehouse,
-                        orchestration={"monitor_schedule": "0 0 29 2 *", "retrain_schedule": "0 0 29 2 *"})
+    config = dag_config(directory / "stores", warehouse, orchestration=UNSCHEDULED)
     with AirflowServer(directory / "airflow-home", config) as server:
         server.config = config
         yield server

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from pipeline import promote, registry
 from pipeline.config import load_config
 from tests.dags.harness import dag_config
-from tests.dags.server import AirflowServer, answer, dags_parsed, finished_state, task_state, wait_for
+from tests.dags.server import UNSCHEDULED, AirflowServer, answer, dags_parsed, finished_state, task_state, wait_for
 from tests.integration.services import postgres_database
 from tests.processes import group_alive
 
@@ -73,10 +73,8 @@ def services(postgres):
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory, warehouse, services):
     directory = tmp_path_factory.mktemp("celery")
-    # Schedules whose last tick lies before the DAGs' start: the scheduler starts no run of its own.
     config = dag_config(directory / "stores", warehouse,
-                        promotion={"database_url": services["promotion_url"]},
-                        orchestration={"monitor_schedule": "0 0 29 2 *", "retrain_schedule": "0 0 29 2 *"})
+                        promotion={"database_url": services["promotion_url"]}, orchestration=UNSCHEDULED)
     env = {
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": services["metadata_url"],

@@ -18,7 +18,7 @@ from pipeline.config import load_config
 from pipeline.cycle import run_cycle
 from tests.dags.harness import dag_config
 from tests.dags.server import (
-    AirflowServer, asset_triggered_run, dags_parsed, finished_state, task_state, wait_for,
+    UNSCHEDULED, AirflowServer, asset_triggered_run, dags_parsed, finished_state, task_state, wait_for,
 )
 from tests.plugins.browser import chromium, log_in, quit_browser, screenshot, wait_for_text, wait_until
 
@@ -30,8 +30,7 @@ def story(tmp_path_factory, warehouse):
     import airflow_client.client as ac
 
     directory = tmp_path_factory.mktemp("review-browser")
-    config_path = dag_config(directory / "stores", warehouse,
-                             orchestration={"monitor_schedule": "0 0 29 2 *", "retrain_schedule": "0 0 29 2 *"})
+    config_path = dag_config(directory / "stores", warehouse, orchestration=UNSCHEDULED)
     config = load_config(config_path)
     first = run_cycle(config, date(2026, 2, 26))
     promote.promote(config, first.version.version, actor="carol", reason="first champion, reviewed by hand")
