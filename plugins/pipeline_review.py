@@ -105,7 +105,8 @@ def drift_page() -> HTMLResponse:
 
     e = html.escape
     rows = []
-    for cycle in catalog.cycles(_config()):
+    recorded = catalog.cycles(_config())
+    for cycle in recorded:
         share = "" if cycle.drift_share is None else f"{cycle.drift_share:.0%}"
         verdict = {True: "drift", False: "no drift", None: "—"}[cycle.dataset_drift]
         report = f'<a href="{PREFIX}/drift/{e(cycle.cycle_id)}">report</a>' if cycle.dataset_drift is not None else ""
@@ -115,7 +116,7 @@ def drift_page() -> HTMLResponse:
         )
     listing = ("<table><tr><th>as of</th><th>kind</th><th>trigger</th><th>drifted share</th><th>dataset</th>"
                "<th>top drifted features</th><th></th></tr>" + "".join(rows) + "</table>")
-    history = catalog.drift_history(catalog.cycles(_config()))
+    history = catalog.drift_history(recorded)
     plots = "".join(
         f"<h3>{e(feature)}</h3>" + line_plot({feature: [(f"{c.as_of} {c.kind}", score) for c, score in points]})
         for feature, points in history.items()
