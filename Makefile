@@ -14,7 +14,7 @@ AIRFLOW_ENV := . scripts/airflow-env.sh
 AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW_HOME
 
-.PHONY: help venv seed run cycle airflow-init airflow status test bench mlflow-ui clean up down logs
+.PHONY: help venv seed run cycle airflow-init airflow status lint test bench mlflow-ui clean up down logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,7 +49,11 @@ airflow: seed airflow-init ## Start Airflow (standalone) on http://127.0.0.1:808
 status: venv ## Show champion, challenger, pending approval, last cycles and the promotion log
 	$(PY) -m pipeline status --config $(CONFIG)
 
-test: venv ## Run the whole test suite (installs Debian's chromium for the browser tests when missing)
+lint: venv ## Lint everything (ruff, with Airflow's rules) and type-check pipeline/ (mypy)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint ## Lint, type-check, then run the whole test suite (installs Debian's chromium for the browser tests when missing)
 	@scripts/install-browser
 	$(PY) -m pytest -q
 

@@ -15,11 +15,15 @@ from __future__ import annotations
 from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, task
 
 from orchestration import runtime
-from orchestration.links import with_report_link
+from orchestration.checks import data_checks
 from orchestration.notify import PipelineNotifier
 
 CONFIG = runtime.parse_time_config()
 DRIFT_DETECTED = Asset(runtime.drift_asset_name(CONFIG))
+
+
+def signal_when_drifted(context: dict, summary: dict) -> str | None:
+    return "signal_drift" if summary["dataset_drift"] else None
 
 
 @dag(
@@ -38,34 +42,14 @@ DRIFT_DETECTED = Asset(runtime.drift_asset_name(CONFIG))
     },
 )
 def monitor_drift():
-    @task
-    def load(**context):
-        from orchestration import stages
-
-        return stages.load(context, "monitor")
-
-    @task
-    def validate(**context):
-        from orchestration import stages
-
-        return stages.validate(context, "monitor")
-
-    @task.branch
-    def drift(**context):
-        from orchestration import stages
-
-        summary = stages.drift(context, "monitor")
-        context["ti"].xcom_push(key="summary", value=summary)
-        return "signal_drift" if summary["dataset_drift"] else None
-
     @task(outlets=[DRIFT_DETECTED], on_success_callback=PipelineNotifier("drift_detected", kind="monitor"))
     def signal_drift(**context):
         summary = context["ti"].xcom_pull(task_ids="drift", key="summary")
         context["outlet_events"][DRIFT_DETECTED].extra = summary
         return summary
 
-    validated = with_report_link(validate(), "validation", "monitor")
-    load() >> validated >> with_report_link(drift(), "drift", "monitor") >> signal_drift()
+    _, checked = data_checks("monitor", signal_when_drifted)
+    checked >> signal_drift()
 
 
 monitor_drift()

@@ -22,13 +22,19 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param,
 
 from orchestration import runtime
 from orchestration.approval import REVIEW_FORM, ReviewOperator
-from orchestration.links import with_report_link
+from orchestration.checks import data_checks
 from orchestration.notify import PipelineNotifier
 
 CONFIG = runtime.parse_time_config()
 ORCHESTRATION = CONFIG.orchestration
 # Only `train` goes to a dedicated queue (e.g. the GPU worker's); unset, it stays on the default queue.
 TRAIN_QUEUE = {"queue": CONFIG.training.queue} if CONFIG.training.queue else {}
+
+
+def train_or_stop(context: dict, summary: dict) -> str:
+    from orchestration import stages
+
+    return "train" if stages.needs_training(context, summary) else "no_drift"
 
 
 @dag(
@@ -49,7 +55,7 @@ TRAIN_QUEUE = {"queue": CONFIG.training.queue} if CONFIG.training.queue else {}
                        description="Last day of the training window. Empty: the newest day in the source."),
         "force": Param(False, type="boolean", title="Force retrain",
                        description="Train even when nothing drifted and the config retrains only on drift."),
-        "family": Param(CONFIG.training.family, type="string", enum=runtime.FAMILIES[CONFIG.task], title="Model family"),
+        "family": Param(CONFIG.training.family, type="string", enum=runtime.families_for(CONFIG.task), title="Model family"),
         "k": Param(CONFIG.evaluation.k, type="integer", minimum=2, maximum=20, title="Folds (k)"),
         "auto_approve": Param(CONFIG.promotion.approval == "auto", type="boolean", title="Auto-approve",
                               description="Promote a candidate that passes the gate without asking (dev/demo)."),
@@ -59,56 +65,36 @@ TRAIN_QUEUE = {"queue": CONFIG.training.queue} if CONFIG.training.queue else {}
 )
 def retrain_model():
     @task
-    def load(**context):
+    def no_drift(handle, **context):
         from orchestration import stages
 
-        return stages.load(context, "retrain")
-
-    @task
-    def validate(**context):
-        from orchestration import stages
-
-        return stages.validate(context, "retrain")
-
-    @task.branch
-    def drift(**context):
-        from orchestration import stages
-
-        summary = stages.drift(context, "retrain")
-        context["ti"].xcom_push(key="summary", value=summary)
-        return "train" if stages.needs_training(context, summary) else "no_drift"
-
-    @task
-    def no_drift(**context):
-        from orchestration import stages
-
-        stages.finish_without_training(context)
+        stages.finish_without_training(context, handle)
 
     @task(**TRAIN_QUEUE)
-    def train(**context):
+    def train(handle, **context):
         from orchestration import stages
 
-        return stages.train(context)
+        return stages.train(context, handle)
 
     @task.branch(on_success_callback=PipelineNotifier("gate_rejected"))
-    def gate(**context):
+    def gate(handle, **context):
         from orchestration import stages
 
-        verdict = stages.gate(context)
+        verdict = stages.gate(context, handle)
         context["ti"].xcom_push(key="verdict", value=verdict)
         return "register" if verdict["passed"] else None
 
     @task
-    def register(**context):
+    def register(handle, **context):
         from orchestration import stages
 
-        return stages.register(context)
+        return stages.register(context, handle)
 
     @task.branch
-    def route_approval(**context):
+    def route_approval(registered, **context):
         from orchestration import stages
 
-        return stages.route_approval(context)
+        return stages.route_approval(context, registered)
 
     review = ReviewOperator(
         task_id="review",
@@ -119,22 +105,28 @@ def retrain_model():
     )
 
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, on_success_callback=PipelineNotifier("promotion_done"))
-    def promote(**context):
+    def promote(registered, **context):
         from orchestration import stages
 
-        return stages.promote(context)
+        return stages.promote(context, registered)
 
     @task
-    def record_rejection(**context):
+    def record_rejection(registered, **context):
         from orchestration import stages
 
-        return stages.record_rejection(context)
+        return stages.record_rejection(context, registered)
 
-    checked = with_report_link(drift(), "drift", "retrain")
-    load() >> with_report_link(validate(), "validation", "retrain") >> checked >> no_drift()
-    routed = checked >> train() >> gate() >> register() >> route_approval()
-    promoted = promote()
+    # The decision tasks take the registration, not the load handle: were `load` their upstream, its
+    # success would let `promote`'s trigger rule start it after a gate rejection.
+    handle, checked = data_checks("retrain", train_or_stop)
+    trained = train(handle)
+    checked >> [no_drift(handle), trained]
+    registered = register(handle)
+    trained >> gate(handle) >> registered
+    routed = route_approval(registered)
+    promoted = promote(registered)
     routed >> [review, promoted]
-    review >> [promoted, record_rejection()]
+    review >> [promoted, record_rejection(registered)]
+
 
 retrain_model()

@@ -85,7 +85,7 @@ def _prepare(root: Path, rows: int) -> dict:
     reference = frame.assign(ts=frame["ts"] - pd.Timedelta(days=DAYS))
     demo.write_tables(config.source.url, {"events": pd.concat([reference, frame], ignore_index=True)}, "ts")
     write_suite(propose_suite(config, frame), config.validation.suite)
-    registry.experiment_id(config)
+    registry.ensure_experiment_id(config)  # a migrated MLflow store, outside the cycle's clock
     return {}
 
 
@@ -108,14 +108,16 @@ def _cycle(root: Path, rows: int) -> dict:
     import pipeline.drift  # noqa: F401  (warm imports: GX, Evidently, MLflow, XGBoost)
     import pipeline.validate  # noqa: F401
     from pipeline.cycle import STAGES, run_cycle
+    from pipeline.record import STATUS
 
     config = _config(root)
     started = time.perf_counter()
     outcome = run_cycle(config, AS_OF)
+    stages = outcome.cycle.require(STATUS).stages
     return {
-        "cycle_s": time.perf_counter() - started, "status": outcome.status, "peak_rss_mb": _peak_rss_mb(),
-        "stages": {s: outcome.cycle.durations.get(s) for s in STAGES},
-        "stage_rss_mb": {s: outcome.cycle.peak_rss_mb.get(s) for s in STAGES},
+        "cycle_s": time.perf_counter() - started, "status": outcome.status.value, "peak_rss_mb": _peak_rss_mb(),
+        "stages": {s: stages[s].seconds if s in stages else None for s in STAGES},
+        "stage_rss_mb": {s: stages[s].peak_rss_mb if s in stages else None for s in STAGES},
         "auc": outcome.evaluation.primary_mean if outcome.evaluation else None,
     }
 

@@ -1,22 +1,23 @@
 """Command line: ``pipeline <command>`` (or ``python -m pipeline``).
 
 Exit codes: 0 success; 3 validation stopped the cycle; 4 the gate rejected the
-candidate; 5 a promotion/rejection/rollback was refused; 2 bad configuration;
-1 any other error.
+candidate; 5 a promotion/rejection/rollback was refused; 6 another process is
+running the same cycle; 2 bad configuration; 1 any other error.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
-from pipeline.errors import GateRejected, PipelineError, ValidationStopped
+from pipeline.config import default_config_path
+from pipeline.errors import PipelineError
 
-DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+# A cycle that ended on a verdict exits with its own code, so a scheduler can tell it from a fault.
+VERDICT_EXIT_CODES = {"validation_stopped": 3, "gate_rejected": 4}
 
 
 def _progress(message: str) -> None:
@@ -43,35 +44,36 @@ def _as_of(config, value: str) -> date:
 
 def cmd_cycle(args) -> int:
     from pipeline.cycle import run_cycle
+    from pipeline.record import Trigger
     from pipeline.summary import format_outcome
 
     config = _config(args)
-    outcome = run_cycle(
-        config, _as_of(config, args.as_of), cycle_id=args.cycle_id, until=args.until, actor=args.actor,
-        progress=_progress,
-    )
+    trigger = Trigger(kind="cli", user=args.actor) if args.actor else Trigger.cli()
+    outcome = run_cycle(config, _as_of(config, args.as_of), cycle_id=args.cycle_id, until=args.until,
+                        trigger=trigger, progress=_progress)
     print(format_outcome(outcome))
-    if isinstance(outcome.error, ValidationStopped):
-        return ValidationStopped.exit_code
-    if isinstance(outcome.error, GateRejected):
-        return GateRejected.exit_code
+    return VERDICT_EXIT_CODES.get(outcome.status.value, 0)
+
+
+def _decide(args, approved: bool) -> int:
+    from pipeline import approval
+    from pipeline.record import default_actor
+
+    decision = approval.decide_version(
+        _config(args), args.version,
+        approval.reviewer_decision(approved, args.actor or default_actor(), "cli", args.reason),
+        override=getattr(args, "override", False),
+    )
+    print(f"{'promoted' if approved else 'rejected'}: {decision.entry.describe()}")
     return 0
 
 
 def cmd_promote(args) -> int:
-    from pipeline import promote
-
-    entry = promote.promote(_config(args), args.version, actor=args.actor, reason=args.reason, override=args.override)
-    print(f"promoted: {entry.describe()}")
-    return 0
+    return _decide(args, approved=True)
 
 
 def cmd_reject(args) -> int:
-    from pipeline import promote
-
-    entry = promote.reject(_config(args), args.version, actor=args.actor, reason=args.reason)
-    print(f"rejected: {entry.describe()}")
-    return 0
+    return _decide(args, approved=False)
 
 
 def cmd_rollback(args) -> int:
@@ -90,12 +92,12 @@ def cmd_status(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from pipeline.cycle import find_cycle, recorded_outcome
+    from pipeline.record import CycleOutcome, CycleRecord
     from pipeline.summary import format_outcome
 
-    outcome = recorded_outcome(find_cycle(_config(args), args.cycle_id))
+    outcome = CycleOutcome.read(CycleRecord.find(_config(args), args.cycle_id))
     print(format_outcome(outcome))
-    return {"validation_stopped": ValidationStopped.exit_code, "gate_rejected": GateRejected.exit_code}.get(outcome.status, 0)
+    return VERDICT_EXIT_CODES.get(outcome.status.value, 0)
 
 
 def cmd_propose_suite(args) -> int:
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", default=os.environ.get("PIPELINE_CONFIG", str(DEMO_CONFIG)),
+        "--config", default=str(default_config_path()),
         help="YAML config file (default: $PIPELINE_CONFIG or the demo config)",
     )
     actor = argparse.ArgumentParser(add_help=False)

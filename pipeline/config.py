@@ -7,25 +7,30 @@ config file committed to a repository never has to carry them.
 from __future__ import annotations
 
 import os
+import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.families import FAMILIES
 
 Task = Literal["classification", "regression"]
-Family = Literal["xgboost", "hist_gradient_boosting", "random_forest", "logistic_regression", "ridge"]
+Metric = Literal["roc_auc", "log_loss", "f1", "rmse", "mae", "r2"]
 Device = Literal["auto", "cpu", "cuda"]
 Severity = Literal["critical", "warning"]
 DriftMethod = Literal[
     "ks", "wasserstein", "jensenshannon", "psi", "chisquare", "z", "kl_div", "hellinger", "mannw", "anderson", "ed"
 ]
 
-CLASSIFICATION_METRICS = ("roc_auc", "log_loss", "f1")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
+CLASSIFICATION_METRICS: tuple[Metric, ...] = ("roc_auc", "log_loss", "f1")
+REGRESSION_METRICS: tuple[Metric, ...] = ("rmse", "mae", "r2")
+
+CONFIG_ENV = "PIPELINE_CONFIG"
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 # Environment variables that override a config value; URIs and secrets belong there, not in files.
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -124,7 +129,7 @@ class Drift(_Strict):
 
 
 class Training(_Strict):
-    family: Family = "xgboost"
+    family: str = Field(default="xgboost", description=f"One of {', '.join(FAMILIES)} (pipeline/families.py).")
     device: Device = "auto"
     params: dict[str, float | int | str | bool] = Field(default_factory=dict, description="Passed to the estimator.")
     early_stopping_rounds: int | None = Field(default=20, gt=0)
@@ -135,11 +140,18 @@ class Training(_Strict):
         default=None, description="Airflow/Celery queue for the train task (e.g. `gpu`); None: the default queue."
     )
 
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        if family not in FAMILIES:
+            raise ValueError(f"{family!r} is not one of {', '.join(FAMILIES)} (pipeline/families.py)")
+        return family
+
 
 class Evaluation(_Strict):
     k: int = Field(default=5, ge=2)
     split: Literal["stratified", "kfold", "time"] = "stratified"
-    primary_metric: Literal["roc_auc", "log_loss", "f1", "rmse", "mae", "r2"] | None = None
+    primary_metric: Metric | None = None
 
 
 class Gate(_Strict):
@@ -160,7 +172,8 @@ class Registry(_Strict):
     artifact_root: str | None = Field(default=None, description="Artifact location for a newly created experiment.")
     experiment: str | None = None
     ui_url: str | None = Field(
-        default=None, description="MLflow UI base URL for links in approvals and notifications (override: PIPELINE_MLFLOW_UI_URL)."
+        default=None,
+        description="MLflow UI base URL for links in approvals and notifications (override: PIPELINE_MLFLOW_UI_URL).",
     )
 
 
@@ -179,9 +192,7 @@ NotificationEvent = Literal["drift_detected", "approval_waiting", "gate_rejected
 class Notifications(_Strict):
     """Off unless a channel is set; the channels' addresses and credentials live in Airflow Connections."""
 
-    events: list[NotificationEvent] = Field(
-        default_factory=lambda: ["drift_detected", "approval_waiting", "gate_rejected", "promotion_done", "task_failed"]
-    )
+    events: list[NotificationEvent] = Field(default_factory=lambda: list(get_args(NotificationEvent)))
     email_to: list[str] = Field(default_factory=list, description="Recipients; sent through `smtp_conn_id`.")
     smtp_conn_id: str = "smtp_default"
     webhook_conn_id: str | None = Field(
@@ -211,7 +222,8 @@ class Orchestration(_Strict):
 
 
 class Config(_Strict):
-    model_name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    # A directory name and an MLflow name: no path separators, and not "." or "..".
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     task: Task
     source: Source
     windows: Windows = Windows()
@@ -232,14 +244,17 @@ class Config(_Strict):
         if self.evaluation.primary_metric is None:
             self.evaluation.primary_metric = allowed[0]
         elif self.evaluation.primary_metric not in allowed:
-            raise ValueError(f"evaluation.primary_metric {self.evaluation.primary_metric!r} is not one of {allowed} for {self.task}")
+            raise ValueError(
+                f"evaluation.primary_metric {self.evaluation.primary_metric!r} is not one of {allowed} for {self.task}"
+            )
         if self.task == "regression" and self.evaluation.split == "stratified":
             self.evaluation.split = "kfold"
-        wrong_family = {"classification": "ridge", "regression": "logistic_regression"}[self.task]
-        if self.training.family == wrong_family:
-            raise ValueError(f"training.family {wrong_family!r} does not fit a {self.task} task")
+        family = FAMILIES[self.training.family]
+        if self.task not in family.tasks:
+            raise ValueError(f"training.family {family.name!r} does not fit a {self.task} task")
         if set(self.gate.floors) - set(allowed):
-            raise ValueError(f"gate.floors names metrics {sorted(set(self.gate.floors) - set(allowed))}; {self.task} has {allowed}")
+            unknown_floors = sorted(set(self.gate.floors) - set(allowed))
+            raise ValueError(f"gate.floors names metrics {unknown_floors}; {self.task} has {allowed}")
         unknown = set(self.drift.per_feature) - set(self.source.features.all)
         if unknown:
             raise ValueError(f"drift.per_feature names columns that are not features: {sorted(unknown)}")
@@ -249,6 +264,21 @@ class Config(_Strict):
     def primary_metric(self) -> str:
         assert self.evaluation.primary_metric is not None
         return self.evaluation.primary_metric
+
+
+def default_config_path(environ: dict[str, str] | None = None) -> Path:
+    """The config the CLI, the DAGs and the review pages use: ``$PIPELINE_CONFIG``, else the demo's."""
+    return Path((os.environ if environ is None else environ).get(CONFIG_ENV) or DEMO_CONFIG)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for records and messages: its password masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported as given, minus anything that looks like a password
+        return re.sub(r":[^:@/]+@", ":***@", url)
 
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:

@@ -1,261 +1,160 @@
 """One retraining cycle as of a date: load → validate → drift → train (k-fold) → gate → register → promote.
 
-Each stage is its own function that reads its inputs from, and writes its result
-to, the cycle's run directory (``<storage root>/<model>/<cycle id>``), so an
-orchestrator can run them as separate tasks and re-run any of them: a re-run
-overwrites its files and reuses the cycle's MLflow run and model version.
+Each stage is a function of the cycle's record (``pipeline.record``): it takes the results of
+earlier stages in memory, or reads them from the record when it runs as a task of its own,
+runs its stage module, records its result and returns it. A verdict — validation stopped the
+cycle, the gate rejected the candidate — is a returned value that also moves the cycle's
+status; only faults raise.
+
+Any stage may be killed and run again, by the CLI, an Airflow retry or a cleared task: every
+write replaces a whole file, the MLflow run and model version are found again instead of made
+anew, and the cycle's lock (``pipeline.locks``) keeps a second process out while one works.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import resource
 import shutil
-import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from functools import partial
-from dataclasses import dataclass, field, replace
 from datetime import date
-from pathlib import Path
 
-import yaml
-
-from pipeline import data, registry
+from pipeline import data, locks, registry
+from pipeline.approval import auto_approval, decide, settle
 from pipeline.config import Config
-from pipeline.errors import GateRejected, PipelineError, ValidationStopped
-from pipeline.storage import RunStorage
+from pipeline.errors import PipelineError, PromotionRefused
+from pipeline.record import (
+    APPROVAL,
+    CANDIDATE,
+    DRIFT,
+    DRIFT_REPORT,
+    EVALUATION,
+    FAILED_BATCH,
+    GATE,
+    REGISTRATION,
+    STATUS,
+    VALIDATION,
+    VALIDATION_REPORT,
+    WINDOWS,
+    Approval,
+    CycleOutcome,
+    CycleRecord,
+    Decision,
+    Progress,
+    Registration,
+    Status,
+    Trigger,
+    VersionTags,
+    check_cycle_id,
+    default_cycle_id,
+    snapshot_file,
+)
+from pipeline.registry import CycleKind
+from pipeline.results import DriftResult, EvaluationResult, GateVerdict, ValidationResult, Windows
 
 STAGES = ("load", "validate", "drift", "train", "gate", "register", "promote")
-Progress = Callable[[str], None]
 
 
-def default_cycle_id(config: Config, as_of: date) -> str:
-    return f"{config.model_name}-{as_of.isoformat()}"
-
-
-@dataclass
-class Cycle:
-    """Where a cycle keeps its files and its MLflow run."""
-
-    config: Config
-    as_of: date
-    cycle_id: str
-    storage: RunStorage
-    run_id: str
-    progress: Progress = lambda message: None
-    durations: dict[str, float] = field(default_factory=dict)
-    peak_rss_mb: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def run_dir(self) -> Path:
-        return self.storage.local_dir
-
-    def path(self, name: str) -> Path:
-        return self.run_dir / name
-
-    def write_json(self, name: str, payload: dict) -> Path:
-        path = self.path(name)
-        path.write_text(json.dumps(payload, indent=2, default=str))
-        return path
-
-    def read_json(self, name: str) -> dict:
-        path = self.path(name)
-        if not path.exists():
-            raise PipelineError(f"cycle {self.cycle_id} has no {name} yet: run the earlier stages first")
-        return json.loads(path.read_text())
-
-    @contextmanager
-    def stage(self, name: str):
-        self.progress(f"[{name}] started")
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.storage.push()
-        self.durations[name] = time.perf_counter() - started
-        # The process's peak so far: a stage's own peak is where this number jumps.
-        self.peak_rss_mb[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        self.progress(f"[{name}] done in {self.durations[name]:.1f}s")
-        registry.log_to_run(
-            self.config, self.run_id,
-            metrics={f"duration_s.{name}": self.durations[name], f"peak_rss_mb.{name}": self.peak_rss_mb[name]},
-        )
-
-
+@contextmanager
 def open_cycle(
-    config: Config, as_of: date, cycle_id: str | None = None, progress: Progress | None = None,
-    kind: registry.CycleKind = "retrain", tags: dict[str, str] | None = None,
-) -> Cycle:
-    """Open (or re-open) a cycle: its run directory, pulled from the store, and its MLflow run.
-
-    ``kind="monitor"`` cycles (load, validate, drift only) log to the model's monitoring experiment.
-    """
-    cycle_id = cycle_id or default_cycle_id(config, as_of)
-    storage = RunStorage(config.storage.root, config.model_name, cycle_id)
-    storage.pull()
-    run_id = registry.cycle_run_id(config, cycle_id, kind)
-    cycle = Cycle(config, as_of, cycle_id, storage, run_id, progress or (lambda message: None))
-    config_path = cycle.path("config.yaml")
-    config_path.write_text(yaml.safe_dump(recorded_config(config), sort_keys=False))
-    storage.push()
-    registry.log_to_run(
-        config, run_id,
-        tags={"as_of": as_of.isoformat(), "git_sha": registry.git_sha(), "run_dir": storage.location,
-              "cycle.kind": kind, **(tags or {})},
-        artifacts=[str(config_path)],
-    )
-    return cycle
+    config: Config, as_of: date, cycle_id: str | None = None, kind: CycleKind = "retrain",
+    trigger: Trigger | None = None, progress: Progress | None = None,
+) -> Iterator[CycleRecord]:
+    """Start (or start again) a cycle and hold it: its lock, its MLflow run, its config and trigger recorded."""
+    cycle_id = check_cycle_id(cycle_id or default_cycle_id(config, as_of))
+    with locks.cycle_lock(config, cycle_id):
+        yield CycleRecord.start(config, as_of, cycle_id, kind, trigger or Trigger.cli(), progress)
 
 
-def find_cycle(config: Config, cycle_id: str | None = None, kind: registry.CycleKind = "retrain") -> Cycle:
-    """An existing cycle, read-only (default: the newest one): for summaries, reviews and notifications."""
-    mlflow_client = registry.client(config)
-    where = f"tags.cycle_id = '{cycle_id}'" if cycle_id else ""
-    runs = mlflow_client.search_runs(
-        [registry.experiment_id(config, kind)], where, max_results=1, order_by=["attributes.start_time DESC"]
-    )
-    if not runs:
-        which = f"{kind} cycle {cycle_id}" if cycle_id else f"{kind} cycle"
-        raise PipelineError(f"no {which} of {config.model_name!r} is recorded in MLflow")
-    tags = runs[0].data.tags
-    storage = RunStorage(config.storage.root, config.model_name, tags["cycle_id"])
-    storage.pull()
-    return Cycle(config, date.fromisoformat(tags["as_of"]), tags["cycle_id"], storage, runs[0].info.run_id)
+@contextmanager
+def resume_cycle(
+    config: Config, cycle_id: str, kind: CycleKind = "retrain", progress: Progress | None = None,
+) -> Iterator[CycleRecord]:
+    """A started cycle, held for its next stage (a task after the first)."""
+    with locks.cycle_lock(config, cycle_id):
+        yield CycleRecord.find(config, cycle_id, (kind,), progress)
 
 
-def recorded_config(config: Config) -> dict:
-    """The config as recorded with the cycle: URLs from the environment may carry passwords."""
-    dumped = config.model_dump(mode="json")
-    for section, key in (("source", "url"), ("registry", "tracking_uri"), ("promotion", "database_url")):
-        dumped[section][key] = data.redact_url(dumped[section][key])
-    return dumped
-
-
-def load_stage(cycle: Cycle) -> dict[str, data.WindowSnapshot]:
+def load_stage(cycle: CycleRecord) -> Windows:
     """Snapshot the current window and the reference window (the champion's training window, if any)."""
     config = cycle.config
     with cycle.stage("load"):
         current = data.current_window(config, cycle.as_of)
         champion = _champion_at_start(cycle)
-        champion_window = champion.window if champion else None
-        if champion_window:
-            reference = data.WindowSpec("reference", *champion_window)
+        champion_version, champion_tags = champion if champion else (None, VersionTags())
+        if champion_tags.window is not None:
+            reference = data.WindowSpec("reference", *champion_tags.window)
         else:
             reference = data.initial_reference_window(config, current)
-        snapshots = {w.name: data.snapshot_window(config.source, w, cycle.run_dir) for w in (current, reference)}
+        snapshots = {}
+        for window in (current, reference):
+            with cycle.writing(snapshot_file(window.name)) as path:
+                snapshots[window.name] = data.snapshot_window(config.source, window, path)
         notes = []
-        if champion and champion.tags.get("window.sha256") not in (None, snapshots["reference"].sha256):
+        if champion_tags.window_sha256 not in (None, snapshots["reference"].sha256):
             notes.append(
-                f"the rows of champion v{champion.version}'s window {reference.label()} changed in the source "
+                f"the rows of champion v{champion_version}'s window {reference.label()} changed in the source "
                 "since it was trained (sha256 differs)"
             )
-        cycle.write_json(
-            "windows.json",
-            {"windows": {k: s.to_dict() for k, s in snapshots.items()},
-             "champion_version": champion.version if champion else None, "notes": notes},
-        )
-        _log_windows(cycle, snapshots)
+        windows = Windows(snapshots["current"], snapshots["reference"], champion_version, notes)
+        cycle.write(WINDOWS, windows)
+        cycle.log_windows(windows)
     for note in notes:
         cycle.progress(f"[load] note: {note}")
-    return snapshots
+    return windows
 
 
-def _champion_at_start(cycle: Cycle) -> registry.VersionInfo | None:
-    """The champion when the cycle first ran: a re-run must compare against the same one, not its own result."""
-    config = cycle.config
-    recorded = registry.run_tags(config, cycle.run_id).get("cycle.champion_at_start")
-    if recorded is None:
-        champion = registry.alias_version(config, registry.CHAMPION)
-        registry.log_to_run(config, cycle.run_id, tags={"cycle.champion_at_start": champion.version if champion else "none"})
-        return champion
-    return None if recorded == "none" else registry.get_version(config, recorded)
+def _champion_at_start(cycle: CycleRecord) -> tuple[str, VersionTags] | None:
+    """The champion when the cycle first loaded: a re-run compares against the same one, not against its own result."""
+    recorded = cycle.read(WINDOWS)
+    if recorded is not None:
+        version = recorded.champion_version
+    else:
+        info = registry.alias_version(cycle.config, registry.CHAMPION)
+        version = info.version if info else None
+    if version is None:
+        return None
+    return version, VersionTags.of(registry.get_version(cycle.config, version))
 
 
-def _log_windows(cycle: Cycle, snapshots: dict[str, data.WindowSnapshot]) -> None:
-    import mlflow
+def validate_stage(cycle: CycleRecord, windows: Windows | None = None) -> ValidationResult:
+    """Validate the current window; a critical failure stops the cycle and keeps the failing batch."""
+    from pipeline.validate import render_html, validate_window
 
-    config = cycle.config
-    tags = {}
-    for name, snap in snapshots.items():
-        tags |= {f"window.{name}.start": snap.start.isoformat(), f"window.{name}.end": snap.end.isoformat(),
-                 f"window.{name}.rows": str(snap.rows), f"window.{name}.sha256": snap.sha256}
-    registry.log_to_run(config, cycle.run_id, tags=tags,
-                        metrics={f"rows.{name}": s.rows for name, s in snapshots.items()})
-    registry.client(config)
-    with mlflow.start_run(run_id=cycle.run_id), warnings.catch_warnings():
-        # MLflow registers two identical local-file source classes and warns that a path matches both; and it
-        # hints about integer columns, which concerns model signatures, not a dataset's recorded schema.
-        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted", UserWarning)
-        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
-        for name, snap in snapshots.items():
-            # MLflow's own digest covers only 10,000 rows; ours covers every value (first 32 hex chars fit its column).
-            dataset = mlflow.data.from_pandas(
-                snap.head(1000), source=str(Path(snap.path).resolve()),
-                name=f"{config.model_name}-{name}-{snap.start}..{snap.end}", digest=snap.sha256[:32],
-            )
-            mlflow.log_input(dataset, context="training" if name == "current" else "reference")
-
-
-def windows_of(cycle: Cycle) -> dict[str, data.WindowSnapshot]:
-    """The snapshots, at their place in this process's run directory (another task may have written them)."""
-    snapshots = (data.WindowSnapshot.from_dict(v) for v in cycle.read_json("windows.json")["windows"].values())
-    return {s.name: replace(s, path=str(cycle.path(Path(s.path).name))) for s in snapshots}
-
-
-def validate_stage(cycle: Cycle):
-    """Validate the current window; a critical failure stops the cycle, keeping its snapshot."""
-    from pipeline.validate import validate_window
-
-    config = cycle.config
-    current = windows_of(cycle)["current"]
+    current = (windows or cycle.require(WINDOWS)).current
     with cycle.stage("validate"):
-        result = validate_window(config, current.read(), cycle.run_dir, window_label=f"current {current.start}..{current.end}")
-        failed = [o for o in result.outcomes if not o.success]
-        registry.log_to_run(
-            config, cycle.run_id,
-            metrics={"validation.passed": float(result.passed), "validation.critical_failures": len(result.critical_failures),
-                     "validation.warnings": len(result.warnings)},
-            tags={"validation.verdict": "passed" if result.passed else "stopped",
-                  "validation.failed": json.dumps([o.message for o in failed])[:4500]},
-            artifacts=[result.report_path, result.result_path],
-        )
+        result = validate_window(cycle.config, cycle.frame("current"))
+        cycle.write(VALIDATION, result)
+        with cycle.writing(VALIDATION_REPORT) as report:
+            report.write_text(render_html(result, cycle.config.model_name, f"current {current.label()}"), encoding="utf-8")
+        cycle.log_validation(result)
+        if not result.passed:
+            with cycle.writing(FAILED_BATCH) as kept:
+                shutil.copyfile(cycle.local_path(snapshot_file("current")), kept)
     if not result.passed:
-        kept = cycle.run_dir / "failed_batch.parquet"
-        shutil.copyfile(current.path, kept)
-        finish_cycle(cycle, "validation_stopped", "FAILED")
-        raise ValidationStopped(
-            f"validation stopped cycle {cycle.cycle_id}; the failing batch is kept at {kept}\n{result.summary()}"
-        )
+        cycle.set_status(Status.VALIDATION_STOPPED, detail=f"the failing batch is kept at {cycle.url_of(FAILED_BATCH)}")
     return result
 
 
-def drift_stage(cycle: Cycle):
+def drift_stage(cycle: CycleRecord) -> DriftResult:
+    """Measure drift between the windows' snapshots; a monitoring cycle ends here."""
     from pipeline.drift import detect_drift
 
-    config = cycle.config
-    snapshots = windows_of(cycle)
     with cycle.stage("drift"):
-        result = detect_drift(config, snapshots["reference"].read(), snapshots["current"].read(), cycle.run_dir)
-        registry.log_to_run(
-            config, cycle.run_id,
-            metrics={"drift.share": result.drifted_share, "drift.dataset_drift": float(result.dataset_drift),
-                     **{drift_metric(f.feature): f.score for f in result.features if f.score is not None}},
-            tags={"drift.verdict": "drift" if result.dataset_drift else "no_drift",
-                  "drift.drifted_features": ",".join(result.drifted_features)},
-            artifacts=[result.report_path, result.summary_path],
-        )
+        with cycle.writing(DRIFT_REPORT) as report:
+            result = detect_drift(cycle.config, cycle.frame("reference"), cycle.frame("current"), report)
+        cycle.write(DRIFT, result)
+        cycle.log_drift(result)
+    if cycle.kind == "monitor":
+        cycle.set_status(Status.DRIFT_DETECTED if result.dataset_drift else Status.NO_DRIFT)
     return result
 
 
-def drift_metric(feature: str) -> str:
-    """The MLflow metric of a feature's drift score: MLflow refuses names with characters like $, (, < or €."""
-    return "drift.score." + re.sub(r"[^A-Za-z0-9_\-. :/]", "_", feature)
+def finish_without_training(cycle: CycleRecord) -> None:
+    """``orchestration.retrain_on: drift`` and nothing drifted: the cycle ends after the drift check."""
+    cycle.set_status(Status.NO_DRIFT)
 
 
-def train_stage(cycle: Cycle):
+def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> EvaluationResult:
     """k-fold evaluate the candidate (and the champion on the same unseen rows), then fit on the whole window."""
     import joblib
 
@@ -263,198 +162,154 @@ def train_stage(cycle: Cycle):
     from pipeline.train import encode_target, fit_model, resolve_device
 
     config = cycle.config
-    snapshots = windows_of(cycle)
+    windows = windows or cycle.require(WINDOWS)
     with cycle.stage("train"):
         device = resolve_device(config)
-        frame = snapshots["current"].read()
-        champion = _champion_for_evaluation(cycle)
+        frame = cycle.frame("current")
+        champion = _champion_for_evaluation(cycle, windows)
         evaluation = evaluate_kfold(config, frame, device, champion, progress=lambda m: cycle.progress(f"[train] {m}"))
         cycle.progress(f"[train] final fit on all {len(frame):,} rows")
         model, info = fit_model(config, frame, encode_target(config, frame[config.source.target_column]), device)
-        joblib.dump(model, cycle.path("candidate.joblib"))
-        evaluation.write(cycle.path("evaluation.json"))
-        names = list(evaluation.metric_means)
-        registry.log_to_run(
-            config, cycle.run_id,
-            params={"family": config.training.family, "device": device, "k": config.evaluation.k,
-                    "split": config.evaluation.split, "primary_metric": config.primary_metric,
-                    **{f"model.{k}": v for k, v in config.training.params.items()}},
-            metrics={**{f"cv.{n}.mean": evaluation.metric_means[n] for n in names},
-                     **{f"cv.{n}.std": evaluation.metric_stds[n] for n in names},
-                     "final.best_iteration": info.best_iteration, "final.fit_s": info.seconds},
-            step_metrics={f"fold.{n}": [f.metrics[n] for f in evaluation.folds] for n in names},
-            tags={"device": device},
-        )
+        with cycle.writing(CANDIDATE) as path:
+            joblib.dump(model, path)
+        cycle.write(EVALUATION, evaluation)
+        cycle.log_evaluation(evaluation, info.best_iteration, info.seconds)
     return evaluation
 
 
-def _champion_for_evaluation(cycle: Cycle):
+def _champion_for_evaluation(cycle: CycleRecord, windows: Windows):
     from pipeline.evaluate import Champion
 
-    version = cycle.read_json("windows.json")["champion_version"]
-    info = registry.get_version(cycle.config, version) if version else None
-    if info is None or info.window is None:
+    if windows.champion_version is None:
         return None
-    return Champion(info.version, registry.load_model(cycle.config, info.version), *info.window)
-
-
-def gate_stage(cycle: Cycle):
-    from pipeline.evaluate import EvaluationResult
-    from pipeline.gate import decide
-
     config = cycle.config
+    window = VersionTags.of(registry.get_version(config, windows.champion_version)).window
+    if window is None:
+        return None
+    return Champion(windows.champion_version, registry.load_model(config, windows.champion_version), *window)
+
+
+def gate_stage(cycle: CycleRecord, evaluation: EvaluationResult | None = None) -> GateVerdict:
+    """The gate's verdict on the candidate; a rejection ends the cycle with the champion untouched."""
+    from pipeline.gate import decide as gate_decide
+
+    evaluation = evaluation or cycle.require(EVALUATION)
     with cycle.stage("gate"):
-        evaluation = EvaluationResult.from_dict(cycle.read_json("evaluation.json"))
-        verdict = decide(evaluation, config.gate, verdict_id=cycle.cycle_id)
-        path = cycle.write_json("gate.json", verdict.to_dict())
-        registry.log_to_run(
-            config, cycle.run_id,
-            metrics={"gate.passed": float(verdict.passed), "gate.improvement": verdict.improvement,
-                     "gate.p_value": verdict.p_value},
-            step_metrics={"gate.fold_candidate": verdict.fold_candidate, "gate.fold_champion": verdict.fold_champion},
-            tags={"gate.verdict": "passed" if verdict.passed else "rejected", "gate.reasons": "\n".join(verdict.reasons)[:4500]},
-            artifacts=[str(path)],
-        )
+        verdict = gate_decide(evaluation, cycle.config.gate, verdict_id=cycle.cycle_id)
+        cycle.write(GATE, verdict)
+        cycle.log_gate(verdict)
     if not verdict.passed:
-        finish_cycle(cycle, "gate_rejected", "FINISHED")
-        failed = [r for r in verdict.reasons if r.startswith("FAIL")]
-        raise GateRejected(f"gate rejected the candidate of cycle {cycle.cycle_id}:\n  " + "\n  ".join(failed))
+        cycle.set_status(Status.GATE_REJECTED, detail="; ".join(verdict.failures))
     return verdict
 
 
-def register_stage(cycle: Cycle) -> registry.VersionInfo:
-    """Register the gated candidate as ``challenger`` (refuses anything without a passing verdict)."""
+def register_stage(
+    cycle: CycleRecord, verdict: GateVerdict | None = None, windows: Windows | None = None,
+    evaluation: EvaluationResult | None = None,
+) -> registry.VersionInfo:
+    """Register the gated candidate as ``challenger``; refuses anything without a passing verdict."""
     import joblib
 
-    from pipeline.gate import GateVerdict
-
     config = cycle.config
-    verdict = GateVerdict.from_dict(cycle.read_json("gate.json"))
+    verdict = verdict or cycle.require(GATE)
     if not verdict.passed:
-        raise GateRejected(f"cycle {cycle.cycle_id} has no passing gate verdict; nothing to register")
-    snapshots, evaluation = windows_of(cycle), cycle.read_json("evaluation.json")
-    current = snapshots["current"]
+        raise PromotionRefused(f"cycle {cycle.cycle_id} has no passing gate verdict; nothing to register")
+    current = (windows or cycle.require(WINDOWS)).current
+    device = (evaluation or cycle.require(EVALUATION)).device
     with cycle.stage("register"):
-        model = joblib.load(cycle.path("candidate.joblib"))
-        example = current.head(5)[config.source.features.all]
+        model = joblib.load(cycle.local_path(CANDIDATE))
+        example = cycle.head("current", 5)[config.source.features.all]
         # Integer columns in a signature reject missing values at serving time; the model takes floats.
         example = example.astype({column: "float64" for column in config.source.features.numeric})
-        tags = {
-            "cycle_id": cycle.cycle_id, "gate.passed": "true", "gate.verdict_id": verdict.verdict_id,
-            "gate.champion_version": verdict.champion_version or "none",
-            "gate.primary_metric": verdict.primary_metric, "gate.candidate_mean": f"{verdict.candidate_mean:.6f}",
-            "gate.improvement": "" if verdict.improvement is None else f"{verdict.improvement:.6f}",
-            "gate.p_value": "" if verdict.p_value is None else f"{verdict.p_value:.6g}",
-            "window.start": current.start.isoformat(), "window.end": current.end.isoformat(),
-            "window.rows": str(current.rows), "window.sha256": current.sha256,
-            "device": evaluation["device"], "family": config.training.family,
-        }
-        version = registry.register_candidate(config, cycle.run_id, model, example, tags)
-        cycle.write_json("registered.json", {"version": version.version})
+        previous = registry.alias_version(config, registry.CHALLENGER)
+        tags = VersionTags.of_candidate(cycle.cycle_id, verdict, current, device, config.training.family)
+        version = registry.register_candidate(
+            config, cycle.run_id, model, example, tags, progress=lambda m: cycle.progress(f"[register] {m}"),
+        )
+        cycle.write(REGISTRATION, Registration(version.version))
+    if previous is not None and previous.version != version.version:
+        _supersede(config, previous, cycle)
     return version
 
 
-def promote_stage(cycle: Cycle, actor: str | None = None):
-    """Promote the registered challenger when the config approves automatically; otherwise it waits for a person."""
-    from pipeline import promote
-
-    config = cycle.config
-    version = cycle.read_json("registered.json")["version"]
-    if config.promotion.approval != "auto":
-        finish_cycle(cycle, "awaiting_approval", "FINISHED")
-        return None
-    with cycle.stage("promote"):
-        entry = promote.promote(config, version, actor=actor or "auto-approval", reason="promotion.approval: auto")
-    finish_cycle(cycle, "promoted", "FINISHED")
-    return entry
+def _supersede(config: Config, previous: registry.VersionInfo, by: CycleRecord) -> None:
+    """The candidate that was waiting for a decision lost the challenger alias: its cycle is superseded."""
+    cycle_id = VersionTags.of(previous).cycle_id
+    if cycle_id is None or cycle_id == by.cycle_id:
+        return
+    with suppress(PipelineError), locks.cycle_lock(config, cycle_id, wait_s=5):
+        waiting = CycleRecord.find(config, cycle_id)
+        status = waiting.status()
+        if status is not None and status.status == Status.AWAITING_APPROVAL:
+            waiting.set_status(Status.SUPERSEDED, detail=f"cycle {by.cycle_id} registered a newer challenger")
 
 
-def finish_cycle(cycle: Cycle, status: str, run_status: str) -> None:
-    cycle.write_json("status.json", {"status": status, "durations": cycle.durations})
-    cycle.storage.push()
-    registry.log_to_run(cycle.config, cycle.run_id, tags={"cycle.status": status})
-    registry.set_run_status(cycle.config, cycle.run_id, run_status)
+def promote_stage(cycle: CycleRecord, approval: Approval | None) -> Decision | None:
+    """Promote the registered challenger on an approval; without one it waits for a person.
+
+    A decision already on record stands: a re-run neither asks again nor applies it again (not even
+    when the champion has been rolled back since).
+    """
+    with cycle.stage("promote", restart=False):
+        recorded = cycle.read(APPROVAL)
+        if recorded is not None:
+            settle(cycle, recorded)
+            return recorded
+        if approval is None:
+            cycle.set_status(Status.AWAITING_APPROVAL)
+            return None
+        return decide(cycle, approval)
 
 
-@dataclass
-class CycleOutcome:
-    cycle: Cycle
-    status: str
-    windows: dict = field(default_factory=dict)
-    validation: object = None
-    drift: object = None
-    evaluation: object = None
-    verdict: object = None
-    version: registry.VersionInfo | None = None
-    promotion: object = None
-    error: PipelineError | None = None
+@contextmanager
+def failures_recorded(cycle: CycleRecord) -> Iterator[None]:
+    """A fault inside marks the cycle failed (where its status allows) and goes on up; a re-run starts it again."""
+    try:
+        yield
+    except Exception as error:
+        with suppress(Exception):  # the original fault matters more than failing to record it
+            cycle.set_status(Status.FAILED, detail=f"{type(error).__name__}: {error}"[:2000])
+        raise
 
 
 def run_cycle(
     config: Config, as_of: date, cycle_id: str | None = None, until: str = "promote",
-    actor: str | None = None, progress: Progress | None = None,
+    trigger: Trigger | None = None, progress: Progress | None = None,
 ) -> CycleOutcome:
-    """Run the stages up to and including ``until``; verdicts end the cycle with their status, not an exception."""
-    from pipeline.gate import GateVerdict
-    from pipeline.validate import ValidationResult
-
+    """Run the stages up to and including ``until``, passing results in memory; verdicts end it with their status."""
     if until not in STAGES:
         raise PipelineError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
-    cycle = open_cycle(config, as_of, cycle_id, progress)
-    outcome = CycleOutcome(cycle, status="running")
-    stages = {
-        "load": ("windows", load_stage), "validate": ("validation", validate_stage), "drift": ("drift", drift_stage),
-        "train": ("evaluation", train_stage), "gate": ("verdict", gate_stage), "register": ("version", register_stage),
-        "promote": ("promotion", partial(promote_stage, actor=actor)),
-    }
-    try:
-        for name in STAGES[: STAGES.index(until) + 1]:
-            attribute, stage = stages[name]
-            setattr(outcome, attribute, stage(cycle))
-    except ValidationStopped as exc:
-        outcome.status, outcome.error = "validation_stopped", exc
-        outcome.validation = ValidationResult.from_dict(cycle.read_json("validation.json"))
+    trigger = trigger or Trigger.cli()
+    with open_cycle(config, as_of, cycle_id, trigger=trigger, progress=progress) as cycle:
+        outcome = CycleOutcome(cycle, Status.RUNNING, trigger=trigger)
+        with failures_recorded(cycle):
+            _run_stages(cycle, outcome, STAGES[: STAGES.index(until) + 1])
+        status = cycle.require(STATUS)
+        if status.status == Status.RUNNING:
+            cycle.set_status(Status.PAUSED, detail=f"stopped after {until}")
+            status = cycle.require(STATUS)
+        outcome.status, outcome.detail = status.status, status.detail
+        if outcome.version is not None:
+            outcome.version = registry.get_version(cycle.config, outcome.version.version)
         return outcome
-    except GateRejected as exc:
-        outcome.status, outcome.error = "gate_rejected", exc
-        outcome.verdict = GateVerdict.from_dict(cycle.read_json("gate.json"))
-        return outcome
-    except Exception:
-        with suppress(Exception):  # the original fault matters more than failing to record it
-            finish_cycle(cycle, "failed", "FAILED")
-        raise
-    if until != "promote":
-        outcome.status = f"stopped after {until}"
-    else:
-        outcome.status = "promoted" if outcome.promotion else "awaiting_approval"
-        outcome.version = registry.get_version(config, outcome.version.version)
-    return outcome
 
 
-def recorded_outcome(cycle: Cycle) -> CycleOutcome:
-    """The outcome of a cycle as its stages recorded it, when they ran as separate tasks (or processes)."""
-    from pipeline import promote
-    from pipeline.drift import DriftResult
-    from pipeline.evaluate import EvaluationResult
-    from pipeline.gate import GateVerdict
-    from pipeline.validate import ValidationResult
-
-    def recorded(name: str, parse):
-        return parse(cycle.read_json(name)) if cycle.path(name).exists() else None
-
-    status = recorded("status.json", lambda d: d["status"]) or "running"
-    outcome = CycleOutcome(
-        cycle, status,
-        windows=windows_of(cycle) if cycle.path("windows.json").exists() else {},
-        validation=recorded("validation.json", ValidationResult.from_dict),
-        drift=recorded("drift.json", DriftResult.from_dict),
-        evaluation=recorded("evaluation.json", EvaluationResult.from_dict),
-        verdict=recorded("gate.json", GateVerdict.from_dict),
-    )
-    version = recorded("registered.json", lambda d: d["version"])
-    if version is not None:
-        outcome.version = registry.get_version(cycle.config, version)
-        outcome.promotion = next(
-            (e for e in promote.history(cycle.config) if e.verdict_id == cycle.cycle_id and e.to_version == version), None
-        )
-    return outcome
+def _run_stages(cycle: CycleRecord, outcome: CycleOutcome, stages: tuple[str, ...]) -> None:
+    """Run ``stages`` in order, filling ``outcome``; a verdict that ends the cycle sets its status and stops."""
+    outcome.windows = load_stage(cycle)
+    if "validate" in stages:
+        outcome.validation = validate_stage(cycle, outcome.windows)
+        if not outcome.validation.passed:
+            return
+    if "drift" in stages:
+        outcome.drift = drift_stage(cycle)
+    if "train" in stages:
+        outcome.evaluation = train_stage(cycle, outcome.windows)
+    if "gate" in stages:
+        outcome.verdict = gate_stage(cycle, outcome.evaluation)
+        if not outcome.verdict.passed:
+            return
+    if "register" in stages:
+        outcome.version = register_stage(cycle, outcome.verdict, outcome.windows, outcome.evaluation)
+    if "promote" in stages:
+        outcome.decision = promote_stage(cycle, auto_approval(cycle.config))

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from pipeline.config import Config, Source
+from pipeline.config import Config, Source, redact_url
 from pipeline.errors import DataSourceError
+from pipeline.results import WindowSnapshot
 
 
 @dataclass(frozen=True)
@@ -31,39 +31,8 @@ class WindowSpec:
     start: date
     end: date
 
-    @property
-    def days(self) -> int:
-        return (self.end - self.start).days + 1
-
     def label(self) -> str:
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
-
-
-@dataclass(frozen=True)
-class WindowSnapshot:
-    name: str
-    start: date
-    end: date
-    rows: int
-    path: str
-    sha256: str
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "start": self.start.isoformat(), "end": self.end.isoformat()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> WindowSnapshot:
-        return cls(**{**data, "start": date.fromisoformat(data["start"]), "end": date.fromisoformat(data["end"])})
-
-    def read(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path)
-
-    def head(self, rows: int) -> pd.DataFrame:
-        """The first rows without reading the whole snapshot."""
-        import pyarrow.parquet as pq
-
-        batch = next(pq.ParquetFile(self.path).iter_batches(batch_size=rows), None)
-        return batch.to_pandas() if batch is not None else self.read()
 
 
 def current_window(config: Config, as_of: date) -> WindowSpec:
@@ -79,13 +48,6 @@ def initial_reference_window(config: Config, current: WindowSpec) -> WindowSpec:
             f"windows.initial_reference_start {start} is after the day before the current window ({end})"
         )
     return WindowSpec("reference", start, end)
-
-
-def redact_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is reported as given, minus anything that looks like a password
-        return re.sub(r":[^:@/]+@", ":***@", url)
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -157,15 +119,12 @@ def content_sha256(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def snapshot_window(source: Source, window: WindowSpec, run_dir: Path) -> WindowSnapshot:
-    """Read a window and write it to ``run_dir/<name>.parquet`` (overwriting a previous attempt)."""
+def snapshot_window(source: Source, window: WindowSpec, path: Path) -> WindowSnapshot:
+    """Read a window and write it to ``path`` as Parquet."""
     frame = read_window(source, window)
-    path = Path(run_dir) / f"{window.name}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
     return WindowSnapshot(
-        name=window.name, start=window.start, end=window.end, rows=len(frame), path=str(path),
-        sha256=content_sha256(frame),
+        name=window.name, start=window.start, end=window.end, rows=len(frame), sha256=content_sha256(frame),
     )
 
 

@@ -44,7 +44,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from pipeline.data import create_engine, redact_url
+from pipeline.config import redact_url
+from pipeline.data import create_engine
 from pipeline.errors import DataSourceError
 
 if TYPE_CHECKING:

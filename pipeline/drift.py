@@ -13,10 +13,8 @@ and reading a stored result (``DriftResult.from_dict``) does not need it.
 from __future__ import annotations
 
 import html
-import json
 import math
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +22,10 @@ import pandas as pd
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError
+from pipeline.results import DriftResult, FeatureDrift
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
-
-# Methods whose score is a p-value: drift when the score is *below* the threshold.
-# Every other method scores a distance: drift when the score reaches the threshold.
-# Read from evidently/legacy/calculations/stattests/*.py (0.7.23); the tests check it against Evidently's verdicts.
-P_VALUE_METHODS = frozenset({"ks", "chisquare", "z", "mannw", "anderson"})
 
 # Evidently raises for a method used on a kind it does not support; say so before computing anything.
 METHODS_BY_KIND = {
@@ -40,91 +34,8 @@ METHODS_BY_KIND = {
 }
 
 
-@dataclass
-class FeatureDrift:
-    feature: str
-    kind: str  # "numeric" | "categorical"
-    method: str | None  # the Evidently method used; None when degenerate
-    score: float | None
-    threshold: float | None
-    drifted: bool
-    status: str  # "drifted" | "stable" | "degenerate"
-    note: str  # why a feature is degenerate; "" otherwise
-
-    @property
-    def severity(self) -> float:
-        """How far past its threshold the score is (> 1 when drifted), comparable across methods."""
-        if self.score is None or self.threshold is None:
-            return 0.0
-        numerator, denominator = (
-            (self.threshold, self.score) if self.method in P_VALUE_METHODS else (self.score, self.threshold)
-        )
-        return numerator / denominator if denominator > 0 else math.inf
-
-    def describe(self) -> str:
-        if self.status == "degenerate":
-            return f"{self.feature}: {self.note}"
-        comparison = ("<" if self.method in P_VALUE_METHODS else ">=") if self.drifted else "vs"
-        return f"{self.feature}: {self.method} {self.score:.4g} {comparison} threshold {self.threshold:g}"
-
-
-@dataclass
-class DriftResult:
-    features: list[FeatureDrift]  # in config order
-    drifted_share: float  # drifted / non-degenerate features
-    dataset_drift: bool
-    share_threshold: float
-    reference_rows: int
-    current_rows: int
-    sampled_reference_rows: int
-    sampled_current_rows: int
-    report_path: str
-    summary_path: str
-
-    @property
-    def drifted_features(self) -> list[str]:
-        return [f.feature for f in self.features if f.drifted]
-
-    @property
-    def degenerate_features(self) -> list[FeatureDrift]:
-        return [f for f in self.features if f.status == "degenerate"]
-
-    def top_drifted(self, n: int | None = None) -> list[FeatureDrift]:
-        """Drifted features, largest drift first (the smallest p-value, the largest distance)."""
-        ranked = sorted((f for f in self.features if f.drifted), key=lambda f: f.severity, reverse=True)
-        return ranked[:n]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DriftResult:
-        return cls(**{**data, "features": [FeatureDrift(**f) for f in data["features"]]})
-
-    def summary(self, top: int | None = None) -> str:
-        """A few lines for logs and notifications; ``top`` limits the drifted features listed."""
-        compared = len(self.features) - len(self.degenerate_features)
-        verdict = "DETECTED" if self.dataset_drift else "NOT DETECTED"
-        lines = [
-            f"Dataset drift {verdict}: {len(self.drifted_features)} of {compared} compared features drifted "
-            f"(share {self.drifted_share:.0%}, dataset drifts at {self.share_threshold:.0%}); "
-            f"rows compared: reference {self.sampled_reference_rows:,} of {self.reference_rows:,}, "
-            f"current {self.sampled_current_rows:,} of {self.current_rows:,}"
-        ]
-        drifted = self.top_drifted()
-        if drifted:
-            lines.append("drifted, largest first:")
-            lines += [f"  {f.describe()}" for f in drifted[:top]]
-            if top is not None and len(drifted) > top:
-                lines.append(f"  ... and {len(drifted) - top} more")
-        if self.degenerate_features:
-            lines.append("not compared:")
-            lines += [f"  {f.describe()}" for f in self.degenerate_features]
-        return "\n".join(lines)
-
-
-def detect_drift(config: Config, reference: pd.DataFrame, current: pd.DataFrame, run_dir: Path) -> DriftResult:
-    """Compare the configured features of two windows; write ``drift.html`` and ``drift.json`` to ``run_dir``."""
+def detect_drift(config: Config, reference: pd.DataFrame, current: pd.DataFrame, report: Path) -> DriftResult:
+    """Compare the configured features of two windows; write the HTML report to ``report``."""
     kinds = {name: NUMERIC for name in config.source.features.numeric}
     kinds |= {name: CATEGORICAL for name in config.source.features.categorical}
     settings = {name: _method_and_threshold(config, name, kind) for name, kind in kinds.items()}
@@ -135,13 +46,10 @@ def detect_drift(config: Config, reference: pd.DataFrame, current: pd.DataFrame,
     notes = {name: _degenerate_note(sampled_reference[name], sampled_current[name]) for name in kinds}
     compared = [name for name in kinds if not notes[name]]
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    report_path = run_dir / "drift.html"
     scores = (
         _run_evidently(
             sampled_reference[compared], sampled_current[compared], kinds, settings,
-            config.drift.dataset_drift_share, report_path,
+            config.drift.dataset_drift_share, report,
         )
         if compared
         else {}
@@ -161,12 +69,9 @@ def detect_drift(config: Config, reference: pd.DataFrame, current: pd.DataFrame,
         current_rows=len(current),
         sampled_reference_rows=len(sampled_reference),
         sampled_current_rows=len(sampled_current),
-        report_path=str(report_path),
-        summary_path=str(run_dir / "drift.json"),
     )
     if not compared:
-        report_path.write_text(_nothing_compared_html(result))
-    Path(result.summary_path).write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        report.write_text(_nothing_compared_html(result))
     return result
 
 
@@ -174,9 +79,9 @@ def _feature_drift(
     name: str, kind: str, method: str, threshold: float, note: str, scored: tuple[float, bool] | None
 ) -> FeatureDrift:
     """The verdict on one feature; ``scored`` is Evidently's (score, drifted), None when it was not run."""
-    if not note and math.isnan(scored[0]):
-        note = f"Evidently returned no score (NaN) for method {method}"
-    if note:
+    if scored is None or math.isnan(scored[0]):
+        note = note or f"Evidently returned no score (NaN) for method {method}"
+    if note or scored is None:
         return FeatureDrift(name, kind, None, None, None, False, "degenerate", note)
     score, drifted = scored
     return FeatureDrift(name, kind, method, score, threshold, drifted, "drifted" if drifted else "stable", "")
@@ -247,7 +152,7 @@ def _run_evidently(
     kinds: dict[str, str],
     settings: dict[str, tuple[str, float]],
     drift_share: float,
-    report_path: Path,
+    report: Path,
 ) -> dict[str, tuple[float, bool]]:
     """Run the preset on the frames' columns, save its HTML, and return {feature: (score, drifted)}."""
     from evidently import DataDefinition, Dataset, Report
@@ -272,7 +177,7 @@ def _run_evidently(
             current_data=Dataset.from_pandas(current, data_definition=definition),
             reference_data=Dataset.from_pandas(reference, data_definition=definition),
         )
-        snapshot.save_html(str(report_path))
+        snapshot.save_html(str(report))
     return _scores(snapshot.dict())
 
 

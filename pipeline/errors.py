@@ -1,7 +1,7 @@
 """Errors the pipeline raises on purpose, each with the CLI exit code it maps to.
 
-Verdicts (validation stopped the cycle, the gate rejected the candidate) are not
-faults: the CLI gives them their own exit codes so schedulers can tell them apart.
+Verdicts (validation stopped the cycle, the gate rejected the candidate) are not errors:
+stages return them as values, and the CLI maps a cycle's final status to its exit code.
 """
 
 from __future__ import annotations
@@ -21,19 +21,17 @@ class DataSourceError(PipelineError):
     """The source could not be read (unreachable URL, missing table or column)."""
 
 
-class ValidationStopped(PipelineError):
-    """A critical expectation failed: the cycle stops before training."""
-
-    exit_code = 3
-
-
-class GateRejected(PipelineError):
-    """The candidate did not pass the evaluation gate."""
-
-    exit_code = 4
+class StorageError(PipelineError):
+    """A cycle's file could not be written (a full disk, a store that refuses) or read back."""
 
 
 class PromotionRefused(PipelineError):
     """A promotion, rejection or rollback was refused (no passing verdict, champion moved, ...)."""
 
     exit_code = 5
+
+
+class CycleBusy(PipelineError):
+    """Another process is running the same cycle: one runs it, the other stops before touching anything."""
+
+    exit_code = 6

@@ -8,12 +8,11 @@ rows too, so the paired comparison in the gate is fair.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +20,7 @@ from sklearn import metrics as skm
 from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
 
 from pipeline.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, Config
+from pipeline.results import EvaluationResult, FoldResult
 from pipeline.train import encode_target, fit_model, predict_scores
 
 HIGHER_IS_BETTER = {"roc_auc": True, "f1": True, "r2": True, "log_loss": False, "rmse": False, "mae": False}
@@ -59,52 +59,6 @@ class Champion:
     window_end: date
 
 
-@dataclass
-class FoldResult:
-    fold: int
-    train_rows: int
-    test_rows: int
-    metrics: dict[str, float]
-    compare_rows: int = 0
-    candidate_compare: float | None = None
-    champion_compare: float | None = None
-
-
-@dataclass
-class EvaluationResult:
-    task: str
-    primary_metric: str
-    split: str
-    k: int
-    rows: int
-    folds: list[FoldResult]
-    metric_means: dict[str, float]
-    metric_stds: dict[str, float]
-    champion_version: str | None = None
-    champion_window: str | None = None
-    device: str = "cpu"
-    seconds: float = 0.0
-    best_iterations: list[int | None] = field(default_factory=list)
-
-    @property
-    def primary_mean(self) -> float:
-        return self.metric_means[self.primary_metric]
-
-    @property
-    def primary_std(self) -> float:
-        return self.metric_stds[self.primary_metric]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> EvaluationResult:
-        return cls(**{**data, "folds": [FoldResult(**f) for f in data["folds"]]})
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True))
-
-
 def fold_indices(config: Config, frame: pd.DataFrame, y: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Row positions of each fold; ``time`` splits train on the past and test on the block that follows."""
     evaluation, seed = config.evaluation, config.training.seed
@@ -132,7 +86,7 @@ def evaluate_kfold(
     started = time.perf_counter()
     task, primary = config.task, config.primary_metric
     y = encode_target(config, frame[config.source.target_column])
-    unseen = unseen_by_champion(config, frame, champion) if champion else None
+    unseen = unseen_by_champion(config, frame, champion) if champion else np.zeros(len(frame), dtype=bool)
     folds: list[FoldResult] = []
     best_iterations: list[int | None] = []
     for number, (train_idx, test_idx) in enumerate(fold_indices(config, frame, y), start=1):

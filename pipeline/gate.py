@@ -13,64 +13,13 @@ With no champion, (a) alone decides.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import stats
 
 from pipeline.config import Gate
-from pipeline.evaluate import HIGHER_IS_BETTER, EvaluationResult
-
-
-@dataclass
-class GateCheck:
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclass
-class GateVerdict:
-    verdict_id: str
-    passed: bool
-    checks: list[GateCheck]
-    primary_metric: str
-    candidate_mean: float
-    candidate_std: float
-    champion_version: str | None = None
-    fold_candidate: list[float | None] = field(default_factory=list)
-    fold_champion: list[float | None] = field(default_factory=list)
-    fold_improvement: list[float] = field(default_factory=list)
-    compare_rows: int = 0
-    improvement: float | None = None
-    margin: float = 0.0
-    t_statistic: float | None = None
-    p_value: float | None = None
-    alpha: float = 0.05
-
-    @property
-    def candidate_compare_mean(self) -> float | None:
-        return _mean(self.fold_candidate)
-
-    @property
-    def champion_compare_mean(self) -> float | None:
-        return _mean(self.fold_champion)
-
-    @property
-    def reasons(self) -> list[str]:
-        return [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GateVerdict:
-        return cls(**{**data, "checks": [GateCheck(**c) for c in data["checks"]]})
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(present)) if present else None
+from pipeline.evaluate import HIGHER_IS_BETTER
+from pipeline.results import EvaluationResult, GateCheck, GateVerdict
 
 
 def corrected_resampled_ttest(differences: np.ndarray, test_train_ratio: float) -> tuple[float, float]:
@@ -127,7 +76,7 @@ def _compare_with_champion(verdict: GateVerdict, evaluation: EvaluationResult, g
     verdict.compare_rows = sum(f.compare_rows for f in folds)
     champion = f"champion v{evaluation.champion_version}"
     usable = [
-        f for f in folds
+        (f.candidate_compare, f.champion_compare) for f in folds
         if f.candidate_compare is not None and f.champion_compare is not None
         and not math.isnan(f.candidate_compare) and not math.isnan(f.champion_compare)
     ]
@@ -141,7 +90,7 @@ def _compare_with_champion(verdict: GateVerdict, evaluation: EvaluationResult, g
         )
         return
     sign = 1.0 if HIGHER_IS_BETTER[verdict.primary_metric] else -1.0
-    differences = np.array([sign * (f.candidate_compare - f.champion_compare) for f in usable])
+    differences = np.array([sign * (candidate - champion_score) for candidate, champion_score in usable])
     verdict.fold_improvement = [float(d) for d in differences]
     verdict.improvement = float(differences.mean())
     ratio = float(np.mean([f.test_rows / f.train_rows for f in folds]))
@@ -150,7 +99,8 @@ def _compare_with_champion(verdict: GateVerdict, evaluation: EvaluationResult, g
         GateCheck(
             "margin", verdict.improvement >= gate.min_improvement,
             f"on {verdict.compare_rows} unseen rows candidate {verdict.primary_metric} "
-            f"{verdict.candidate_compare_mean:.4f} vs {champion} {verdict.champion_compare_mean:.4f}: improvement {verdict.improvement:+.4f} must be >= {gate.min_improvement:g}",
+            f"{verdict.candidate_compare_mean:.4f} vs {champion} {verdict.champion_compare_mean:.4f}: "
+            f"improvement {verdict.improvement:+.4f} must be >= {gate.min_improvement:g}",
         )
     )
     verdict.checks.append(

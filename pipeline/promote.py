@@ -9,16 +9,15 @@ other is refused.
 
 from __future__ import annotations
 
-import getpass
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
 from pipeline import registry
-from pipeline.config import Config
-from pipeline.data import redact_url
+from pipeline.config import Config, redact_url
 from pipeline.errors import DataSourceError, PromotionRefused
+from pipeline.record import LogEntry, VersionTags, default_actor
 
 metadata = sa.MetaData()
 promotion_log = sa.Table(
@@ -36,30 +35,6 @@ promotion_log = sa.Table(
     sa.Column("reason", sa.Text),
     sa.UniqueConstraint("model_name", "seq", name="uq_promotion_log_model_seq"),
 )
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    seq: int
-    at: datetime
-    actor: str
-    action: str
-    from_version: str | None
-    to_version: str | None
-    verdict_id: str | None
-    reason: str | None
-
-    def describe(self) -> str:
-        moved = f"v{self.from_version or '-'} -> v{self.to_version or '-'}"
-        why = f" ({self.reason})" if self.reason else ""
-        return f"#{self.seq} {self.at:%Y-%m-%d %H:%M:%S} {self.actor}: {self.action} {moved}{why}"
-
-
-def default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name in some containers
-        return "unknown"
 
 
 def _engine(config: Config) -> sa.Engine:
@@ -99,7 +74,7 @@ def history(config: Config, limit: int | None = None) -> list[LogEntry]:
     engine.dispose()
     entries = [LogEntry(**{k: row[k] for k in LogEntry.__dataclass_fields__}) for row in rows]
     # SQLite drops the time zone on the way back; every time we store is UTC.
-    return [e if e.at.tzinfo else replace(e, at=e.at.replace(tzinfo=timezone.utc)) for e in entries]
+    return [e if e.at.tzinfo else replace(e, at=e.at.replace(tzinfo=UTC)) for e in entries]
 
 
 CHAMPION_MOVES = ("promote", "override", "rollback")
@@ -136,7 +111,7 @@ def _append(
                     "check `pipeline status` (if MLflow's aliases were moved outside the pipeline, use --override)"
                 )
             entry = LogEntry(
-                seq=(last or 0) + 1, at=datetime.now(timezone.utc), actor=actor, action=action,
+                seq=(last or 0) + 1, at=datetime.now(UTC), actor=actor, action=action,
                 from_version=from_version, to_version=to_version, verdict_id=verdict_id, reason=reason,
             )
             conn.execute(promotion_log.insert().values(model_name=config.model_name, **entry.__dict__))
@@ -156,6 +131,10 @@ def _current_champion(config: Config) -> str | None:
     return info.version if info else None
 
 
+def _logged_champion(config: Config) -> str | None:
+    return next((e.to_version for e in history(config) if e.action in CHAMPION_MOVES), None)
+
+
 def promote(
     config: Config, version: str, actor: str | None = None, reason: str | None = None, override: bool = False
 ) -> LogEntry:
@@ -163,29 +142,36 @@ def promote(
     version = str(version)
     actor = actor or default_actor()
     info = registry.get_version(config, version)
+    tags = VersionTags.of(info)
     champion = _current_champion(config)
-    verdict_id = info.tags.get("gate.verdict_id")
     if champion == version:
         done = [e for e in history(config) if e.to_version == version and e.action in ("promote", "override")]
+        if done and done[0].actor == actor:
+            return done[0]  # the same decider again (a retried task, or one killed before its record): done
         if done:
-            return done[0]  # the same approval again (a re-run cycle): already recorded, nothing to move
-        raise PromotionRefused(f"version {version} is already the champion")
+            raise PromotionRefused(
+                f"version {version} is already the champion ({done[0].describe()}); nothing changed"
+            )
+        # MLflow moved the alias but the log holds no row: a promotion killed before its transaction committed.
+        # Finish it from where the log stands.
+        champion = _logged_champion(config)
+        if champion == version:
+            raise PromotionRefused(f"version {version} is already the champion")
     if override:
         if not reason:
             raise PromotionRefused("--override needs --reason: an override without a recorded reason is refused")
     else:
-        if info.tags.get("approval") == "rejected":
+        if tags.approval == "rejected":
             raise PromotionRefused(f"version {version} was rejected; use --override --reason to promote it anyway")
-        if not info.gate_passed:
+        if not tags.gate_passed:
             raise PromotionRefused(
                 f"version {version} has no passing gate verdict (gate.passed={info.tags.get('gate.passed', 'absent')}); "
                 "use --override --reason to promote it anyway"
             )
-        compared = info.tags.get("gate.champion_version", "none")
-        if compared != (champion or "none"):
+        if tags.compared_champion != champion:
             raise PromotionRefused(
-                f"the gate compared version {version} against champion {compared}, but the champion is now "
-                f"{champion or 'none'}; re-run the cycle so the gate compares against the current champion"
+                f"the gate compared version {version} against champion {tags.compared_champion or 'none'}, but the "
+                f"champion is now {champion or 'none'}; run a new cycle so the gate compares against the current champion"
             )
 
     def move() -> None:
@@ -196,7 +182,7 @@ def promote(
         registry.set_version_tags(config, version, {"approval": "approved", "approved_by": actor})
 
     action = "override" if override else "promote"
-    return _append(config, action, actor, champion, version, verdict_id, reason, move, check_champion=not override)
+    return _append(config, action, actor, champion, version, tags.verdict_id, reason, move, check_champion=not override)
 
 
 def reject(config: Config, version: str, actor: str | None = None, reason: str | None = None) -> LogEntry:
@@ -206,7 +192,7 @@ def reject(config: Config, version: str, actor: str | None = None, reason: str |
     info = registry.get_version(config, version)
     if registry.CHAMPION in info.aliases:
         raise PromotionRefused(f"version {version} is the champion; use `pipeline rollback` to replace it")
-    if info.tags.get("approval") == "rejected":
+    if VersionTags.of(info).approval == "rejected":
         done = [e for e in history(config) if e.to_version == version and e.action == "reject"]
         if done:
             return done[0]  # the same rejection again (a re-run task): already recorded
@@ -218,7 +204,7 @@ def reject(config: Config, version: str, actor: str | None = None, reason: str |
 
     champion = _current_champion(config)
     return _append(
-        config, "reject", actor, champion, version, info.tags.get("gate.verdict_id"), reason, move, check_champion=False
+        config, "reject", actor, champion, version, VersionTags.of(info).verdict_id, reason, move, check_champion=False
     )
 
 

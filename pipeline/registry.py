@@ -1,21 +1,26 @@
-"""Stage 7: MLflow tracking and model registry.
+"""MLflow tracking and model registry: the calls the pipeline makes, and how they stay idempotent.
 
-One MLflow run per cycle, found again by its ``cycle_id`` tag, so re-running a
-cycle reuses its run and its model version instead of creating new ones.
+One MLflow run per cycle, found again by its ``cycle_id`` tag, so re-running a cycle reuses
+its run and its model version instead of creating new ones. Which tags and metrics a cycle
+logs is the record's business (``pipeline.record``); this module only talks to MLflow.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import subprocess
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.families import FAMILIES
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
@@ -29,16 +34,6 @@ class VersionInfo:
     run_id: str | None
     tags: dict[str, str]
     aliases: list[str]
-
-    @property
-    def gate_passed(self) -> bool:
-        return self.tags.get("gate.passed") == "true"
-
-    @property
-    def window(self) -> tuple[date, date] | None:
-        if "window.start" not in self.tags:
-            return None
-        return date.fromisoformat(self.tags["window.start"]), date.fromisoformat(self.tags["window.end"])
 
 
 def client(config: Config):
@@ -55,25 +50,40 @@ def experiment_name(config: Config, kind: CycleKind = "retrain") -> str:
     return name if kind == "retrain" else f"{name}-monitoring"
 
 
-def experiment_id(config: Config, kind: CycleKind = "retrain") -> str:
-    mlflow_client = client(config)
-    name = experiment_name(config, kind)
-    experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
+def find_experiment_id(config: Config, kind: CycleKind = "retrain") -> str | None:
+    """The experiment's id, or None when no cycle of this kind has run yet (reading never creates one)."""
+    experiment = client(config).get_experiment_by_name(experiment_name(config, kind))
+    return None if experiment is None else experiment.experiment_id
+
+
+def ensure_experiment_id(config: Config, kind: CycleKind = "retrain") -> str:
+    found = find_experiment_id(config, kind)
+    if found is not None:
+        return found
     artifact_root = config.registry.artifact_root
     location = Path(artifact_root).resolve().as_uri() if artifact_root and "://" not in artifact_root else artifact_root
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    return client(config).create_experiment(experiment_name(config, kind), artifact_location=location)
 
 
-def cycle_run_id(config: Config, cycle_id: str, kind: CycleKind = "retrain") -> str:
-    """The MLflow run of this cycle: found by tag, or created once."""
-    mlflow_client = client(config)
-    exp = experiment_id(config, kind)
-    found = mlflow_client.search_runs([exp], f"tags.cycle_id = '{cycle_id}'", max_results=1)
+def find_runs(config: Config, kind: CycleKind, where: str = "", max_results: int = 1) -> list:
+    """The kind's runs matching an MLflow filter, newest first; none when its experiment does not exist."""
+    experiment = find_experiment_id(config, kind)
+    if experiment is None:
+        return []
+    return client(config).search_runs(
+        [experiment], where, max_results=max_results, order_by=["attributes.start_time DESC"]
+    )
+
+
+def cycle_run_id(config: Config, cycle_id: str, kind: CycleKind, tags: dict[str, str]) -> str:
+    """The MLflow run of this cycle: found by tag, or created once with ``tags`` (the caller holds the cycle's lock)."""
+    found = find_runs(config, kind, f"tags.cycle_id = '{cycle_id}'")
     if found:
         return found[0].info.run_id
-    run = mlflow_client.create_run(exp, run_name=cycle_id, tags={"cycle_id": cycle_id, "model_name": config.model_name})
+    run = client(config).create_run(
+        ensure_experiment_id(config, kind), run_name=cycle_id,
+        tags={"cycle_id": cycle_id, "model_name": config.model_name, **tags},
+    )
     return run.info.run_id
 
 
@@ -89,19 +99,24 @@ def git_sha() -> str:
 def log_to_run(
     config: Config, run_id: str, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
     step_metrics: dict[str, list[float]] | None = None, tags: dict[str, str] | None = None,
-    artifacts: list[str] | None = None,
+    artifacts: list[Path] | None = None,
 ) -> None:
-    """Log to the cycle's run; repeat calls with the same values leave no duplicates.
+    """Log to the cycle's run: a re-run's value replaces the one before it, the same value is stored once.
 
-    Metrics carry a fixed timestamp (0) because MLflow dedupes identical (key, value, step, timestamp) rows.
+    A metric is logged only when it differs from the newest value recorded at its step, and then at
+    the current time: MLflow keys a logged model's copy of the run's metrics on (name, step, time)
+    without the value, so two values at one time would collide when the model is logged.
     """
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
     mlflow_client = client(config)
-    metric_rows = [Metric(k, float(v), 0, 0) for k, v in (metrics or {}).items() if v is not None and not math.isnan(v)]
+    wanted = {(key, 0): float(value) for key, value in (metrics or {}).items() if value is not None}
     for key, values in (step_metrics or {}).items():
-        metric_rows += [Metric(key, float(v), 0, step) for step, v in enumerate(values, 1) if v is not None and not math.isnan(v)]
+        wanted |= {(key, step): float(value) for step, value in enumerate(values, 1) if value is not None}
+    wanted = {key_step: value for key_step, value in wanted.items() if not math.isnan(value)}
+    now = int(time.time() * 1000)
+    metric_rows = [Metric(key, value, now, step) for (key, step), value in _changed(mlflow_client, run_id, wanted).items()]
     try:
         mlflow_client.log_batch(
             run_id, metrics=metric_rows, params=[Param(k, str(v)) for k, v in (params or {}).items()],
@@ -115,7 +130,19 @@ def log_to_run(
             ) from None
         raise
     for path in artifacts or []:
-        mlflow_client.log_artifact(run_id, path)
+        mlflow_client.log_artifact(run_id, str(path))
+
+
+def _changed(mlflow_client, run_id: str, wanted: dict[tuple[str, int], float]) -> dict[tuple[str, int], float]:
+    """The (metric, step) values that differ from the newest ones the run holds."""
+    if not wanted:
+        return {}
+    latest = mlflow_client.get_run(run_id).data.metrics
+    recorded = {(key, 0): value for key, value in latest.items()}
+    for key in {key for key, step in wanted if step} & set(latest):
+        for metric in sorted(mlflow_client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+            recorded[(key, metric.step)] = metric.value
+    return {key_step: value for key_step, value in wanted.items() if recorded.get(key_step) != value}
 
 
 def run_tags(config: Config, run_id: str) -> dict[str, str]:
@@ -123,7 +150,28 @@ def run_tags(config: Config, run_id: str) -> dict[str, str]:
 
 
 def set_run_status(config: Config, run_id: str, status: str) -> None:
-    client(config).set_terminated(run_id, status=status)
+    """RUNNING reopens a run (a re-run); any other status ends it."""
+    mlflow_client = client(config)
+    if status == "RUNNING":
+        mlflow_client.update_run(run_id, status=status)
+    else:
+        mlflow_client.set_terminated(run_id, status=status)
+
+
+@contextmanager
+def inside_run(config: Config, run_id: str) -> Iterator[None]:
+    """Make the run active for MLflow's fluent calls (log_input, log_model) without ending it afterwards.
+
+    ``with mlflow.start_run()`` would mark the run FINISHED on exit although the cycle goes on.
+    """
+    import mlflow
+
+    status = client(config).get_run(run_id).info.status
+    mlflow.start_run(run_id=run_id)
+    try:
+        yield
+    finally:
+        mlflow.end_run(status=status)
 
 
 def version_for_run(config: Config, run_id: str) -> VersionInfo | None:
@@ -135,44 +183,67 @@ def version_for_run(config: Config, run_id: str) -> VersionInfo | None:
 def _log_model(config: Config, run_id: str, model, example, signature, predict_fn: str, trusted: list[str]):
     import mlflow
     import sklearn
-    import xgboost
 
-    with mlflow.start_run(run_id=run_id):
+    packages = FAMILIES[config.training.family].packages
+    requirements = [f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}",
+                    *(f"{package}=={importlib.metadata.version(package)}" for package in packages)]
+    with inside_run(config, run_id):
         # Explicit requirements: MLflow's inference runs a subprocess for ~5 s per model.
         return mlflow.sklearn.log_model(
-            model, name="model", signature=signature, input_example=example,
-            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"xgboost=={xgboost.__version__}",
-                              f"mlflow=={mlflow.__version__}"],
+            model, name="model", signature=signature, input_example=example, pip_requirements=requirements,
             code_paths=[str(Path(__file__).parent)], serialization_format="skops", skops_trusted_types=trusted,
             pyfunc_predict_fn=predict_fn,
-        )
+        ).model_id
+
+
+def _logged_model_id(config: Config, run_id: str) -> str | None:
+    """The run's complete logged model, if an earlier attempt logged one; incomplete ones are deleted.
+
+    A process killed while logging leaves a PENDING model, an exception a FAILED one: neither is usable.
+    """
+    mlflow_client = client(config)
+    experiment = mlflow_client.get_run(run_id).info.experiment_id
+    ready = None
+    for logged in mlflow_client.search_logged_models([experiment], f"source_run_id = '{run_id}'"):
+        if str(logged.status) == "READY" and ready is None:
+            ready = logged.model_id
+        else:
+            mlflow_client.delete_logged_model(logged.model_id)
+    return ready
 
 
 def register_candidate(
-    config: Config, run_id: str, model: Any, example: Any, tags: dict[str, str]
+    config: Config, run_id: str, model: Any, example: Any, tags: dict[str, str], progress=lambda message: None,
 ) -> VersionInfo:
-    """Log the fitted pipeline to the cycle's run, register it and alias it ``challenger`` (once per run)."""
+    """Log the fitted pipeline to the cycle's run, register it and alias it ``challenger`` (once per run).
+
+    Every step finds what an interrupted attempt left: the version, else a complete logged model.
+    """
     from mlflow.models import infer_signature
 
     existing = version_for_run(config, run_id)
     mlflow_client = client(config)
     if existing is None:
-        # Served classifiers answer with class probabilities: a churn score is worth more than a 0/1 label.
-        predict_fn = "predict_proba" if config.task == "classification" else "predict"
-        signature = infer_signature(example, getattr(model, predict_fn)(example))
-        # skops refuses to load types it wasn't told to trust; these are exactly the types of the model we built.
-        with warnings.catch_warnings():
-            # skops finds a ufunc's module by probing every loaded module (on import, too); under Airflow that
-            # trips a FutureWarning from each of Airflow's deprecated aliases: over a thousand log lines.
-            warnings.simplefilter("ignore", FutureWarning)
-            import skops.io
+        model_id = _logged_model_id(config, run_id)
+        if model_id is None:
+            progress("logging the model")
+            # Served classifiers answer with class probabilities: a churn score is worth more than a 0/1 label.
+            predict_fn = "predict_proba" if config.task == "classification" else "predict"
+            signature = infer_signature(example, getattr(model, predict_fn)(example))
+            # skops refuses to load types it wasn't told to trust; these are exactly the types of the model we built.
+            with warnings.catch_warnings():
+                # skops finds a ufunc's module by probing every loaded module (on import, too); under Airflow that
+                # trips a FutureWarning from each of Airflow's deprecated aliases: over a thousand log lines.
+                warnings.simplefilter("ignore", FutureWarning)
+                import skops.io
 
-            trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-            logged = _log_model(config, run_id, model, example, signature, predict_fn, trusted)
+                trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+                model_id = _log_model(config, run_id, model, example, signature, predict_fn, trusted)
+        progress("registering the model version")
         _ensure_registered_model(mlflow_client, config.model_name)
         # model_id: a tracking server refuses a models:/m-… source without it (a local store does not check).
         version = mlflow_client.create_model_version(
-            config.model_name, logged.model_uri, run_id=run_id, tags=tags, model_id=logged.model_id
+            config.model_name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
         )
         number = version.version
     else:
@@ -242,10 +313,8 @@ def set_alias(config: Config, alias: str, version: str | None) -> None:
     if version is not None:
         mlflow_client.set_registered_model_alias(config.model_name, alias, str(version))
         return
-    try:
+    with suppress(MlflowException):  # the alias was not set: removing it is already done
         mlflow_client.delete_registered_model_alias(config.model_name, alias)
-    except MlflowException:
-        pass  # the alias was not set: removing it is already done
 
 
 def set_version_tags(config: Config, version: str, tags: dict[str, str]) -> None:

@@ -9,19 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline import registry
-from pipeline.cycle import Cycle, CycleOutcome, recorded_outcome
-from pipeline.summary import describe_trigger, format_number
+from pipeline.errors import PipelineError
+from pipeline.record import DRIFT_REPORT, VALIDATION_REPORT, CycleOutcome, CycleRecord
+from pipeline.summary import format_number
 
 
-def mlflow_run_url(cycle: Cycle, artifact: str | None = None) -> str | None:
+def mlflow_run_url(cycle: CycleRecord, artifact: str | None = None) -> str | None:
     url = registry.run_ui_url(cycle.config, cycle.run_id)
     return f"{url}/artifacts/{artifact}" if url and artifact else url
 
 
-def _report_link(cycle: Cycle, label: str, name: str) -> str:
+def _report_link(cycle: CycleRecord, label: str, name: str) -> str:
     url = mlflow_run_url(cycle, name)
     where = f"[{label}]({url})" if url else label
-    return f"- {where}: `{cycle.storage.url_of(name)}`"
+    return f"- {where}: `{cycle.url_of(name)}`"
 
 
 def approval_subject(outcome: CycleOutcome) -> str:
@@ -34,6 +35,8 @@ def approval_subject(outcome: CycleOutcome) -> str:
 def approval_body(outcome: CycleOutcome) -> str:
     """The Markdown a reviewer decides on: gate numbers per fold, drift, data, trigger and links."""
     cycle, verdict, evaluation = outcome.cycle, outcome.verdict, outcome.evaluation
+    if verdict is None or evaluation is None:
+        raise PipelineError(f"cycle {cycle.cycle_id} has no gated candidate to approve")
     metric = verdict.primary_metric
     lines = [f"### Gate {'PASSED' if verdict.passed else 'REJECTED'} — {metric}"]
     if verdict.champion_version is None:
@@ -52,10 +55,11 @@ def approval_body(outcome: CycleOutcome) -> str:
               "|---:|---:|---:|"]
     candidate_folds = verdict.fold_candidate or [f.metrics[metric] for f in evaluation.folds]
     champion_folds = verdict.fold_champion or [None] * len(candidate_folds)
-    lines += [f"| {i} | {format_number(c)} | {format_number(h)} |" for i, (c, h) in enumerate(zip(candidate_folds, champion_folds), 1)]
+    pairs = enumerate(zip(candidate_folds, champion_folds, strict=True), 1)
+    lines += [f"| {i} | {format_number(c)} | {format_number(h)} |" for i, (c, h) in pairs]
     lines += ["", *[f"- {reason}" for reason in verdict.reasons]]
     lines += ["", "### Data"]
-    for name, snap in outcome.windows.items():
+    for name, snap in outcome.windows.items() if outcome.windows else []:
         lines.append(f"- {name}: {snap.start}..{snap.end}, {snap.rows:,} rows, sha256 `{snap.sha256[:12]}…`")
     if outcome.validation is not None:
         lines.append(f"- {outcome.validation.summary().splitlines()[0]}")
@@ -63,10 +67,10 @@ def approval_body(outcome: CycleOutcome) -> str:
         drift = outcome.drift
         lines += ["", "### Drift", drift.summary(top=cycle.config.drift.top_features).splitlines()[0]]
         lines += [f"- {feature.describe()}" for feature in drift.top_drifted(cycle.config.drift.top_features)]
-    if cycle.path("trigger.json").exists():
-        lines += ["", "### Trigger", *[f"- {line}" for line in describe_trigger(cycle.read_json("trigger.json")).splitlines()]]
-    lines += ["", "### Reports", _report_link(cycle, "Drift report", "drift.html"),
-              _report_link(cycle, "Validation report", "validation.html")]
+    if outcome.trigger is not None:
+        lines += ["", "### Trigger", *[f"- {line}" for line in outcome.trigger.describe().splitlines()]]
+    lines += ["", "### Reports", _report_link(cycle, "Drift report", DRIFT_REPORT),
+              _report_link(cycle, "Validation report", VALIDATION_REPORT)]
     run_url = mlflow_run_url(cycle)
     lines.append(f"- {'[MLflow run](' + run_url + ')' if run_url else 'MLflow run'}: `{cycle.run_id}`")
     return "\n".join(lines)
@@ -81,11 +85,10 @@ class Message:
     text: str
 
 
-def message(event: str, cycle: Cycle, link: str | None = None, error: str | None = None) -> Message | None:
-    """The notification for ``event``, or None when the cycle's records say it did not happen."""
-    outcome = recorded_outcome(cycle)
+def message(event: str, outcome: CycleOutcome, link: str | None = None) -> Message | None:
+    """The notification for a cycle's ``event``, or None when its record says the event did not happen."""
+    cycle = outcome.cycle
     model, version = cycle.config.model_name, outcome.version.version if outcome.version else None
-    prefix = f"[{model}] "
     where = [f"Cycle {cycle.cycle_id} (as of {cycle.as_of})", *([f"Link: {link}"] if link else [])]
     if event == "drift_detected":
         if outcome.drift is None or not outcome.drift.dataset_drift:
@@ -98,16 +101,15 @@ def message(event: str, cycle: Cycle, link: str | None = None, error: str | None
         subject = "gate rejected the candidate; the champion stays"
         body = "\n".join(outcome.verdict.reasons)
     elif event == "approval_waiting":
+        if outcome.verdict is None:
+            return None
         subject = f"v{version} waits for approval"
         body = approval_subject(outcome) + "\n" + "\n".join(outcome.verdict.reasons)
     elif event == "promotion_done":
-        if outcome.promotion is None or outcome.promotion.action != "promote":
+        if outcome.decision is None or outcome.decision.entry.action != "promote":
             return None
         subject = f"v{version} promoted to champion"
-        body = outcome.promotion.describe()
-    elif event == "task_failed":
-        subject = "a retraining task failed"
-        body = error or "see the task log"
+        body = outcome.decision.entry.describe()
     else:
         raise ValueError(f"unknown notification event {event!r}")
-    return Message(event, prefix + subject, "\n".join([*where, "", body]))
+    return Message(event, f"[{model}] {subject}", "\n".join([*where, "", body]))

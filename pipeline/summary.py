@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import math
 
-from pipeline import promote, registry
-from pipeline.config import Config
-from pipeline.data import redact_url
+from pipeline import locks, promote, registry
+from pipeline.config import Config, redact_url
+from pipeline.record import (
+    DRIFT_REPORT,
+    EVALUATION,
+    GATE,
+    VALIDATION_REPORT,
+    CycleOutcome,
+    RunSummary,
+    Status,
+    VersionTags,
+)
 
 
 def format_number(value: float | None, digits: int = 4) -> str:
@@ -18,16 +27,23 @@ def _section(label: str, text: str) -> list[str]:
     return [f"  {label:<11} {first.removeprefix(label).strip()}", *(f"      {line.strip()}" for line in rest)]
 
 
-def format_outcome(outcome) -> str:
+def describe_status(outcome: CycleOutcome) -> str:
+    if outcome.status == Status.RUNNING and not locks.is_running(outcome.cycle.config, outcome.cycle.cycle_id):
+        return "INTERRUPTED (recorded as running, but no process holds it: run it again to finish it)"
+    detail = f" ({outcome.detail})" if outcome.detail and outcome.status in (Status.PAUSED, Status.FAILED) else ""
+    return outcome.status.value.upper() + detail
+
+
+def format_outcome(outcome: CycleOutcome) -> str:
     cycle, config = outcome.cycle, outcome.cycle.config
-    lines = [f"Cycle {cycle.cycle_id} (model {config.model_name}, as of {cycle.as_of}): {outcome.status.upper()}"]
-    if cycle.path("trigger.json").exists():
-        lines += _section("Trigger", describe_trigger(cycle.read_json("trigger.json")))
-    if outcome.windows:
-        current, reference = outcome.windows["current"], outcome.windows["reference"]
+    lines = [f"Cycle {cycle.cycle_id} (model {config.model_name}, as of {cycle.as_of}): {describe_status(outcome)}"]
+    if outcome.trigger is not None:
+        lines += _section("Trigger", outcome.trigger.describe())
+    if outcome.windows is not None:
+        current, reference = outcome.windows.current, outcome.windows.reference
         lines.append(
-            f"  Data        current {current.start}..{current.end}: {current.rows:,} rows · "
-            f"reference {reference.start}..{reference.end}: {reference.rows:,} rows"
+            f"  Data        current {current.label()}: {current.rows:,} rows · "
+            f"reference {reference.label()}: {reference.rows:,} rows"
         )
     if outcome.validation is not None:
         lines += _section("Validation", outcome.validation.summary())
@@ -55,34 +71,21 @@ def format_outcome(outcome) -> str:
     if outcome.version is not None:
         aliases = ", ".join(outcome.version.aliases) or "no alias"
         lines.append(f"  Registry    {config.model_name} v{outcome.version.version} ({aliases})")
-    if outcome.promotion is not None:
-        lines.append(f"  Promotion   {outcome.promotion.describe()}")
-    elif outcome.status == "awaiting_approval":
+    if outcome.decision is not None:
+        approval = outcome.decision.approval
+        lines.append(f"  Promotion   {outcome.decision.entry.describe()} [{approval.source}]")
+    elif outcome.status == Status.AWAITING_APPROVAL and outcome.version is not None:
         lines.append(
             f"  Promotion   waiting for a person: pipeline promote --version {outcome.version.version} "
             f"(or pipeline reject --version {outcome.version.version} --reason ...)"
         )
+    elif outcome.status == Status.SUPERSEDED:
+        lines.append(f"  Promotion   superseded: {outcome.detail}")
     lines.append("  Reports")
-    for name in ("validation.html", "drift.html", "evaluation.json", "gate.json"):
-        if cycle.path(name).exists():
-            lines.append(f"      {name:<16} {cycle.storage.url_of(name)}")
+    recorded = {VALIDATION_REPORT: outcome.validation, DRIFT_REPORT: outcome.drift, EVALUATION.name: outcome.evaluation,
+                GATE.name: outcome.verdict}
+    lines += [f"      {name:<16} {cycle.url_of(name)}" for name, result in recorded.items() if result is not None]
     lines.append(f"      MLflow run       {redact_url(config.registry.tracking_uri)} run {cycle.run_id}")
-    return "\n".join(lines)
-
-
-def describe_trigger(trigger: dict) -> str:
-    """What started an orchestrated cycle: ``trigger.json`` as the DAG's first task recorded it."""
-    kind = trigger["kind"]
-    lines = [f"{kind} run {trigger['run_id']}" + (f" by {trigger['user']}" if trigger.get("user") else "")]
-    for event in trigger.get("events", []):
-        extra = event.get("extra", {})
-        features = ", ".join(extra.get("drifted_features", [])) or "none"
-        lines.append(
-            f"drift event from {event.get('source', '?')}: share {extra.get('drift_share', 0):.0%} "
-            f"(cycle {extra.get('cycle_id', '?')}, as of {extra.get('as_of', '?')}); drifted: {features}"
-        )
-    if trigger.get("note"):
-        lines.append(f"note: {trigger['note']}")
     return "\n".join(lines)
 
 
@@ -93,29 +96,23 @@ def format_status(config: Config, cycles: int = 5) -> str:
         if info is None:
             lines.append(f"  {alias:<18} none")
             continue
-        tags = info.tags
-        detail = (
-            f"cycle {tags.get('cycle_id', '?')}, window {tags.get('window.start', '?')}..{tags.get('window.end', '?')}, "
-            f"{tags.get('gate.primary_metric', 'metric')} {tags.get('gate.candidate_mean', '?')}"
-        )
-        pending = alias == registry.CHALLENGER and tags.get("approval") is None
+        tags = VersionTags.of(info)
+        window = f"{tags.window_start or '?'}..{tags.window_end or '?'}"
+        detail = (f"cycle {tags.cycle_id or '?'}, window {window}, "
+                  f"{tags.primary_metric or 'metric'} {format_number(tags.candidate_mean)}")
+        pending = alias == registry.CHALLENGER and tags.approval is None
         lines.append(f"  {alias:<18} v{info.version} ({detail}){'  PENDING APPROVAL' if pending else ''}")
         if pending:
+            p_value = "n/a" if tags.p_value is None else f"{tags.p_value:.3g}"
             lines.append(
-                f"  {'':<18} gate improvement {tags.get('gate.improvement') or 'n/a'}, p={tags.get('gate.p_value') or 'n/a'}"
+                f"  {'':<18} gate improvement {format_number(tags.improvement)}, p={p_value}"
                 f" → pipeline promote --version {info.version} | pipeline reject --version {info.version} --reason ..."
             )
     lines.append("Last cycles")
-    mlflow_client = registry.client(config)
-    runs = mlflow_client.search_runs(
-        [registry.experiment_id(config)], max_results=cycles, order_by=["attributes.start_time DESC"]
-    )
-    for run in runs:
-        tags = run.data.tags
-        lines.append(
-            f"  {tags.get('cycle_id', run.info.run_name):<28} {tags.get('cycle.status', 'running'):<20} "
-            f"drift: {tags.get('drift.verdict', '-'):<9} gate: {tags.get('gate.verdict', '-')}"
-        )
+    runs = registry.find_runs(config, "retrain", max_results=cycles)
+    for summary in (RunSummary.of(run, "retrain") for run in runs):
+        drift = {True: "drift", False: "no_drift", None: "-"}[summary.dataset_drift]
+        lines.append(f"  {summary.cycle_id:<28} {summary.status:<20} drift: {drift:<9} gate: {summary.gate or '-'}")
     if not runs:
         lines.append("  none")
     lines.append("Promotion log (newest first)")

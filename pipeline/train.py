@@ -25,8 +25,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
-
-TREE_FAMILIES = ("xgboost", "hist_gradient_boosting", "random_forest")
+from pipeline.families import FAMILIES
 
 
 class FeatureCoercer(BaseEstimator, TransformerMixin):
@@ -51,7 +50,6 @@ class FeatureCoercer(BaseEstimator, TransformerMixin):
 
 @dataclass(frozen=True)
 class FitInfo:
-    device: str
     best_iteration: int | None
     seconds: float
 
@@ -75,24 +73,26 @@ def gpu_visible() -> bool:
 
 def resolve_device(config: Config) -> str:
     """The device that will train: XGBoost silently falls back to the CPU, so a missing GPU is our error."""
-    requested, family = config.training.device, config.training.family
+    requested, family = config.training.device, FAMILIES[config.training.family]
     if requested == "cpu":
         return "cpu"
     if requested == "cuda":
-        if family != "xgboost":
-            raise ConfigError(f"training.device 'cuda' needs training.family 'xgboost' (got {family!r})")
+        if not family.cuda:
+            cuda_families = [f.name for f in FAMILIES.values() if f.cuda]
+            raise ConfigError(f"training.device 'cuda' needs training.family {' or '.join(map(repr, cuda_families))} "
+                              f"(got {family.name!r})")
         if not gpu_visible():
             raise PipelineError(
                 "training.device is 'cuda' but no NVIDIA GPU is visible to this process "
                 "(check nvidia-smi and CUDA_VISIBLE_DEVICES, or set device: auto / cpu)"
             )
         return "cuda"
-    return "cuda" if family == "xgboost" and gpu_visible() else "cpu"
+    return "cuda" if family.cuda and gpu_visible() else "cpu"
 
 
 def _encoder(config: Config) -> ColumnTransformer:
     numeric, categorical = config.source.features.numeric, config.source.features.categorical
-    if config.training.family in TREE_FAMILIES:
+    if FAMILIES[config.training.family].ordinal_encoding:
         # Trees split on ordinal codes; unseen and missing categories become NaN, which all three handle.
         ordinal = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
         return ColumnTransformer([("num", "passthrough", numeric), ("cat", ordinal, categorical)])
@@ -106,47 +106,11 @@ def _encoder(config: Config) -> ColumnTransformer:
     return ColumnTransformer([("num", numeric_steps, numeric), ("cat", categorical_steps, categorical)])
 
 
-def _estimator(config: Config, device: str):
-    training, classify = config.training, config.task == "classification"
-    params = dict(training.params)
-    seed = training.seed
-    if training.family == "xgboost":
-        import xgboost
-
-        cls = xgboost.XGBClassifier if classify else xgboost.XGBRegressor
-        return cls(
-            tree_method="hist", device=device, n_jobs=training.n_jobs, random_state=seed,
-            early_stopping_rounds=training.early_stopping_rounds, **params,
-        )
-    if training.family == "hist_gradient_boosting":
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
-        cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
-        categorical = [False] * len(config.source.features.numeric) + [True] * len(config.source.features.categorical)
-        early = training.early_stopping_rounds
-        return cls(
-            categorical_features=categorical, random_state=seed, early_stopping=early is not None,
-            n_iter_no_change=early or 10, validation_fraction=training.validation_fraction, **params,
-        )
-    if training.family == "random_forest":
-        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
-
-        cls = RandomForestClassifier if classify else RandomForestRegressor
-        return cls(n_jobs=training.n_jobs, random_state=seed, **params)
-    if training.family == "logistic_regression":
-        from sklearn.linear_model import LogisticRegression
-
-        return LogisticRegression(max_iter=1000, random_state=seed, **params)
-    from sklearn.linear_model import Ridge
-
-    return Ridge(random_state=seed, **params)
-
-
 def build_model(config: Config, device: str) -> Pipeline:
     """An unfitted pipeline; raises ConfigError when training.params don't fit the family."""
     features = config.source.features
     try:
-        estimator = _estimator(config, device)
+        estimator = FAMILIES[config.training.family].build(config, device)
     except TypeError as exc:
         raise ConfigError(f"training.params do not fit family {config.training.family!r}: {exc}") from None
     return Pipeline(
@@ -175,19 +139,20 @@ def fit_model(config: Config, X: pd.DataFrame, y: np.ndarray, device: str) -> tu
     """Fit one model; XGBoost early-stops on an inner validation split carved from ``X``."""
     started = time.perf_counter()
     model = build_model(config, device)
-    training = config.training
-    if training.family == "xgboost" and training.early_stopping_rounds:
+    training, family = config.training, FAMILIES[config.training.family]
+    if family.eval_set_early_stopping and training.early_stopping_rounds:
         stratify = y if config.task == "classification" else None
         X_fit, X_val, y_fit, y_val = train_test_split(
             X, y, test_size=training.validation_fraction, random_state=training.seed, stratify=stratify
         )
         head = model[:-1].fit(X_fit, y_fit)
         model[-1].fit(head.transform(X_fit), y_fit, eval_set=[(head.transform(X_val), y_val)], verbose=False)
-        best = int(model[-1].best_iteration)
+        best = family.best_iteration(model[-1])
     else:
         model.fit(X, y)
-        best = int(model[-1].n_iter_) if training.family == "hist_gradient_boosting" else None
-    return model, FitInfo(device=device, best_iteration=best, seconds=time.perf_counter() - started)
+        # Without an eval set there is no best iteration to speak of for a family that stops on one.
+        best = None if family.eval_set_early_stopping else family.best_iteration(model[-1])
+    return model, FitInfo(best_iteration=best, seconds=time.perf_counter() - started)
 
 
 def predict_scores(model: Pipeline, X: pd.DataFrame, task: str) -> np.ndarray:

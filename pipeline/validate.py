@@ -15,9 +15,10 @@ import html
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,12 +30,12 @@ import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration  # noqa: E402
+from great_expectations.expectations.metadata_types import FailureSeverity  # noqa: E402
 
 from pipeline.config import Config  # noqa: E402
 from pipeline.errors import ConfigError, DataSourceError  # noqa: E402
+from pipeline.results import CRITICAL, WARNING, ExpectationOutcome, ValidationResult, plural  # noqa: E402
 
-CRITICAL = "critical"
-WARNING = "warning"
 SEVERITIES = (CRITICAL, WARNING)
 
 # Type names GX's in_type_list accepts for a numeric pandas column. Nullable extension
@@ -75,55 +76,6 @@ _NO_SAMPLES = {"expect_column_values_to_not_be_null"}
 _RUNTIME_KWARGS = {"batch_id", "catch_exceptions", "result_format"}
 # Kwargs naming a column an expectation reads (besides "column_list"); GX raises when one is missing.
 _COLUMN_KWARGS = ("column", "column_A", "column_B")
-
-
-@dataclass
-class ExpectationOutcome:
-    expectation: str
-    column: str | None
-    kwargs: dict
-    severity: str
-    success: bool
-    unexpected_count: int | None
-    unexpected_percent: float | None  # percent of all rows in the window
-    observed_value: object
-    sample_values: list
-    message: str
-
-
-@dataclass
-class ValidationResult:
-    passed: bool
-    rows: int
-    outcomes: list[ExpectationOutcome]
-    report_path: str
-    result_path: str
-
-    @property
-    def critical_failures(self) -> list[ExpectationOutcome]:
-        return [o for o in self.outcomes if not o.success and o.severity == CRITICAL]
-
-    @property
-    def warnings(self) -> list[ExpectationOutcome]:
-        return [o for o in self.outcomes if not o.success and o.severity == WARNING]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ValidationResult:
-        return cls(**{**d, "outcomes": [ExpectationOutcome(**o) for o in d["outcomes"]]})
-
-    def verdict(self) -> str:
-        return "PASSED" if self.passed else "STOPPED"
-
-    def summary(self) -> str:
-        head = (
-            f"Validation {self.verdict()}: {_plural(len(self.critical_failures), 'critical failure')}, "
-            f"{_plural(len(self.warnings), 'warning')} ({self.rows:,} rows, {_plural(len(self.outcomes), 'expectation')})"
-        )
-        failed = [f"  [{o.severity}] {o.message}" for o in self.outcomes if not o.success]
-        return "\n".join([head, *failed])
 
 
 # ---------------------------------------------------------------------------- suite files
@@ -250,7 +202,7 @@ def propose_suite(
 
 def _expectation(expectation_class: type[gxe.Expectation], severity: str, **kwargs) -> gxe.Expectation:
     """An expectation with its severity in GX's native field and in meta (for readers of the JSON)."""
-    return expectation_class(**kwargs, severity=severity, meta={"severity": severity})
+    return expectation_class(**kwargs, severity=FailureSeverity(severity), meta={"severity": severity})
 
 
 def _null_ceiling(series: pd.Series, null_margin: float) -> gxe.Expectation:
@@ -274,8 +226,8 @@ def _observed_values(series: pd.Series) -> list:
 # ---------------------------------------------------------------------------- validation
 
 
-def validate_window(config: Config, frame: pd.DataFrame, run_dir: Path, window_label: str = "current") -> ValidationResult:
-    """Run the suite file plus the config-derived checks on ``frame``; write the HTML and JSON reports."""
+def validate_window(config: Config, frame: pd.DataFrame) -> ValidationResult:
+    """Run the suite file plus the config-derived checks on ``frame``."""
     expectations = _merge_duplicates([*_config_expectations(config), *load_suite(config.validation.suite).expectations])
     present = set(frame.columns)
     builder = _OutcomeBuilder(frame=frame, target=config.source.target_column)
@@ -289,40 +241,31 @@ def validate_window(config: Config, frame: pd.DataFrame, run_dir: Path, window_l
     outcomes = [builder.from_result(r) for r in _run_gx(runnable, frame)] + outcomes
     # Failed critical first, then failed warnings, then passed (a stable sort keeps each group's order).
     outcomes.sort(key=lambda o: (o.success, o.severity != CRITICAL))
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    result = ValidationResult(
-        passed=not any(not o.success and o.severity == CRITICAL for o in outcomes),
-        rows=len(frame),
-        outcomes=outcomes,
-        report_path=str(run_dir / "validation.html"),
-        result_path=str(run_dir / "validation.json"),
+    return ValidationResult(
+        passed=not any(not o.success and o.severity == CRITICAL for o in outcomes), rows=len(frame), outcomes=outcomes,
     )
-    result_json = json.dumps(result.to_dict(), indent=2, ensure_ascii=False)
-    Path(result.result_path).write_text(result_json + "\n", encoding="utf-8")
-    Path(result.report_path).write_text(render_html(result, config.model_name, window_label), encoding="utf-8")
-    return result
 
 
 def _config_expectations(config: Config) -> list[gxe.Expectation]:
     """Checks every config gets, whatever its suite says."""
-    source = config.source
+    source, critical = config.source, FailureSeverity.CRITICAL
     schema = source.schema_columns
-    expectations = [gxe.ExpectColumnToExist(column=c, severity=CRITICAL) for c in schema]
+    expectations: list[gxe.Expectation] = [gxe.ExpectColumnToExist(column=c, severity=critical) for c in schema]
     expectations += [
-        gxe.ExpectTableColumnsToMatchSet(column_set=schema, exact_match=True, severity=source.unexpected_columns),
-        gxe.ExpectTableRowCountToBeBetween(min_value=config.windows.min_rows, severity=CRITICAL),
+        gxe.ExpectTableColumnsToMatchSet(column_set=schema, exact_match=True,
+                                         severity=FailureSeverity(source.unexpected_columns)),
+        gxe.ExpectTableRowCountToBeBetween(min_value=config.windows.min_rows, severity=critical),
     ]
     if source.key_column:
         expectations.append(
-            gxe.ExpectCompoundColumnsToBeUnique(column_list=[source.key_column, source.timestamp_column], severity=CRITICAL)
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=[source.key_column, source.timestamp_column], severity=critical)
         )
     if config.task == "classification":
         expectations.append(
-            gxe.ExpectColumnUniqueValueCountToBeBetween(column=source.target_column, min_value=2, severity=CRITICAL)
+            gxe.ExpectColumnUniqueValueCountToBeBetween(column=source.target_column, min_value=2, severity=critical)
         )
     expectations += [
-        gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES, severity=CRITICAL)
+        gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES, severity=critical)
         for c in source.features.numeric
     ]
     return expectations
@@ -340,7 +283,7 @@ def _merge_duplicates(expectations: list[gxe.Expectation]) -> list[gxe.Expectati
         if key not in kept:
             kept[key] = expectation
         elif _severity(expectation) == CRITICAL:
-            kept[key].severity = CRITICAL
+            kept[key].severity = FailureSeverity.CRITICAL
     return list(kept.values())
 
 
@@ -376,7 +319,7 @@ def _run_gx(expectations: list[gxe.Expectation], frame: pd.DataFrame) -> list:
         expectation.id = None  # GX refuses expectations that carry an id (from a suite file) into a new suite
         expectation.catch_exceptions = True  # a data problem must become a failed result, never a crash
         groups.setdefault(_batch_columns(expectation), []).append(expectation)
-    results = {}
+    results: dict[str | None, Any] = {}
     for number, (columns, group) in enumerate(groups.items()):
         suite = context.suites.add(gx.ExpectationSuite(name=f"group-{number}", expectations=group))
         definition = context.validation_definitions.add(
@@ -385,7 +328,7 @@ def _run_gx(expectations: list[gxe.Expectation], frame: pd.DataFrame) -> list:
         data = frame[list(columns)] if columns else frame
         # SUMMARY gives counts and a partial list of offending values without COMPLETE's full index lists.
         run = definition.run(batch_parameters={"dataframe": data}, result_format="SUMMARY")
-        results.update((result.expectation_config.id, result) for result in run.results)
+        results.update((result.expectation_config.id, result) for result in run.results if result.expectation_config)
     # Adding a suite gives each expectation the id its result carries.
     return [results[expectation.id] for expectation in expectations]
 
@@ -566,10 +509,6 @@ def _short_list(values: list, limit: int = MAX_SAMPLE_VALUES) -> str:
     return f"[{shown}{more}]"
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 def _severity(expectation) -> str:
     """Native GX severity of an Expectation or ExpectationConfiguration, as a plain string."""
     severity = expectation.severity
@@ -660,7 +599,7 @@ def render_html(result: ValidationResult, model_name: str, window_label: str) ->
 <body>
 <h1>Data validation: {esc(model_name)}</h1>
 <p class="meta">Window <strong>{esc(window_label)}</strong> · {result.rows:,} rows ·
-{esc(_plural(len(result.critical_failures), 'critical failure'))} · {esc(_plural(len(result.warnings), 'warning'))} ·
+{esc(plural(len(result.critical_failures), 'critical failure'))} · {esc(plural(len(result.warnings), 'warning'))} ·
 <span class="verdict {verdict.lower()}">{verdict}</span></p>
 <table>
 <thead><tr>{"".join(f"<th>{name}</th>" for name in _REPORT_COLUMNS)}</tr></thead>

@@ -10,7 +10,6 @@ sandboxing Content-Security-Policy, so nothing in them runs in Airflow's origin.
 from __future__ import annotations
 
 import html
-import os
 import urllib.parse
 
 from airflow.api_fastapi.core_api.security import requires_authenticated
@@ -19,9 +18,11 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 PREFIX = "/pipeline"
-PAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-src 'self'; base-uri 'none'; form-action 'none'"
+PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-src 'self'; base-uri 'none'; "
+               "form-action 'none'")
 # A sandbox without allow-same-origin: the report's scripts (Evidently draws with them) run in an opaque origin.
-REPORT_POLICY = "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; font-src data:"
+REPORT_POLICY = ("sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                 "img-src data:; font-src data:")
 
 app = FastAPI(
     title="Pipeline review", docs_url=None, redoc_url=None, openapi_url=None,
@@ -31,10 +32,9 @@ app = FastAPI(
 
 def _config():
     """The config the DAGs use ($PIPELINE_CONFIG, default the demo's), read per request: it may change."""
-    from pipeline.cli import DEMO_CONFIG
-    from pipeline.config import load_config
+    from pipeline.config import default_config_path, load_config
 
-    return load_config(os.environ.get("PIPELINE_CONFIG") or DEMO_CONFIG)
+    return load_config(default_config_path())
 
 
 PAGES = (("drift", "Drift"), ("validation", "Validation"), ("models", "Models"), ("approvals", "Pending approvals"))
@@ -63,26 +63,34 @@ def line_plot(series: dict[str, list[tuple[str, float]]], threshold: float | Non
         return f"{x:.1f},{y:.1f}"
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<text x="4" y="{pad}" font-size="11">{high:.3g}</text><text x="4" y="{height - pad}" font-size="11">{low:.3g}</text>']
+             f'<text x="4" y="{pad}" font-size="11">{high:.3g}</text>'
+             f'<text x="4" y="{height - pad}" font-size="11">{low:.3g}</text>']
     if threshold is not None:
         parts.append(f'<polyline points="{point(labels[0], threshold)} {point(labels[-1], threshold)}" stroke="#a0aec0" '
                      'stroke-dasharray="4" fill="none"/>')
     for i, (name, points) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
-        parts.append(f'<polyline points="{" ".join(point(x, y) for x, y in points)}" stroke="{color}" fill="none" stroke-width="2"/>')
+        line = " ".join(point(x, y) for x, y in points)
+        parts.append(f'<polyline points="{line}" stroke="{color}" fill="none" stroke-width="2"/>')
         for label, value in points:
             cx, cy = xy(label, value)
-            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{color}"><title>{e(name)} {e(label)}: {value:.4g}</title></circle>')
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{color}">'
+                         f'<title>{e(name)} {e(label)}: {value:.4g}</title></circle>')
         parts.append(f'<text x="{width - 150}" y="{14 + 14 * i}" font-size="11" fill="{color}">{e(name)}</text>')
     parts += [f'<text x="{side + i * step:.1f}" y="{height - 10}" font-size="10" text-anchor="middle">{e(label)}</text>'
               for i, label in enumerate(labels) if len(labels) < 12 or i % (len(labels) // 8 + 1) == 0]
     return "".join(parts) + "</svg>"
 
 
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     """Cells are HTML already (escaped by the caller)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    return f"<table><tr>{head}</tr>" + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows) + "</table>"
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _page(title: str, body: str) -> HTMLResponse:
@@ -121,7 +129,8 @@ def drift_page() -> HTMLResponse:
         f"<h3>{e(feature)}</h3>" + line_plot({feature: [(f"{c.as_of} {c.kind}", score) for c, score in points]})
         for feature, points in history.items()
     )
-    return _page("Drift", (listing if rows else "<p>No cycles recorded yet.</p>") + "<h2>Drift score per feature across cycles</h2>" + plots)
+    listed = listing if rows else "<p>No cycles recorded yet.</p>"
+    return _page("Drift", listed + "<h2>Drift score per feature across cycles</h2>" + plots)
 
 
 @app.get("/drift/{cycle_id}", response_class=HTMLResponse)
@@ -143,7 +152,8 @@ def validation_page() -> HTMLResponse:
     from pipeline import catalog
 
     e = html.escape
-    rows = [[str(c.as_of), e(c.kind), e(c.validation or "—"), f'<a href="{PREFIX}/validation/{e(c.cycle_id)}">{e(c.cycle_id)}</a>']
+    rows = [[str(c.as_of), e(c.kind), e(c.validation or "—"),
+             f'<a href="{PREFIX}/validation/{e(c.cycle_id)}">{e(c.cycle_id)}</a>']
             for c in catalog.cycles(_config()) if c.validation]
     return _page("Validation", table(["as of", "kind", "verdict", "cycle"], rows) if rows else "<p>No cycles recorded yet.</p>")
 
@@ -164,7 +174,8 @@ def validation_detail(cycle_id: str) -> HTMLResponse:
     batch = f"<p>The failing batch is kept at <code>{e(str(kept))}</code>.</p>" if kept else ""
     head = f"<p>{e(result.summary().splitlines()[0])}</p>{batch}"
     report = f'<p><a href="{PREFIX}/reports/{e(cycle_id)}/validation.html">full report</a></p>'
-    return _page(f"Validation of {cycle_id}", head + report + table(["result", "expectation", "unexpected rows", "sample values"], rows))
+    outcomes_table = table(["result", "expectation", "unexpected rows", "sample values"], rows)
+    return _page(f"Validation of {cycle_id}", head + report + outcomes_table)
 
 
 def airflow_run_link(dag_id: str, run_id: str, page: str = "", label: str = "Airflow run") -> str:
@@ -189,6 +200,7 @@ def lineage(config, cycle, mlflow_run_id: str | None) -> str:
 @app.get("/models", response_class=HTMLResponse)
 def models_page() -> HTMLResponse:
     from pipeline import catalog, promote, registry
+    from pipeline.record import VersionTags
 
     e = html.escape
     config = _config()
@@ -197,26 +209,29 @@ def models_page() -> HTMLResponse:
     runs = {c.cycle_id: c for c in catalog.cycles(config, kinds=("retrain",))}
     rows, trend, folds = [], {}, ""
     for v in reversed(versions):
-        tags = v.tags
-        rows.append([f"v{e(v.version)}", e(", ".join(a for a, version in aliases.items() if version == v.version)), e(tags.get("gate.primary_metric", "")), e(tags.get("gate.candidate_mean", "")),
-                     e(tags.get("gate.improvement", "")), e(tags.get("gate.p_value", "")),
-                     f"{e(tags.get('window.start', ''))}..{e(tags.get('window.end', ''))}",
-                     f"<code>{e(tags.get('window.sha256', '')[:12])}</code>", e(tags.get("device", "")),
-                     lineage(config, runs.get(tags.get("cycle_id", "")), v.run_id) or e(tags.get("cycle_id", ""))])
-        if tags.get("gate.candidate_mean"):
-            trend.setdefault(tags.get("gate.primary_metric", "metric"), []).append((f"v{v.version}", float(tags["gate.candidate_mean"])))
+        tags = VersionTags.of(v)
+        window = f"{tags.window_start or ''}..{tags.window_end or ''}"
+        rows.append([f"v{e(v.version)}", e(", ".join(a for a, version in aliases.items() if version == v.version)),
+                     e(tags.primary_metric or ""), _number(tags.candidate_mean), _number(tags.improvement),
+                     _number(tags.p_value), e(window), f"<code>{e((tags.window_sha256 or '')[:12])}</code>",
+                     e(tags.device or ""), lineage(config, runs.get(tags.cycle_id or ""), v.run_id) or e(tags.cycle_id or "")])
+        if tags.candidate_mean is not None:
+            trend.setdefault(tags.primary_metric or "metric", []).append((f"v{v.version}", tags.candidate_mean))
     for v in reversed(versions[-3:]):
         try:
-            verdict = catalog.gate_verdict(config, v.tags.get("cycle_id", ""))
+            verdict = catalog.gate_verdict(config, VersionTags.of(v).cycle_id or "")
         except catalog.NotRecorded:
             continue
         series = {"candidate": [(f"fold {i}", x) for i, x in enumerate(verdict.fold_candidate, 1) if x is not None]}
         if verdict.champion_version:
-            series[f"champion v{verdict.champion_version}"] = [(f"fold {i}", x) for i, x in enumerate(verdict.fold_champion, 1) if x is not None]
+            series[f"champion v{verdict.champion_version}"] = [
+                (f"fold {i}", x) for i, x in enumerate(verdict.fold_champion, 1) if x is not None]
         folds += f"<h3>v{e(v.version)}: {e(verdict.primary_metric)} per fold</h3>" + line_plot(series)
-    history = [[f"#{h.seq}", e(f"{h.at:%Y-%m-%d %H:%M}"), e(h.actor), e(h.action), f"v{e(h.from_version or '-')} → v{e(h.to_version or '-')}", e(h.reason or "")]
+    history = [[f"#{h.seq}", e(f"{h.at:%Y-%m-%d %H:%M}"), e(h.actor), e(h.action),
+                f"v{e(h.from_version or '-')} → v{e(h.to_version or '-')}", e(h.reason or "")]
                for h in promote.history(config)]
-    body = (table(["version", "aliases", "metric", "k-fold mean", "improvement", "p", "window", "sha256", "device", "lineage"], rows)
+    columns = ["version", "aliases", "metric", "k-fold mean", "improvement", "p", "window", "sha256", "device", "lineage"]
+    body = (table(columns, rows)
             + "<h2>Metric across versions</h2>" + line_plot(trend) + "<h2>Gate: candidate vs champion</h2>" + folds
             + "<h2>Alias history</h2>" + table(["#", "when", "who", "what", "move", "why"], history))
     return _page("Models", body)
@@ -234,7 +249,8 @@ def approvals_page() -> HTMLResponse:
         else:
             link = "approve with <code>pipeline promote</code>"
         rows.append([str(c.as_of), e(c.cycle_id), e(c.trigger), link])
-    return _page("Pending approvals", table(["as of", "cycle", "trigger", "decide"], rows) if rows else "<p>Nothing waits for a decision.</p>")
+    waiting = table(["as of", "cycle", "trigger", "decide"], rows) if rows else "<p>Nothing waits for a decision.</p>"
+    return _page("Pending approvals", waiting)
 
 
 @app.get("/reports/{cycle_id}/{name}")

@@ -83,6 +83,27 @@ def write_config(tmp_path: Path, **sections) -> Path:
     return path
 
 
+def label_flip_store(root: Path, **sections) -> Config:
+    """A warehouse of 20 days whose label relation flips on 01-11, a fast config and its suite.
+
+    A cycle as of 01-20 then beats a champion from 01-10 on the rows it has not seen.
+    """
+    import sqlalchemy as sa
+
+    from pipeline.validate import propose_suite, write_suite
+
+    frame = small_frame(3000, days=20)
+    flipped = frame["ts"] >= "2026-01-11"
+    frame.loc[flipped, "label"] = 1 - frame.loc[flipped, "label"]
+    engine = sa.create_engine(f"sqlite:///{root / 'warehouse.db'}")
+    frame.to_sql("events", engine, index=False)
+    engine.dispose()
+    config = load_config(write_config(root, training={"family": "logistic_regression", "params": {}},
+                                      gate={"min_compare_rows": 50}, **sections), environ={})
+    write_suite(propose_suite(config, frame), config.validation.suite)
+    return config
+
+
 @pytest.fixture
 def frame() -> pd.DataFrame:
     return small_frame()

@@ -12,10 +12,11 @@ from datetime import timedelta
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param
 
+from orchestration.stages import APPROVE, REJECT
+
 # Optional: a string without "null" in its type is a required field in Airflow's form, which blocks both buttons.
 REVIEW_FORM = {"comment": Param(None, type=["null", "string"], maxLength=2000, title="Comment",
                                 description="Optional; recorded in the promotion log.")}
-from orchestration.stages import APPROVE, REJECT
 
 
 class ReviewOperator(HITLBranchOperator):
@@ -38,12 +39,11 @@ class ReviewOperator(HITLBranchOperator):
 
     def execute(self, context):
         from orchestration import runtime
-
-        from pipeline.cycle import recorded_outcome
+        from pipeline.record import CycleOutcome
         from pipeline.review import approval_body, approval_subject
 
         # Set after templating on purpose: the body quotes column and category names from the data.
-        outcome = recorded_outcome(runtime.reopen_cycle(context, "retrain"))
+        outcome = CycleOutcome.read(runtime.recorded_cycle(context, "retrain"))
         self.subject, self.body = approval_subject(outcome), approval_body(outcome)
         return super().execute(context)
 

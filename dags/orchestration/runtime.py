@@ -7,32 +7,40 @@ loads anyway); the pipeline's stages are imported inside the functions that run 
 from __future__ import annotations
 
 import logging
-import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
-from pathlib import Path
+from functools import lru_cache
 from typing import Any
 
-from pipeline.cli import DEMO_CONFIG
-from pipeline.config import Config, load_config
+from pipeline import config as pipeline_config
+from pipeline.config import Config
+from pipeline.families import names_for
 
-CONFIG_ENV = "PIPELINE_CONFIG"
-FAMILIES = {
-    "classification": ["xgboost", "hist_gradient_boosting", "random_forest", "logistic_regression"],
-    "regression": ["xgboost", "hist_gradient_boosting", "random_forest", "ridge"],
-}
 TRIGGERS = {"scheduled": "nightly", "asset_triggered": "drift", "manual": "manual"}
 log = logging.getLogger("pipeline.dags")
 
 
-def config_path() -> Path:
-    return Path(os.environ.get(CONFIG_ENV) or DEMO_CONFIG)
+@lru_cache(maxsize=4)
+def _file_config(path: str, modified_ns: int) -> Config:
+    """The config file, parsed once per process (and again only when the file changes)."""
+    return pipeline_config.load_config(path)
+
+
+def _config_file_key() -> tuple[str, int]:
+    path = pipeline_config.default_config_path()
+    return str(path), path.stat().st_mtime_ns if path.exists() else 0
 
 
 def parse_time_config() -> Config:
     """The config as the DAG files see it when parsed: schedules, names and the trigger form's defaults."""
-    return load_config(config_path())
+    return _file_config(*_config_file_key()).model_copy(deep=True)
+
+
+def families_for(task: str) -> list[str]:
+    """The trigger form's choices of model family: the families table's for the config's task."""
+    return names_for(task)
 
 
 def drift_asset_name(config: Config) -> str:
@@ -55,16 +63,19 @@ def default_args(config: Config) -> dict[str, Any]:
 
 def task_config(params: dict[str, Any]) -> Config:
     """The config a task runs with: the file, the trigger form's overrides, and the source Connection."""
-    config = load_config(config_path())
-    if params.get("family"):
-        config.training.family = params["family"]
-    if params.get("k"):
-        config.evaluation.k = int(params["k"])
-    if config.source.connection_id:
-        url = connection_url(config.source.connection_id)
-        if url:
-            config.source.url = url
-    return config
+    return _task_config(*_config_file_key(), params.get("family") or None, int(params["k"]) if params.get("k") else None)
+
+
+@lru_cache(maxsize=4)
+def _task_config(path: str, modified_ns: int, family: str | None, k: int | None) -> Config:
+    config = _file_config(path, modified_ns)
+    source = config.source
+    url = connection_url(source.connection_id) if source.connection_id else None
+    return config.model_copy(update={
+        "training": config.training.model_copy(update={"family": family} if family else {}),
+        "evaluation": config.evaluation.model_copy(update={"k": k} if k else {}),
+        "source": source.model_copy(update={"url": url} if url else {}),
+    })
 
 
 SQLALCHEMY_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql"}
@@ -92,7 +103,7 @@ def connection_url(conn_id: str) -> str | None:
 
 def cycle_id_for(config: Config, kind: str, run_id: str) -> str:
     """One cycle per DAG run: clearing and re-running its tasks finds the same run directory and MLflow run."""
-    return f"{config.model_name}-{kind}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', run_id)}".rstrip("-")
+    return f"{config.model_name}-{kind}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', run_id)}".rstrip("-")[:200]
 
 
 def resolve_as_of(config: Config, context: dict) -> date:
@@ -105,7 +116,8 @@ def resolve_as_of(config: Config, context: dict) -> date:
     event_days = [e.extra["as_of"] for e in dag_run.consumed_asset_events if e.extra.get("as_of")]
     if event_days:
         return date.fromisoformat(max(event_days))
-    if getattr(dag_run.run_type, "value", dag_run.run_type) == "scheduled" and config.orchestration.scheduled_as_of == "previous_day":
+    scheduled_run = getattr(dag_run.run_type, "value", dag_run.run_type) == "scheduled"
+    if scheduled_run and config.orchestration.scheduled_as_of == "previous_day":
         import pendulum
 
         scheduled = pendulum.instance(dag_run.logical_date or dag_run.run_after).in_timezone(config.orchestration.timezone)
@@ -113,64 +125,68 @@ def resolve_as_of(config: Config, context: dict) -> date:
     return latest_day(config.source)
 
 
-def trigger_of(context: dict) -> dict[str, Any]:
-    """What started this run, as recorded in the cycle's ``trigger.json``."""
+def trigger_of(context: dict):
+    """What started this run, as the cycle records it."""
+    from pipeline.record import Trigger, TriggerEvent
+
     dag_run, params = context["dag_run"], context["params"]
     run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
-    return {
-        "kind": TRIGGERS.get(run_type, run_type),
-        "dag_id": dag_run.dag_id,
-        "run_id": dag_run.run_id,
-        "user": dag_run.triggering_user_name,
-        "note": params.get("note") or None,
-        "events": [
-            {"asset": e.asset.name, "source": f"{e.source_dag_id}/{e.source_run_id}", "extra": dict(e.extra)}
-            for e in dag_run.consumed_asset_events
-        ],
-    }
+    return Trigger(
+        kind=TRIGGERS.get(run_type, run_type), user=dag_run.triggering_user_name, dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id, note=params.get("note") or None,
+        events=[TriggerEvent(e.asset.name, f"{e.source_dag_id}/{e.source_run_id}", dict(e.extra))
+                for e in dag_run.consumed_asset_events],
+    )
 
 
 @contextmanager
-def verdicts_not_retried():
-    """A stopped validation, a bad config or a refused promotion is a verdict: fail now, no retries."""
+def verdicts_not_retried() -> Iterator[None]:
+    """A bad config or a refused promotion fails now: retrying cannot change it."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipeline.errors import ConfigError, PromotionRefused, ValidationStopped
+    from pipeline.errors import ConfigError, PromotionRefused
 
     try:
         yield
-    except (ValidationStopped, ConfigError, PromotionRefused) as exc:
+    except (ConfigError, PromotionRefused) as exc:
         raise AirflowFailException(str(exc)) from None
 
 
-def start_cycle(context: dict, kind: str):
-    """The first task: resolve the as-of date, open the run's cycle, record its trigger."""
-    from pipeline.cycle import open_cycle
+@contextmanager
+def started_cycle(context: dict, kind: str):
+    """The first task's cycle: the as-of date resolved, the run's cycle started and held, its trigger recorded."""
+    from pipeline.cycle import failures_recorded, open_cycle
 
     with verdicts_not_retried():
         config = task_config(context["params"])
         as_of = resolve_as_of(config, context)
-        trigger = trigger_of(context)
-        cycle = open_cycle(
-            config, as_of, cycle_id_for(config, kind, context["dag_run"].run_id), progress=log.info, kind=kind,
-            tags={"airflow.dag_id": trigger["dag_id"], "airflow.run_id": trigger["run_id"], "trigger": trigger["kind"]},
-        )
-        cycle.write_json("trigger.json", trigger)
-        cycle.storage.push()
-    return cycle
+        cycle_id = cycle_id_for(config, kind, context["dag_run"].run_id)
+        with open_cycle(config, as_of, cycle_id, kind=kind, trigger=trigger_of(context), progress=log.info) as cycle, \
+                failures_recorded(cycle):
+            yield cycle
 
 
-def reopen_cycle(context: dict, kind: str):
-    """A later task: the cycle the first task opened (found through its XCom, on any worker)."""
-    from pipeline.cycle import open_cycle
+@contextmanager
+def held_cycle(context: dict, handle: dict[str, Any]):
+    """A later task's cycle, held while the task works on it (found from the first task's handle, on any worker)."""
+    from pipeline.cycle import failures_recorded, resume_cycle
 
-    handle = context["ti"].xcom_pull(task_ids="load")
     with verdicts_not_retried():
         config = task_config(context["params"])
-        return open_cycle(config, date.fromisoformat(handle["as_of"]), handle["cycle_id"], progress=log.info, kind=kind)
+        with resume_cycle(config, handle["cycle_id"], handle["kind"], progress=log.info) as cycle, \
+                failures_recorded(cycle):
+            yield cycle
+
+
+def recorded_cycle(context: dict, kind: str):
+    """The run's cycle, read-only (notifications, the approval form): its id follows from the run id."""
+    from pipeline.record import CycleRecord
+
+    config = task_config(context["params"])
+    return CycleRecord.find(config, cycle_id_for(config, kind, context["ti"].run_id), (kind,))
 
 
 def handle(cycle) -> dict[str, Any]:
     """What XCom carries about a cycle: where it is, never its data."""
-    return {"cycle_id": cycle.cycle_id, "as_of": cycle.as_of.isoformat(), "run_dir": cycle.storage.location,
-            "mlflow_run_id": cycle.run_id}
+    return {"cycle_id": cycle.cycle_id, "kind": cycle.kind, "as_of": cycle.as_of.isoformat(),
+            "run_dir": cycle.storage.location, "mlflow_run_id": cycle.run_id}

@@ -91,7 +91,7 @@ class AirflowServer:
             stop_group(process, timeout_s=30)
 
     def _wait_healthy(self, timeout_s: float = 120) -> None:
-        components = dict(zip((f"airflow {c}" for c in self.components), self.processes))
+        components = dict(zip((f"airflow {c}" for c in self.components), self.processes, strict=True))
         wait_until_serving(f"{self.url}/api/v2/monitor/health", components,
                            lambda name: self.log_tail(name.removeprefix("airflow ")), timeout_s)
 
@@ -167,3 +167,34 @@ def dags_parsed(client):
 def asset_triggered_run(runs):
     found = [r for r in runs.get_dag_runs("retrain_model").dag_runs if r.run_type.value == "asset_triggered"]
     return found[0].dag_run_id if found else None
+
+
+def kill_task_when_logged(server: AirflowServer, client, dag_id: str, run_id: str, task_id: str, marker: str,
+                          timeout_s: float = 240) -> int:
+    """SIGKILL the process running a task once its log shows ``marker``; returns the killed pid.
+
+    The task runner names its process ``airflow worker -- <task instance id>``; the supervisor above it
+    survives, sees its child die and reports the try as failed, as after an OOM kill.
+    """
+    import signal
+
+    import airflow_client.client as ac
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        logs = list(server.home.glob(f"logs/dag_id={dag_id}/run_id={run_id}/task_id={task_id}/attempt=1.log"))
+        if logs and marker in logs[0].read_text(errors="replace"):
+            break
+        time.sleep(0.2)
+    else:
+        raise TimeoutError(f"{task_id} never logged {marker!r}\n{server.log_tail('scheduler')}")
+    title = f"airflow worker -- {ac.TaskInstanceApi(client).get_task_instance(dag_id, run_id, task_id).id}"
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().split(b"\0")[0].decode(errors="replace").strip() == title:
+                pid = int(cmdline.parent.name)
+                os.kill(pid, signal.SIGKILL)
+                return pid
+        except (OSError, ValueError):
+            continue
+    raise RuntimeError(f"no process titled {title!r}")

@@ -11,13 +11,15 @@ import yaml
 
 from tests.dags.harness import DAGS, DEMO_CONFIG
 
+# Tasks that take the cycle's handle from `load` (or the registration from `register`) hang from it.
 EXPECTED_EDGES = {
     "monitor_drift": {
-        "load": {"validate"}, "validate": {"drift"}, "drift": {"signal_drift"}, "signal_drift": set(),
+        "load": {"validate", "drift"}, "validate": {"drift"}, "drift": {"signal_drift"}, "signal_drift": set(),
     },
     "retrain_model": {
-        "load": {"validate"}, "validate": {"drift"}, "drift": {"train", "no_drift"}, "no_drift": set(),
-        "train": {"gate"}, "gate": {"register"}, "register": {"route_approval"},
+        "load": {"validate", "drift", "no_drift", "train", "gate", "register"}, "validate": {"drift"},
+        "drift": {"train", "no_drift"}, "no_drift": set(), "train": {"gate"}, "gate": {"register"},
+        "register": {"route_approval", "promote", "record_rejection"},
         "route_approval": {"review", "promote"}, "review": {"promote", "record_rejection"},
         "promote": set(), "record_rejection": set(),
     },

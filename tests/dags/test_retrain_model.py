@@ -20,6 +20,7 @@ from pipeline.config import load_config
 from tests.dags.harness import DEMO_CONFIG, Reviewer, as_of, dag_config, run_dag, task_states
 from tests.dags.receivers import SmtpReceiver, WebhookReceiver
 
+
 @pytest.fixture(scope="module")
 def receivers():
     smtp, webhook = SmtpReceiver(), WebhookReceiver()
@@ -276,5 +277,50 @@ def test_an_unreachable_source_is_retried_then_reported_once(tmp_path, airflow_d
 
     assert task_states(dag_run)["load"] == "failed"
     assert _try_number(dag_run, "load") == 3  # the first try and orchestration.retries = 2
+    [cycle] = catalog.cycles(load_config(config))
+    assert cycle.status == "failed"  # recorded by the last try, not left "running"
     [failure] = [e for e in _events(webhook, "task_failed") if "monitor_drift.load" in e["subject"]]
     assert "try 3" in failure["text"] and "cannot read table 'demo_churn' from postgresql+psycopg://nobody@127.0.0.1:9/nowhere" in failure["text"]
+
+
+def test_each_task_parses_the_config_once_and_fetches_only_what_it_reads(tmp_path, airflow_db, warehouse, monkeypatch):
+    """On an object-store root, the decision tasks move small JSON only; the config is parsed once per process."""
+    from orchestration import runtime
+    from pipeline import config as pipeline_config
+    from pipeline.storage import RunStorage
+
+    store = tmp_path / "object-store"
+    config = dag_config(tmp_path / "stores", warehouse, storage={"root": store.as_uri()})
+    monkeypatch.setenv("PIPELINE_CONFIG", str(config))
+    monkeypatch.setenv("PIPELINE_WORK_DIR", str(tmp_path / "work"))
+    runtime._file_config.cache_clear()
+    runtime._task_config.cache_clear()
+
+    def task() -> str | None:
+        return os.environ.get("AIRFLOW_CTX_TASK_ID")  # set by Airflow's task runner for the task it runs
+
+    loads, fetched, written = [], [], []
+    load_config, fetch, write_bytes = pipeline_config.load_config, RunStorage.fetch, RunStorage.write_bytes
+    monkeypatch.setattr(pipeline_config, "load_config", lambda *a, **k: loads.append(task()) or load_config(*a, **k))
+
+    def fetching(storage, name):
+        if name not in storage._fetched:
+            fetched.append((task(), name))
+        return fetch(storage, name)
+
+    monkeypatch.setattr(RunStorage, "fetch", fetching)
+    monkeypatch.setattr(RunStorage, "write_bytes", lambda s, name, content: written.append((task(), name)) or write_bytes(s, name, content))
+
+    with Reviewer("Approve", user="alice"):
+        dag_run = run_dag("retrain_model", {**as_of("2026-02-26"), "auto_approve": False})
+
+    ran = [task_id for task_id, state in task_states(dag_run).items() if state == "success"]
+    assert {"load", "validate", "drift", "train", "gate", "register", "route_approval", "review", "promote"} <= set(ran)
+    assert 1 <= len(loads) <= len(ran), loads  # once per process here; a real executor runs each task in its own
+    assert [entry for entry in written if entry[1] == "config.yaml"] == [("load", "config.yaml")]  # recorded once
+    parquet = {(t, name) for t, name in fetched if name.endswith(".parquet")}
+    assert {t for t, _ in parquet} == {"validate", "drift", "train", "register"}, sorted(fetched)
+    for decision_task in ("gate", "route_approval", "review", "promote"):
+        assert {name for t, name in fetched if t == decision_task} <= {
+            "status.json", "trigger.json", "windows.json", "validation.json", "drift.json", "evaluation.json",
+            "gate.json", "registered.json", "approval.json"}, decision_task

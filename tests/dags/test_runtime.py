@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from types import SimpleNamespace
 
 import pytest
 
 from orchestration import runtime, stages
+from pipeline.record import Trigger, TriggerEvent
 from tests.dags.harness import DEMO_CONFIG
 
 
@@ -63,7 +64,7 @@ def _context(run_type: str, params: dict | None = None, events: list[dict] | Non
         pytest.param(_context("manual", {"as_of": "2026-03-28"}), date(2026, 3, 28), id="form-date-wins"),
         pytest.param(_context("asset_triggered", events=[{"as_of": "2026-05-27"}, {"as_of": "2026-05-28"}]),
                      date(2026, 5, 28), id="newest-drift-event"),
-        pytest.param(_context("scheduled", logical_date=datetime(2026, 6, 30, 2, tzinfo=timezone.utc)),
+        pytest.param(_context("scheduled", logical_date=datetime(2026, 6, 30, 2, tzinfo=UTC)),
                      date(2026, 6, 29), id="nightly-checks-the-last-full-day"),
     ],
 )
@@ -76,10 +77,11 @@ def test_as_of_date(context, expected):
 def test_the_trigger_records_the_drift_events():
     trigger = runtime.trigger_of(_context("asset_triggered", {"note": "after the migration"},
                                           events=[{"as_of": "2026-05-28", "drift_share": 0.33}]))
-    assert trigger["kind"] == "drift" and trigger["note"] == "after the migration"
-    assert trigger["events"] == [{"asset": "demo_churn.drift_detected", "source": "monitor_drift/manual__x",
-                                  "extra": {"as_of": "2026-05-28", "drift_share": 0.33}}]
-    assert runtime.trigger_of(_context("manual"))["kind"] == "manual"
+    assert trigger.kind == "drift" and trigger.note == "after the migration"
+    assert trigger.events == [TriggerEvent("demo_churn.drift_detected", "monitor_drift/manual__x",
+                                           {"as_of": "2026-05-28", "drift_share": 0.33})]
+    assert Trigger.from_dict(trigger.to_dict()) == trigger
+    assert runtime.trigger_of(_context("manual")).kind == "manual"
 
 
 class _TaskInstance:
@@ -108,4 +110,4 @@ def test_promote_refuses_without_an_approval_whatever_started_it(monkeypatch, xc
     monkeypatch.setenv("PIPELINE_CONFIG", str(DEMO_CONFIG))
     context = {**_context("manual", params), "ti": _TaskInstance(xcoms)}
     with pytest.raises(AirflowFailException, match=refusal):
-        stages.promote(context)
+        stages.promote(context, {"cycle_id": "demo_churn-retrain-manual__x", "kind": "retrain", "version": "1"})

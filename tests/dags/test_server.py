@@ -1,12 +1,12 @@
 """The DAGs on a real Airflow (api-server, scheduler, dag-processor on 127.0.0.1), driven with Airflow's official REST client.
 
-One story, bounded in time: trigger retrain_model with the form's values → approve in
-Required Actions → champion moves; clear and re-run the run → nothing duplicated; then
+One story, bounded in time: trigger retrain_model with the form's values → its train task is
+killed mid-stage (SIGKILL) and retried → approve in Required Actions → champion moves; clear and
+re-run the run → nothing duplicated; then
 monitor_drift finds drift → its asset event starts retrain_model → reject → champion stays.
 """
 
 from __future__ import annotations
-
 
 import pytest
 
@@ -14,7 +14,15 @@ from pipeline import promote, registry
 from pipeline.config import load_config
 from tests.dags.harness import dag_config
 from tests.dags.server import (
-    UNSCHEDULED, AirflowServer, answer, asset_triggered_run, dags_parsed, finished_state, task_state, wait_for,
+    UNSCHEDULED,
+    AirflowServer,
+    answer,
+    asset_triggered_run,
+    dags_parsed,
+    finished_state,
+    kill_task_when_logged,
+    task_state,
+    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(900)
@@ -43,6 +51,8 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
 
     run = runs.trigger_dag_run("retrain_model", ac.TriggerDAGRunPostBody(
         logical_date=None, conf={"as_of": "2026-02-26", "auto_approve": False, "note": "first model"}))
+    # A worker dies in the middle of the k-fold training: Airflow retries the task, which starts the stage over.
+    kill_task_when_logged(airflow, admin, "retrain_model", run.dag_run_id, "train", "[train] fold 2/3")
     wait_for("review awaiting input",
              lambda: task_state(admin, "retrain_model", run.dag_run_id, "review") == "awaiting_input" or None, airflow)
     detail = ac.TaskInstanceApi(admin).get_hitl_detail("retrain_model", run.dag_run_id, "review", -1)
@@ -57,12 +67,17 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
     assert twice.value.status == 409
     assert wait_for("the run finished", lambda: finished_state(runs, "retrain_model", run.dag_run_id), airflow) == "success"
     config = load_config(airflow.config)
+    train = ac.TaskInstanceApi(admin).get_task_instance("retrain_model", run.dag_run_id, "train")
+    assert (train.state.value, train.try_number) == ("success", 2)
     assert registry.alias_version(config, registry.CHAMPION).version == "1"
+    assert [v.version for v in registry.list_versions(config)] == ["1"]
+    [mlflow_run] = registry.find_runs(config, "retrain", max_results=10)
+    assert (mlflow_run.info.status, mlflow_run.data.tags["cycle.status"]) == ("FINISHED", "promoted")
     [entry] = promote.history(config)
     assert (entry.actor, entry.action, entry.reason) == ("alice", "promote", "looks good")
 
     # Clearing and re-running every task but the question: same MLflow run, same version, one log row.
-    mlflow_runs = [r.info.run_id for r in registry.client(config).search_runs([registry.experiment_id(config)])]
+    mlflow_runs = [r.info.run_id for r in registry.find_runs(config, "retrain", max_results=10)]
     ac.TaskInstanceApi(admin).post_clear_task_instances("retrain_model", ac.ClearTaskInstancesBody(
         dag_run_id=run.dag_run_id, dry_run=False, only_failed=False, reset_dag_runs=True,
         task_ids=[ac.ClearTaskInstancesBodyTaskIdsInner(task) for task in
@@ -70,7 +85,7 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
     wait_for("the cleared run restarted", lambda: finished_state(runs, "retrain_model", run.dag_run_id) is None or None,
              airflow, timeout_s=60, every_s=0.5)
     assert wait_for("the re-run finished", lambda: finished_state(runs, "retrain_model", run.dag_run_id), airflow) == "success"
-    assert [r.info.run_id for r in registry.client(config).search_runs([registry.experiment_id(config)])] == mlflow_runs
+    assert [r.info.run_id for r in registry.find_runs(config, "retrain", max_results=10)] == mlflow_runs
     assert [v.version for v in registry.list_versions(config)] == ["1"]
     assert len(promote.history(config)) == 1
 

@@ -219,7 +219,7 @@ def race_cli(
             [sys.executable, "-m", "tests.integration.services", str(ready_file), str(go), *command],
             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
-        for ready_file, command in zip(ready, commands)
+        for ready_file, command in zip(ready, commands, strict=True)
     ]
     try:
         deadline = time.monotonic() + timeout_s
@@ -229,7 +229,7 @@ def race_cli(
             time.sleep(0.05)
         go.touch()
         results = []
-        for process, command in zip(processes, commands):
+        for process, command in zip(processes, commands, strict=True):
             stdout, stderr = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
             results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
         return results

@@ -8,9 +8,11 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from pipeline import catalog, promote, registry
+from pipeline import catalog, registry
+from pipeline.approval import decide_version, reviewer_decision
 from pipeline.config import load_config
 from pipeline.cycle import drift_stage, load_stage, open_cycle, run_cycle, validate_stage
+from pipeline.record import Status, Trigger
 from pipeline.validate import propose_suite, write_suite
 from tests.conftest import small_frame, write_config
 
@@ -31,10 +33,11 @@ def recorded(tmp_path_factory):
     # No champion yet: compare the shifted days with everything since the first day.
     monitoring = config.model_copy(update={"windows": config.windows.model_copy(
         update={"initial_reference_start": date(2026, 1, 1)})})
-    monitor = open_cycle(monitoring, date(2026, 1, 20), "test_model-monitor-1", kind="monitor", tags={"trigger": "nightly"})
-    load_stage(monitor)
-    validate_stage(monitor)
-    drift_stage(monitor)
+    with open_cycle(monitoring, date(2026, 1, 20), "test_model-monitor-1", kind="monitor",
+                    trigger=Trigger("nightly")) as monitor:
+        windows = load_stage(monitor)
+        validate_stage(monitor, windows)
+        drift_stage(monitor)
     return config, retrain, monitor
 
 
@@ -43,7 +46,8 @@ def test_cycles_newest_first_with_their_verdicts(recorded):
     listed = catalog.cycles(config)
     assert [c.cycle_id for c in listed] == ["test_model-monitor-1", "test_model-2026-01-10"]
     newest, oldest = listed
-    assert (newest.kind, newest.trigger, newest.as_of) == ("monitor", "nightly", date(2026, 1, 20))
+    assert (newest.kind, newest.trigger, newest.as_of, newest.status) == ("monitor", "nightly", date(2026, 1, 20),
+                                                                          "drift_detected")
     assert newest.dataset_drift is True and "x_num" in newest.drifted_features and newest.drift_share > 0
     assert (oldest.kind, oldest.trigger, oldest.status, oldest.gate) == ("retrain", "cli", "awaiting_approval", "passed")
     assert oldest.validation == "passed" and oldest.mlflow_run_id == retrain.cycle.run_id
@@ -63,22 +67,10 @@ def test_pending_approvals_are_the_waiting_retraining_cycles(recorded):
     assert [c.cycle_id for c in catalog.pending_approvals(config)] == [retrain.cycle.cycle_id]
 
 
-def test_a_decision_outside_airflow_ends_the_wait(recorded, tmp_path):
-    config, retrain, _ = recorded
-    # A copy of the stores: the other tests read the waiting cycle.
-    decided = config.model_copy(update={"promotion": config.promotion.model_copy(
-        update={"database_url": f"sqlite:///{tmp_path / 'log.db'}"})})
-    promote.reject(decided, retrain.version.version, actor="carol", reason="decided with the CLI")
-    try:
-        assert catalog.pending_approvals(decided) == []
-    finally:
-        registry.set_alias(config, registry.CHALLENGER, retrain.version.version)
-
-
 def test_a_report_of_a_recorded_cycle(recorded):
     config, _, monitor = recorded
     path = catalog.report_file(config, "test_model-monitor-1", "drift.html")
-    assert path == monitor.path("drift.html").resolve() and "<html" in path.read_text().lower()
+    assert path == monitor.local_path("drift.html").resolve() and "<html" in path.read_text().lower()
 
 
 @pytest.mark.parametrize(
@@ -101,7 +93,7 @@ def test_a_symlink_out_of_the_storage_root_is_refused(recorded, tmp_path):
     config, retrain, _ = recorded
     outside = tmp_path / "secret.html"
     outside.write_text("<p>not yours</p>")
-    report = retrain.cycle.path("validation.html")
+    report = retrain.cycle.local_path("validation.html")
     kept = report.read_bytes()
     report.unlink()
     os.symlink(outside, report)
@@ -120,3 +112,37 @@ def test_validation_and_gate_records_of_a_cycle(recorded):
     assert catalog.gate_verdict(config, retrain.cycle.cycle_id) == retrain.verdict
     with pytest.raises(catalog.NotRecorded):
         catalog.gate_verdict(config, "test_model-monitor-1")  # a monitoring cycle has no gate
+
+
+def test_a_cycle_is_found_by_id_however_many_came_after(recorded):
+    config, retrain, _ = recorded
+    mlflow_client = registry.client(config)
+    monitoring = registry.find_experiment_id(config, "monitor")
+    for hour in range(205):  # more than a list page holds
+        mlflow_client.create_run(monitoring, tags={"cycle_id": f"test_model-monitor-h{hour}", "as_of": "2026-01-21"})
+    assert retrain.cycle.cycle_id not in [c.cycle_id for c in catalog.cycles(config)]
+    assert catalog.cycle(config, retrain.cycle.cycle_id).mlflow_run_id == retrain.cycle.run_id
+    assert catalog.report_file(config, retrain.cycle.cycle_id, "drift.html").is_file()
+
+
+@pytest.mark.parametrize("cycle_id", [pytest.param("it's", id="quote"), pytest.param("../x", id="traversal")])
+def test_an_impossible_cycle_id_is_not_recorded(recorded, cycle_id):
+    config, _, _ = recorded
+    with pytest.raises(catalog.NotRecorded):
+        catalog.cycle(config, cycle_id)
+
+
+def test_reading_an_unused_store_creates_nothing(tmp_path):
+    config = load_config(write_config(tmp_path), environ={})
+    assert catalog.cycles(config) == [] and catalog.pending_approvals(config) == []
+    with pytest.raises(catalog.NotRecorded):
+        catalog.cycle(config, "test_model-2026-01-10")
+    assert [e.name for e in registry.client(config).search_experiments()] == ["Default"]
+
+
+# Last: it decides the cycle the tests above read while it waits.
+def test_a_decision_outside_airflow_ends_the_wait(recorded):
+    config, retrain, _ = recorded
+    decide_version(config, retrain.version.version, reviewer_decision(False, "carol", "cli", "decided with the CLI"))
+    assert catalog.pending_approvals(config) == []
+    assert catalog.cycle(config, retrain.cycle.cycle_id).status == Status.REJECTED

@@ -208,7 +208,8 @@ def test_show_prints_a_recorded_cycle(established, capsys):
     config_path = root / "config.yaml"
     assert main(["show", "--config", str(config_path), "--cycle-id", f"test_model-{AS_OF}"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"Cycle test_model-{AS_OF} (model test_model, as of {AS_OF}): AWAITING_APPROVAL")
+    # `pipeline promote` closed the cycle that waited for it.
+    assert out.startswith(f"Cycle test_model-{AS_OF} (model test_model, as of {AS_OF}): PROMOTED")
     assert "Registry    test_model v1 (champion)" in out and "alice: promote v- -> v1" in out
     assert main(["show", "--config", str(config_path), "--cycle-id", "no-such-cycle"]) == 1
     assert "no retrain cycle no-such-cycle of 'test_model' is recorded" in capsys.readouterr().err

@@ -36,7 +36,9 @@ def _with(tmp_path, section, key, value):
     ("mutate", "message"),
     [
         pytest.param(lambda t: _with(t, "training", "familly", "xgboost"), r"training\.familly: Extra inputs", id="unknown-key"),
-        pytest.param(lambda t: _with(t, "training", "family", "deep_forest"), r"training\.family: Input should be", id="unknown-family"),
+        pytest.param(lambda t: _with(t, "training", "family", "deep_forest"), r"training\.family: .*'deep_forest' is not one of xgboost, ", id="unknown-family"),
+        pytest.param(lambda t: _with(t, "training", "family", "ridge"), r"training\.family 'ridge' does not fit a classification task", id="family-of-other-task"),
+        pytest.param(lambda t: {**config_dict(t), "model_name": ".."}, r"model_name: String should match pattern", id="model-name-a-path"),
         pytest.param(lambda t: _with(t, "evaluation", "k", "five"), r"evaluation\.k: Input should be a valid integer", id="wrong-type"),
         pytest.param(lambda t: _with(t, "evaluation", "primary_metric", "rmse"), r"primary_metric 'rmse' is not one of", id="metric-of-other-task"),
         pytest.param(lambda t: _with(t, "gate", "floors", {"r2": 0.5}), r"gate\.floors names metrics \['r2'\]", id="floor-of-other-task"),

@@ -11,9 +11,9 @@ from datetime import date
 import pytest
 
 from pipeline import demo, promote, registry
-from pipeline.config import load_config
-from pipeline.cli import DEMO_CONFIG
-from pipeline.cycle import recorded_config, run_cycle
+from pipeline.config import DEMO_CONFIG, load_config
+from pipeline.cycle import run_cycle
+from pipeline.record import Status, recorded_config
 from pipeline.summary import format_outcome, format_status
 from tests.conftest import migrated_mlflow_store, write_config
 
@@ -48,18 +48,22 @@ def first(demo_config):
 
 
 def test_first_cycle_promotes_a_champion_on_floors_alone(demo_config, first):
-    assert first.status == "promoted", format_outcome(first)
+    assert first.status == Status.PROMOTED, format_outcome(first)
     assert first.validation.passed and not first.drift.dataset_drift and first.drift.drifted_features == []
     assert first.verdict.passed and first.verdict.champion_version is None
     assert first.evaluation.primary_mean > 0.7 and len(first.evaluation.folds) == 5
     assert registry.aliases(demo_config) == {"champion": first.version.version}
     tags = first.version.tags
     assert (tags["window.start"], tags["window.end"]) == ("2026-01-30", "2026-02-26")
-    assert tags["window.sha256"] == first.windows["current"].sha256 and tags["device"] == "cpu"
+    assert tags["window.sha256"] == first.windows.current.sha256 and tags["device"] == "cpu"
     [entry] = promote.history(demo_config)
     assert (entry.action, entry.actor, entry.to_version) == ("promote", "auto-approval", first.version.version)
-    for report in ("validation.html", "drift.html", "drift.json", "evaluation.json", "gate.json", "current.parquet"):
-        assert first.cycle.path(report).exists(), report
+    assert first.decision.entry == entry and first.decision.approval.source == "auto"
+    for report in ("validation.html", "drift.html", "drift.json", "evaluation.json", "gate.json", "current.parquet",
+                   "approval.json", "status.json"):
+        assert first.cycle.has(report), report
+    run = registry.client(demo_config).get_run(first.cycle.run_id)
+    assert (run.info.status, run.data.tags["cycle.status"]) == ("FINISHED", "promoted")
 
 
 def test_rerunning_a_cycle_reuses_its_run_and_version(demo_config, first):
@@ -69,8 +73,8 @@ def test_rerunning_a_cycle_reuses_its_run_and_version(demo_config, first):
     assert [v.version for v in registry.list_versions(demo_config)] == [first.version.version]
     assert registry.aliases(demo_config) == {"champion": first.version.version}
     assert len(promote.history(demo_config)) == 1
-    runs = registry.client(demo_config).search_runs([registry.experiment_id(demo_config)])
-    assert len(runs) == 1
+    runs = registry.find_runs(demo_config, "retrain", max_results=10)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     fold_history = registry.client(demo_config).get_metric_history(first.cycle.run_id, "fold.roc_auc")
     assert len(fold_history) == 5  # logged twice, stored once
 
@@ -82,13 +86,18 @@ def shifted(demo_config, first):
 
 def test_covariate_shift_is_detected_in_the_shifted_features_only(demo_config, first, shifted):
     drift = shifted.drift
-    assert (drift.reference_rows, shifted.windows["reference"].start) == (first.windows["current"].rows, date(2026, 1, 30))
+    assert (drift.reference_rows, shifted.windows.reference.start) == (first.windows.current.rows, date(2026, 1, 30))
     assert sorted(drift.drifted_features) == sorted(demo.SHIFTED_FEATURES)
     assert drift.dataset_drift
-    if shifted.status == "gate_rejected":
-        # the label relation did not change, so the old champion may well hold: it must stay untouched
-        assert registry.aliases(demo_config)["champion"] == first.version.version
-        assert len(registry.list_versions(demo_config)) == 1
+
+
+def test_without_concept_drift_the_gate_keeps_the_champion(demo_config, first, shifted):
+    # The label relation did not change: the retrained candidate is not better by the configured margin.
+    assert shifted.status == Status.GATE_REJECTED, format_outcome(shifted)
+    assert [r.split(":")[0] for r in shifted.verdict.failures] == ["FAIL margin"], shifted.verdict.reasons
+    assert registry.aliases(demo_config)["champion"] == first.version.version
+    assert len(registry.list_versions(demo_config)) == 1
+    assert registry.client(demo_config).get_run(shifted.cycle.run_id).info.status == "FINISHED"
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +107,10 @@ def concept(demo_config, shifted):
 
 def test_after_concept_drift_retraining_beats_the_stale_champion(demo_config, shifted, concept):
     verdict = concept.verdict
-    assert concept.status == "promoted", format_outcome(concept)
-    assert verdict.champion_version is not None and verdict.compare_rows == concept.windows["current"].rows
+    assert concept.status == Status.PROMOTED, format_outcome(concept)
+    assert verdict.champion_version is not None and verdict.compare_rows == concept.windows.current.rows
     assert verdict.improvement > 0.05 and verdict.p_value < demo_config.gate.alpha
-    assert all(c > h for c, h in zip(verdict.fold_candidate, verdict.fold_champion))
+    assert all(c > h for c, h in zip(verdict.fold_candidate, verdict.fold_champion, strict=True))
     assert set(demo.SHIFTED_FEATURES) | {demo.NEW_CATEGORY[0]} <= set(concept.drift.drifted_features)
     assert registry.aliases(demo_config) == {"champion": concept.version.version, "previous-champion": verdict.champion_version}
     assert concept.version.tags["gate.champion_version"] == verdict.champion_version
@@ -129,7 +138,7 @@ def test_rollback_restores_the_previous_champion(demo_config, concept):
 def test_the_regression_demo_runs_a_cycle(demo_environ):
     config = load_config(DEMO_CONFIG.with_name("demo_regression.yaml"), environ=demo_environ)
     outcome = run_cycle(config, BEFORE_SHIFT)
-    assert outcome.status == "promoted", format_outcome(outcome)
+    assert outcome.status == Status.PROMOTED, format_outcome(outcome)
     assert outcome.evaluation.primary_metric == "rmse" and set(outcome.evaluation.metric_means) == {"rmse", "mae", "r2"}
     assert outcome.evaluation.metric_means["r2"] > 0.5
     assert registry.aliases(config) == {"champion": outcome.version.version}

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from pipeline import data
 from pipeline.config import load_config
 from pipeline.errors import DataSourceError
+from pipeline.results import WindowSnapshot
 from tests.conftest import small_frame, write_config
 
 
@@ -65,10 +66,11 @@ def test_unreadable_sources_raise_a_clear_error(tmp_path, warehouse, overrides, 
 
 
 def test_snapshot_is_written_and_hashed(tmp_path, warehouse):
-    snap = data.snapshot_window(source_of(tmp_path), data.WindowSpec("current", date(2026, 1, 1), date(2026, 1, 10)), tmp_path / "run")
+    path = tmp_path / "current.parquet"
+    snap = data.snapshot_window(source_of(tmp_path), data.WindowSpec("current", date(2026, 1, 1), date(2026, 1, 10)), path)
     assert snap.rows == len(warehouse)
-    assert data.content_sha256(snap.read()) == snap.sha256
-    assert data.WindowSnapshot.from_dict(snap.to_dict()) == snap
+    assert data.content_sha256(pd.read_parquet(path)) == snap.sha256
+    assert WindowSnapshot.from_dict(snap.to_dict()) == snap
 
 
 def test_content_hash_covers_every_row_and_ignores_row_order():
@@ -87,7 +89,7 @@ def test_latest_day(tmp_path, warehouse):
 
 def test_windows_before_the_as_of_date(config):
     current = data.current_window(config, date(2026, 3, 10))
-    assert (current.start, current.end, current.days) == (date(2026, 3, 6), date(2026, 3, 10), 5)
+    assert (current.start, current.end) == (date(2026, 3, 6), date(2026, 3, 10))
     reference = data.initial_reference_window(config, current)
     assert (reference.start, reference.end) == (date(2026, 3, 1), date(2026, 3, 5))
 

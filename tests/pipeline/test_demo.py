@@ -293,5 +293,5 @@ def test_read_window_returns_exactly_the_window_as_generated(seeded_url, config_
 
     assert source.target_column == target
     assert set(frame[source.timestamp_column].dt.date) == {date(2026, 1, 2), date(2026, 1, 3)}
-    generated = window(demo.generate(days=SEEDED_DAYS), spec.start, spec.days).drop(columns=other_target)
+    generated = window(demo.generate(days=SEEDED_DAYS), spec.start, (spec.end - spec.start).days + 1).drop(columns=other_target)
     assert content_sha256(frame) == content_sha256(generated)

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.conftest import small_frame, write_config
 
 from pipeline.config import Config, DriftMethod, load_config
-from pipeline.drift import METHODS_BY_KIND, P_VALUE_METHODS, DriftResult, FeatureDrift, _feature_drift, detect_drift
+from pipeline.drift import METHODS_BY_KIND, _feature_drift, detect_drift
 from pipeline.errors import ConfigError
+from pipeline.results import P_VALUE_METHODS, DriftResult, FeatureDrift
+from tests.conftest import small_frame, write_config
 
 ROWS = 3000
 
@@ -56,7 +57,7 @@ def unchanged(frame: pd.DataFrame) -> None:
 )
 def test_only_the_changed_feature_drifts(config, reference, current, tmp_path, change, expected_drifted):
     change(current)
-    result = detect_drift(config, reference, current, tmp_path / "run")
+    result = detect_drift(config, reference, current, tmp_path / "drift.html")
     assert result.drifted_features == expected_drifted
     assert {f.feature: f.status for f in result.features} == {
         name: "drifted" if name in expected_drifted else "stable" for name in ("x_num", "y_num", "color")
@@ -73,7 +74,7 @@ def test_only_the_changed_feature_drifts(config, reference, current, tmp_path, c
 )
 def test_dataset_verdict_uses_the_configured_share(tmp_path, reference, current, share, expected):
     shift_x(current)
-    result = detect_drift(make_config(tmp_path, dataset_drift_share=share), reference, current, tmp_path / "run")
+    result = detect_drift(make_config(tmp_path, dataset_drift_share=share), reference, current, tmp_path / "drift.html")
     assert result.drifted_share == pytest.approx(1 / 3)
     assert result.share_threshold == share
     assert result.dataset_drift is expected
@@ -84,7 +85,7 @@ def test_per_feature_override_sets_method_and_threshold(tmp_path, reference, cur
 
     def y_num_with_threshold(threshold: float) -> FeatureDrift:
         config = make_config(tmp_path, per_feature={"y_num": {"method": "psi", "threshold": threshold}})
-        return detect_drift(config, reference, current, tmp_path / "run").features[1]
+        return detect_drift(config, reference, current, tmp_path / "drift.html").features[1]
 
     measured = y_num_with_threshold(0.5)
     assert (measured.feature, measured.method, measured.threshold) == ("y_num", "psi", 0.5)
@@ -95,7 +96,7 @@ def test_per_feature_override_sets_method_and_threshold(tmp_path, reference, cur
 
 def test_override_without_threshold_uses_the_kinds_default(tmp_path, reference, current):
     config = make_config(tmp_path, num_threshold=0.2, per_feature={"x_num": {"method": "ks"}})
-    x_num = detect_drift(config, reference, current, tmp_path / "run").features[0]
+    x_num = detect_drift(config, reference, current, tmp_path / "drift.html").features[0]
     assert (x_num.method, x_num.threshold) == ("ks", 0.2)
 
 
@@ -106,7 +107,7 @@ def test_override_without_threshold_uses_the_kinds_default(tmp_path, reference, 
 def test_p_value_method_drifts_below_its_threshold(tmp_path, reference, current, change, drifted):
     change(current)
     config = make_config(tmp_path, per_feature={"x_num": {"method": "ks", "threshold": 0.05}})
-    x_num = detect_drift(config, reference, current, tmp_path / "run").features[0]
+    x_num = detect_drift(config, reference, current, tmp_path / "drift.html").features[0]
     assert x_num.drifted is drifted
     assert (x_num.score < 0.05) is drifted
 
@@ -133,7 +134,7 @@ def test_method_directions_agree_with_evidentlys_verdicts(tmp_path):
                 per_feature[name] = {"method": method}
     config = make_config(tmp_path, source={"features": features}, per_feature=per_feature)
 
-    result = detect_drift(config, pd.DataFrame(reference), pd.DataFrame(current), tmp_path / "run")
+    result = detect_drift(config, pd.DataFrame(reference), pd.DataFrame(current), tmp_path / "drift.html")
 
     assert set(typing.get_args(DriftMethod)) == set().union(*METHODS_BY_KIND.values())
     for feature in result.features:
@@ -145,19 +146,19 @@ def test_method_directions_agree_with_evidentlys_verdicts(tmp_path):
 def test_method_that_does_not_fit_the_kind_is_a_config_error(tmp_path, reference, current):
     config = make_config(tmp_path, per_feature={"x_num": {"method": "chisquare"}})
     with pytest.raises(ConfigError, match="'chisquare' does not apply to numeric feature 'x_num'"):
-        detect_drift(config, reference, current, tmp_path / "run")
+        detect_drift(config, reference, current, tmp_path / "drift.html")
 
 
 def test_all_null_column_is_degenerate_and_the_rest_is_compared(config, reference, current, tmp_path):
     shift_x(current)
     current["color"] = None
-    result = detect_drift(config, reference, current, tmp_path / "run")
+    result = detect_drift(config, reference, current, tmp_path / "drift.html")
     color = result.features[2]
     assert (color.status, color.method, color.score, color.drifted) == ("degenerate", None, None, False)
     assert color.note == "all values null in current window"
     assert result.drifted_features == ["x_num"]
     assert result.drifted_share == pytest.approx(1 / 2)  # degenerate features are not in the share
-    assert Path(result.report_path).stat().st_size > 0
+    assert (tmp_path / "drift.html").stat().st_size > 0
 
 
 @pytest.mark.parametrize(
@@ -174,7 +175,7 @@ def test_constant_in_both_windows_is_degenerate(
     config, reference, current, tmp_path, column, reference_value, current_value, note
 ):
     reference[column], current[column] = reference_value, current_value
-    result = detect_drift(config, reference, current, tmp_path / "run")
+    result = detect_drift(config, reference, current, tmp_path / "drift.html")
     (degenerate,) = result.degenerate_features
     assert (degenerate.feature, degenerate.note) == (column, note)
     assert all(f.status == "stable" for f in result.features if f.feature != column)
@@ -187,21 +188,21 @@ def test_nan_score_from_evidently_is_degenerate():
     assert nan.note == "Evidently returned no score (NaN) for method chisquare"
 
 
-def test_no_comparable_feature_still_writes_both_files(config, reference, current, tmp_path):
+def test_no_comparable_feature_still_writes_a_report(config, reference, current, tmp_path):
     current[["x_num", "y_num", "color"]] = None
-    result = detect_drift(config, reference, current, tmp_path / "run")
+    result = detect_drift(config, reference, current, tmp_path / "drift.html")
     assert [f.status for f in result.features] == ["degenerate"] * 3
     assert (result.drifted_share, result.dataset_drift) == (0.0, False)
-    page = Path(result.report_path).read_text()
+    page = (tmp_path / "drift.html").read_text()
     assert "no feature could be compared" in page and "all values null in current window" in page
-    assert DriftResult.from_dict(json.loads(Path(result.summary_path).read_text())) == result
+    assert DriftResult.from_dict(json.loads(json.dumps(result.to_dict(), allow_nan=False))) == result
 
 
 def test_mixed_type_categories_are_compared_as_text(config, reference, current, tmp_path):
     current["color"] = current["color"].astype(object)
     current.loc[:100, "color"] = 7
     current.loc[101:200, "color"] = np.nan
-    color = detect_drift(config, reference, current, tmp_path / "run").features[2]
+    color = detect_drift(config, reference, current, tmp_path / "drift.html").features[2]
     assert color.status in {"stable", "drifted"} and isinstance(color.score, float)
 
 
@@ -212,27 +213,26 @@ def test_mixed_type_categories_are_compared_as_text(config, reference, current, 
 )
 def test_sampling_caps_the_compared_rows(tmp_path, reference, current, sample_rows, expected_rows):
     config = make_config(tmp_path, sample_rows=sample_rows)
-    result = detect_drift(config, reference, current, tmp_path / "run")
+    result = detect_drift(config, reference, current, tmp_path / "drift.html")
     assert (result.reference_rows, result.current_rows) == (ROWS, ROWS)
     assert (result.sampled_reference_rows, result.sampled_current_rows) == (expected_rows, expected_rows)
 
 
 def test_sampling_is_reproducible(tmp_path, reference, current):
     config = make_config(tmp_path, sample_rows=500)
-    first, second = (detect_drift(config, reference, current, tmp_path / name) for name in ("a", "b"))
+    first, second = (detect_drift(config, reference, current, tmp_path / f"{name}.html") for name in ("a", "b"))
     assert [f.score for f in first.features] == [f.score for f in second.features]
 
 
-def test_files_are_written_self_contained_and_overwritten(config, reference, current, tmp_path):
-    run_dir = tmp_path / "missing" / "run"
-    detect_drift(config, reference, reference, run_dir)
+def test_the_report_is_self_contained_and_overwritten(config, reference, current, tmp_path):
+    report = tmp_path / "drift.html"
+    detect_drift(config, reference, reference, report)
     shift_x(current)
-    result = detect_drift(config, reference, current, run_dir)
+    result = detect_drift(config, reference, current, report)
 
-    assert (result.report_path, result.summary_path) == (str(run_dir / "drift.html"), str(run_dir / "drift.json"))
-    stored = DriftResult.from_dict(json.loads(Path(result.summary_path).read_text()))
+    stored = DriftResult.from_dict(json.loads(json.dumps(result.to_dict(), allow_nan=False)))
     assert stored == result and stored.drifted_features == ["x_num"]
-    page = Path(result.report_path).read_text()
+    page = report.read_text()
     assert "x_num" in page
     assert not re.search(r"<script[^>]*\bsrc=", page)
     assert not re.search(r"<link[^>]*\bhref=[\"']?(https?:)?//", page)
@@ -245,7 +245,7 @@ def feature(name: str, method: str, score: float, threshold: float, drifted: boo
 def result_of(*features: FeatureDrift) -> DriftResult:
     compared = [f for f in features if f.status != "degenerate"]
     share = sum(f.drifted for f in compared) / len(compared)
-    return DriftResult(list(features), share, share >= 0.3, 0.3, 10, 10, 10, 10, "drift.html", "drift.json")
+    return DriftResult(list(features), share, share >= 0.3, 0.3, 10, 10, 10, 10)
 
 
 def test_top_drifted_puts_the_largest_drift_first():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import Gate
-from pipeline.evaluate import EvaluationResult, FoldResult
 from pipeline.gate import corrected_resampled_ttest, decide
+from pipeline.results import EvaluationResult, FoldResult
 
 
 def evaluation(

@@ -5,50 +5,40 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-import sqlalchemy as sa
 
-from pipeline import promote
-from pipeline.config import load_config
-from pipeline.cycle import find_cycle, recorded_outcome, run_cycle
+from pipeline.approval import decide_version, reviewer_decision
+from pipeline.cycle import run_cycle
+from pipeline.record import CycleOutcome, CycleRecord, Status
 from pipeline.review import approval_body, approval_subject, message
-from pipeline.validate import propose_suite, write_suite
-from tests.conftest import small_frame, write_config
+from tests.conftest import label_flip_store
 
 
 @pytest.fixture(scope="module")
 def cycles(tmp_path_factory):
     """v1 promoted by a person from a cycle as of 01-10; then, after the label relation flipped, a better candidate waits."""
-    root = tmp_path_factory.mktemp("review")
-    frame = small_frame(3000, days=20)
-    flipped = frame["ts"] >= "2026-01-11"
-    frame.loc[flipped, "label"] = 1 - frame.loc[flipped, "label"]
-    engine = sa.create_engine(f"sqlite:///{root / 'warehouse.db'}")
-    frame.to_sql("events", engine, index=False)
-    engine.dispose()
-    path = write_config(root, training={"family": "logistic_regression", "params": {}}, gate={"min_compare_rows": 50},
-                        registry={"ui_url": "http://mlflow.example:5000/"})
-    config = load_config(path, environ={})
-    write_suite(propose_suite(config, frame), config.validation.suite)
+    config = label_flip_store(tmp_path_factory.mktemp("review"), registry={"ui_url": "http://mlflow.example:5000/"})
     first = run_cycle(config, date(2026, 1, 10))
-    promote.promote(config, first.version.version, actor="alice")
+    decide_version(config, first.version.version, reviewer_decision(True, "alice", "cli"))
     second = run_cycle(config, date(2026, 1, 20))
-    assert second.status == "awaiting_approval", second.status
+    assert second.status == Status.AWAITING_APPROVAL, second.status
     return config, first, second
 
 
 def test_a_recorded_cycle_reads_back_as_it_ran(cycles):
     config, first, second = cycles
-    found = find_cycle(config)  # the newest
+    found = CycleRecord.find(config)  # the newest
     assert found.cycle_id == second.cycle.cycle_id and found.run_id == second.cycle.run_id
-    outcome = recorded_outcome(find_cycle(config, first.cycle.cycle_id))
-    assert outcome.status == first.status == "awaiting_approval"
+    outcome = CycleOutcome.read(CycleRecord.find(config, first.cycle.cycle_id))
+    assert first.status == Status.AWAITING_APPROVAL and outcome.status == Status.PROMOTED  # decided afterwards
     assert outcome.verdict == first.verdict and outcome.evaluation == first.evaluation
-    assert outcome.version.version == "1" and outcome.promotion.actor == "alice"
+    assert outcome.windows == first.windows and outcome.trigger == first.trigger
+    assert outcome.version.version == "1" and outcome.decision.entry.actor == "alice"
+    assert outcome.decision.approval.source == "cli"
 
 
 def test_the_approval_shows_fold_numbers_data_drift_and_links(cycles):
     _, first, second = cycles
-    outcome = recorded_outcome(second.cycle)
+    outcome = CycleOutcome.read(second.cycle)
     verdict = outcome.verdict
     assert approval_subject(outcome).startswith(f"Promote test_model v{outcome.version.version} (vs champion v1, as of 2026-01-20)")
     body = approval_body(outcome)
@@ -65,10 +55,10 @@ def test_the_approval_shows_fold_numbers_data_drift_and_links(cycles):
 
 def test_without_an_mlflow_ui_the_reports_are_named_by_location(cycles):
     config, first, _ = cycles
-    outcome = recorded_outcome(find_cycle(config.model_copy(update={"registry": config.registry.model_copy(
+    outcome = CycleOutcome.read(CycleRecord.find(config.model_copy(update={"registry": config.registry.model_copy(
         update={"ui_url": None})}), first.cycle.cycle_id))
     body = approval_body(outcome)
-    assert "[Drift report]" not in body and f"- Drift report: `{first.cycle.path('drift.html').resolve()}`" in body
+    assert "[Drift report]" not in body and f"- Drift report: `{first.cycle.url_of('drift.html')}`" in body
 
 
 @pytest.mark.parametrize(
@@ -83,7 +73,7 @@ def test_without_an_mlflow_ui_the_reports_are_named_by_location(cycles):
 def test_messages_only_for_what_happened(cycles, event, which, expected):
     _, first, second = cycles
     cycle = {"first": first, "second": second}[which].cycle
-    sent = message(event, cycle, link="http://airflow.example/required_actions")
+    sent = message(event, CycleOutcome.read(cycle), link="http://airflow.example/required_actions")
     if expected is None:
         assert sent is None
     else:
@@ -94,6 +84,7 @@ def test_messages_only_for_what_happened(cycles, event, which, expected):
 def test_drift_is_announced_exactly_when_detected(cycles):
     _, first, second = cycles
     for cycle in (first.cycle, second.cycle):
-        drift = recorded_outcome(cycle).drift
-        sent = message("drift_detected", cycle)
+        outcome = CycleOutcome.read(cycle)
+        sent = message("drift_detected", outcome)
+        drift = outcome.drift
         assert (sent is None) == (not drift.dataset_drift)

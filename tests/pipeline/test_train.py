@@ -9,6 +9,7 @@ from pipeline import train
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.evaluate import metric_value
+from pipeline.families import FAMILIES
 from tests.conftest import small_frame, write_config
 
 
@@ -27,16 +28,8 @@ def regression_frame(rows=400):
 
 @pytest.mark.parametrize(
     ("task", "family"),
-    [
-        pytest.param("classification", "xgboost", id="xgboost-classifier"),
-        pytest.param("classification", "hist_gradient_boosting", id="hgb-classifier"),
-        pytest.param("classification", "random_forest", id="random-forest-classifier"),
-        pytest.param("classification", "logistic_regression", id="logistic-regression"),
-        pytest.param("regression", "xgboost", id="xgboost-regressor"),
-        pytest.param("regression", "hist_gradient_boosting", id="hgb-regressor"),
-        pytest.param("regression", "random_forest", id="random-forest-regressor"),
-        pytest.param("regression", "ridge", id="ridge"),
-    ],
+    # Every family of the table, for every task it declares: a new entry is tested without touching this file.
+    [pytest.param(task, name, id=f"{name}-{task}") for name, entry in FAMILIES.items() for task in entry.tasks],
 )
 def test_every_family_learns_and_handles_unseen_categories(tmp_path, task, family):
     config = make_config(tmp_path, task=task, family=family)
@@ -47,7 +40,7 @@ def test_every_family_learns_and_handles_unseen_categories(tmp_path, task, famil
     test_part.loc[test_part.index[:10], "color"] = "never-seen"
     scores = train.predict_scores(model, test_part, task)
     y = train.encode_target(config, test_part["label"])
-    assert info.device == "cpu" and info.seconds > 0
+    assert info.seconds > 0
     if task == "classification":
         assert metric_value("roc_auc", y, scores) > 0.7
     else:

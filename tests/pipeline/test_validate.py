@@ -8,18 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.conftest import small_frame, write_config
 
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
-from pipeline.validate import (
-    NUMERIC_TYPES,
-    ValidationResult,
-    load_suite,
-    propose_suite,
-    validate_window,
-    write_suite,
-)
+from pipeline.results import ValidationResult
+from pipeline.validate import NUMERIC_TYPES, load_suite, propose_suite, render_html, validate_window, write_suite
+from tests.conftest import small_frame, write_config
 
 
 @pytest.fixture
@@ -154,7 +148,7 @@ def test_each_rule_reports_its_failure(
     write_suite(suite, config.validation.suite)
     broken = change(frame)
 
-    result = validate_window(config, broken, tmp_path / "run")
+    result = validate_window(config, broken)
 
     assert result.passed is passed
     failed = [o for o in result.outcomes if not o.success and o.expectation == expectation and o.severity == severity]
@@ -173,20 +167,18 @@ def test_each_rule_reports_its_failure(
 
 
 def test_clean_frame_passes(config, frame, suite, tmp_path):
-    result = validate_window(config, frame, tmp_path / "run")
+    result = validate_window(config, frame)
 
     assert result.passed
     assert not result.critical_failures and not result.warnings
     assert all(o.success for o in result.outcomes)
     assert result.rows == len(frame)
-    assert Path(result.report_path) == tmp_path / "run" / "validation.html"
-    assert Path(result.result_path) == tmp_path / "run" / "validation.json"
 
 
 def test_outcomes_list_failed_critical_then_warnings_then_passed(config, frame, suite, tmp_path):
     broken = x_num_out_of_range(purple_color(frame)).assign(extra=1)
 
-    outcomes = validate_window(config, broken, tmp_path / "run").outcomes
+    outcomes = validate_window(config, broken).outcomes
 
     groups = [(o.success, o.severity) for o in outcomes]
     first_warning = groups.index((False, "warning"))
@@ -200,9 +192,9 @@ def test_report_is_self_contained_escaped_and_lists_failed_first(config, frame, 
     broken = x_num_out_of_range(frame)
     broken.loc[10, "color"] = "<script>alert(1)</script>"
 
-    result = validate_window(config, broken, tmp_path / "run", window_label="2026-01-01..2026-01-10")
+    result = validate_window(config, broken)
 
-    page = Path(result.report_path).read_text(encoding="utf-8")
+    page = render_html(result, config.model_name, "2026-01-01..2026-01-10")
     assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", page, re.IGNORECASE)
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page and "&lt;script&gt;" in page
@@ -212,11 +204,11 @@ def test_report_is_self_contained_escaped_and_lists_failed_first(config, frame, 
     assert set(rows[2:]) == {"passed"}
 
 
-def test_result_json_round_trips_and_is_overwritten(config, frame, suite, tmp_path):
-    first = validate_window(config, frame.assign(label=0), tmp_path / "run")
-    result = validate_window(config, purple_color(frame), tmp_path / "run")
+def test_result_json_round_trips(config, frame, suite, tmp_path):
+    first = validate_window(config, frame.assign(label=0))
+    result = validate_window(config, purple_color(frame))
 
-    saved = json.loads(Path(result.result_path).read_text(encoding="utf-8"))
+    saved = json.loads(json.dumps(result.to_dict(), ensure_ascii=False))
     assert saved == result.to_dict() != first.to_dict()
     assert ValidationResult.from_dict(saved) == result
     assert [o.message for o in ValidationResult.from_dict(saved).warnings] == [o.message for o in result.warnings]
@@ -291,7 +283,7 @@ def test_nullable_integer_feature_counts_as_numeric(config, frame, tmp_path):
     nullable = frame.astype({"x_num": "Float64"}).assign(y_num=frame["y_num"].round().astype("Int64"))
     write_suite(propose_suite(config, nullable), config.validation.suite)
 
-    result = validate_window(config, nullable, tmp_path / "run")
+    result = validate_window(config, nullable)
 
     assert result.passed, result.summary()
 
@@ -308,7 +300,7 @@ def test_meta_severity_is_the_fallback_for_a_hand_written_suite(config, frame, t
     }))
     config.validation.suite = path
 
-    result = validate_window(config, frame, tmp_path / "run")
+    result = validate_window(config, frame)
 
     assert [o.kwargs.get("column") for o in result.critical_failures] == ["y_num"]
     assert [o.kwargs.get("column") for o in result.warnings] == ["color"]
@@ -346,7 +338,7 @@ def test_regression_config_skips_class_checks(tmp_path):
     proposed = propose_suite(config, frame)
     write_suite(proposed, config.validation.suite)
 
-    result = validate_window(config, frame, tmp_path / "run")
+    result = validate_window(config, frame)
 
     assert result.passed
     assert not any(e["type"] == "expect_column_values_to_be_in_set" and e["kwargs"]["column"] == "label"

@@ -18,7 +18,13 @@ from pipeline.config import load_config
 from pipeline.cycle import run_cycle
 from tests.dags.harness import dag_config
 from tests.dags.server import (
-    UNSCHEDULED, AirflowServer, asset_triggered_run, dags_parsed, finished_state, task_state, wait_for,
+    UNSCHEDULED,
+    AirflowServer,
+    asset_triggered_run,
+    dags_parsed,
+    finished_state,
+    task_state,
+    wait_for,
 )
 from tests.plugins.browser import chromium, log_in, quit_browser, screenshot, wait_for_text, wait_until
 

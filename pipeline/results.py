@@ -1,0 +1,314 @@
+"""What each stage returns: plain data with no heavy imports.
+
+The record stores these as JSON and reads them back; summaries, notifications and the
+review pages show them. Keeping them here, apart from the stages that compute them,
+means reading a stored result never imports Great Expectations, Evidently, scikit-learn
+or XGBoost (seconds per process).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from statistics import fmean
+from typing import Any
+
+CRITICAL = "critical"
+WARNING = "warning"
+# Drift methods whose score is a p-value: drift when the score is *below* the threshold.
+# Every other method scores a distance: drift when the score reaches the threshold.
+# Read from evidently/legacy/calculations/stattests/*.py (0.7.23); the tests check it against Evidently's verdicts.
+P_VALUE_METHODS = frozenset({"ks", "chisquare", "z", "mannw", "anderson"})
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# ---------------------------------------------------------------------------- load
+
+
+@dataclass(frozen=True)
+class WindowSnapshot:
+    """One window as snapshotted: its days, its rows and a sha256 over every value."""
+
+    name: str
+    start: date
+    end: date
+    rows: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "start": self.start.isoformat(), "end": self.end.isoformat()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WindowSnapshot:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{**fields, "start": date.fromisoformat(data["start"]), "end": date.fromisoformat(data["end"])})
+
+    def label(self) -> str:
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The load stage's result: the current and the reference window, and the champion the cycle compares with."""
+
+    current: WindowSnapshot
+    reference: WindowSnapshot
+    champion_version: str | None
+    notes: list[str] = field(default_factory=list)
+
+    def items(self) -> list[tuple[str, WindowSnapshot]]:
+        return [("current", self.current), ("reference", self.reference)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"windows": {name: snap.to_dict() for name, snap in self.items()},
+                "champion_version": self.champion_version, "notes": self.notes}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Windows:
+        windows = data["windows"]
+        return cls(WindowSnapshot.from_dict(windows["current"]), WindowSnapshot.from_dict(windows["reference"]),
+                   data.get("champion_version"), list(data.get("notes", [])))
+
+
+# ---------------------------------------------------------------------------- validate
+
+
+@dataclass
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    kwargs: dict
+    severity: str
+    success: bool
+    unexpected_count: int | None
+    unexpected_percent: float | None  # percent of all rows in the window
+    observed_value: object
+    sample_values: list
+    message: str
+
+
+@dataclass
+class ValidationResult:
+    passed: bool
+    rows: int
+    outcomes: list[ExpectationOutcome]
+
+    @property
+    def critical_failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == CRITICAL]
+
+    @property
+    def warnings(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == WARNING]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ValidationResult:
+        return cls(passed=data["passed"], rows=data["rows"],
+                   outcomes=[ExpectationOutcome(**o) for o in data["outcomes"]])
+
+    def verdict(self) -> str:
+        return "PASSED" if self.passed else "STOPPED"
+
+    def summary(self) -> str:
+        head = (
+            f"Validation {self.verdict()}: {plural(len(self.critical_failures), 'critical failure')}, "
+            f"{plural(len(self.warnings), 'warning')} ({self.rows:,} rows, {plural(len(self.outcomes), 'expectation')})"
+        )
+        failed = [f"  [{o.severity}] {o.message}" for o in self.outcomes if not o.success]
+        return "\n".join([head, *failed])
+
+
+# ---------------------------------------------------------------------------- drift
+
+
+@dataclass
+class FeatureDrift:
+    feature: str
+    kind: str  # "numeric" | "categorical"
+    method: str | None  # the Evidently method used; None when degenerate
+    score: float | None
+    threshold: float | None
+    drifted: bool
+    status: str  # "drifted" | "stable" | "degenerate"
+    note: str  # why a feature is degenerate; "" otherwise
+
+    @property
+    def severity(self) -> float:
+        """How far past its threshold the score is (> 1 when drifted), comparable across methods."""
+        if self.score is None or self.threshold is None:
+            return 0.0
+        numerator, denominator = (
+            (self.threshold, self.score) if self.method in P_VALUE_METHODS else (self.score, self.threshold)
+        )
+        return numerator / denominator if denominator > 0 else math.inf
+
+    def describe(self) -> str:
+        if self.status == "degenerate":
+            return f"{self.feature}: {self.note}"
+        comparison = ("<" if self.method in P_VALUE_METHODS else ">=") if self.drifted else "vs"
+        return f"{self.feature}: {self.method} {self.score:.4g} {comparison} threshold {self.threshold:g}"
+
+
+@dataclass
+class DriftResult:
+    features: list[FeatureDrift]  # in config order
+    drifted_share: float  # drifted / non-degenerate features
+    dataset_drift: bool
+    share_threshold: float
+    reference_rows: int
+    current_rows: int
+    sampled_reference_rows: int
+    sampled_current_rows: int
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return [f.feature for f in self.features if f.drifted]
+
+    @property
+    def degenerate_features(self) -> list[FeatureDrift]:
+        return [f for f in self.features if f.status == "degenerate"]
+
+    def top_drifted(self, n: int | None = None) -> list[FeatureDrift]:
+        """Drifted features, largest drift first (the smallest p-value, the largest distance)."""
+        ranked = sorted((f for f in self.features if f.drifted), key=lambda f: f.severity, reverse=True)
+        return ranked[:n]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DriftResult:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{**fields, "features": [FeatureDrift(**f) for f in data["features"]]})
+
+    def summary(self, top: int | None = None) -> str:
+        """A few lines for logs and notifications; ``top`` limits the drifted features listed."""
+        compared = len(self.features) - len(self.degenerate_features)
+        verdict = "DETECTED" if self.dataset_drift else "NOT DETECTED"
+        lines = [
+            f"Dataset drift {verdict}: {len(self.drifted_features)} of {compared} compared features drifted "
+            f"(share {self.drifted_share:.0%}, dataset drifts at {self.share_threshold:.0%}); "
+            f"rows compared: reference {self.sampled_reference_rows:,} of {self.reference_rows:,}, "
+            f"current {self.sampled_current_rows:,} of {self.current_rows:,}"
+        ]
+        drifted = self.top_drifted()
+        if drifted:
+            lines.append("drifted, largest first:")
+            lines += [f"  {f.describe()}" for f in drifted[:top]]
+            if top is not None and len(drifted) > top:
+                lines.append(f"  ... and {len(drifted) - top} more")
+        if self.degenerate_features:
+            lines.append("not compared:")
+            lines += [f"  {f.describe()}" for f in self.degenerate_features]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- train (k-fold)
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    train_rows: int
+    test_rows: int
+    metrics: dict[str, float]
+    compare_rows: int = 0
+    candidate_compare: float | None = None
+    champion_compare: float | None = None
+
+
+@dataclass
+class EvaluationResult:
+    task: str
+    primary_metric: str
+    split: str
+    k: int
+    rows: int
+    folds: list[FoldResult]
+    metric_means: dict[str, float]
+    metric_stds: dict[str, float]
+    champion_version: str | None = None
+    champion_window: str | None = None
+    device: str = "cpu"
+    seconds: float = 0.0
+    best_iterations: list[int | None] = field(default_factory=list)
+
+    @property
+    def primary_mean(self) -> float:
+        return self.metric_means[self.primary_metric]
+
+    @property
+    def primary_std(self) -> float:
+        return self.metric_stds[self.primary_metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
+        return cls(**{**data, "folds": [FoldResult(**f) for f in data["folds"]]})
+
+
+# ---------------------------------------------------------------------------- gate
+
+
+@dataclass
+class GateCheck:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class GateVerdict:
+    verdict_id: str
+    passed: bool
+    checks: list[GateCheck]
+    primary_metric: str
+    candidate_mean: float
+    candidate_std: float
+    champion_version: str | None = None
+    fold_candidate: list[float | None] = field(default_factory=list)
+    fold_champion: list[float | None] = field(default_factory=list)
+    fold_improvement: list[float] = field(default_factory=list)
+    compare_rows: int = 0
+    improvement: float | None = None
+    margin: float = 0.0
+    t_statistic: float | None = None
+    p_value: float | None = None
+    alpha: float = 0.05
+
+    @property
+    def candidate_compare_mean(self) -> float | None:
+        return _mean(self.fold_candidate)
+
+    @property
+    def champion_compare_mean(self) -> float | None:
+        return _mean(self.fold_champion)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
+
+    @property
+    def failures(self) -> list[str]:
+        return [reason for check, reason in zip(self.checks, self.reasons, strict=True) if not check.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateVerdict:
+        return cls(**{**data, "checks": [GateCheck(**c) for c in data["checks"]]})
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return fmean(present) if present else None

@@ -1,0 +1,142 @@
+"""The cycle record: safe ids, the status machine (mirrored on the MLflow run), typed files that read back whole."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from pipeline import registry
+from pipeline.errors import ConfigError, PipelineError, PromotionRefused, StorageError
+from pipeline.record import (
+    APPROVAL,
+    STATUS,
+    TRIGGER,
+    Approval,
+    CycleOutcome,
+    CycleRecord,
+    Decision,
+    LogEntry,
+    Status,
+    Trigger,
+    TriggerEvent,
+    check_cycle_id,
+    check_transition,
+)
+
+
+@pytest.mark.parametrize("cycle_id", ["demo_churn-2026-05-28", "m-retrain-manual__2026-11-22T18-31-33.870509-00-00_x"])
+def test_safe_cycle_ids_pass(cycle_id):
+    assert check_cycle_id(cycle_id) == cycle_id
+
+
+@pytest.mark.parametrize(
+    "cycle_id",
+    [
+        pytest.param("../../../escaped", id="traversal"), pytest.param("a/b", id="separator"),
+        pytest.param("it's", id="quote"), pytest.param("..", id="dot-dot"), pytest.param(".hidden", id="leading-dot"),
+        pytest.param("", id="empty"), pytest.param("x" * 201, id="too-long"), pytest.param("a b", id="space"),
+    ],
+)
+def test_unsafe_cycle_ids_are_refused(cycle_id):
+    with pytest.raises(ConfigError, match="is not allowed"):
+        check_cycle_id(cycle_id)
+
+
+@pytest.mark.parametrize(
+    "current, new",
+    [
+        pytest.param(None, Status.RUNNING, id="start"),
+        pytest.param(Status.RUNNING, Status.AWAITING_APPROVAL, id="registered"),
+        pytest.param(Status.AWAITING_APPROVAL, Status.PROMOTED, id="approved"),
+        pytest.param(Status.AWAITING_APPROVAL, Status.SUPERSEDED, id="superseded"),
+        pytest.param(Status.REJECTED, Status.PROMOTED, id="override"),
+        pytest.param(Status.FAILED, Status.RUNNING, id="retry"),
+        pytest.param(Status.PROMOTED, Status.RUNNING, id="rerun"),
+        pytest.param(Status.PROMOTED, Status.PROMOTED, id="same-again"),
+    ],
+)
+def test_allowed_transitions(current, new):
+    check_transition("c", current, new)
+
+
+@pytest.mark.parametrize(
+    "current, new, error",
+    [
+        pytest.param(Status.GATE_REJECTED, Status.PROMOTED, PromotionRefused, id="promote-a-rejected-candidate"),
+        pytest.param(Status.PROMOTED, Status.REJECTED, PromotionRefused, id="reject-the-promoted"),
+        pytest.param(Status.SUPERSEDED, Status.PROMOTED, PromotionRefused, id="approve-a-superseded-candidate"),
+        pytest.param(Status.SUPERSEDED, Status.RUNNING, PipelineError, id="rerun-a-superseded-cycle"),
+        pytest.param(Status.VALIDATION_STOPPED, Status.AWAITING_APPROVAL, PipelineError, id="skip-the-stages"),
+    ],
+)
+def test_refused_transitions(current, new, error):
+    with pytest.raises(error, match=f"cycle c is {current.value}: it cannot become {new.value}"):
+        check_transition("c", current, new)
+
+
+@pytest.fixture
+def record(config):
+    trigger = Trigger("manual", user="alice", dag_id="retrain_model", run_id="manual__1", note="after the fix",
+                      events=[TriggerEvent("m.drift_detected", "monitor_drift/r1", {"as_of": "2026-01-10"})])
+    return CycleRecord.start(config, date(2026, 1, 10), "test_model-c1", "retrain", trigger)
+
+
+def test_a_started_cycle_is_running_in_both_stores(record):
+    status = record.require(STATUS)
+    assert status.status == Status.RUNNING and status.stages == {}
+    run = registry.client(record.config).get_run(record.run_id)
+    assert (run.info.status, run.data.tags["cycle.status"], run.data.tags["trigger"]) == ("RUNNING", "running", "manual")
+    assert run.data.tags["airflow.run_id"] == "manual__1" and run.data.tags["as_of"] == "2026-01-10"
+    assert record.read(TRIGGER).events[0].extra == {"as_of": "2026-01-10"}
+    assert record.has("config.yaml") and "password" not in record.local_path("config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "status, run_status",
+    [pytest.param(Status.PAUSED, "SCHEDULED", id="paused"), pytest.param(Status.FAILED, "FAILED", id="failed"),
+     pytest.param(Status.GATE_REJECTED, "FINISHED", id="rejected-by-the-gate"),
+     pytest.param(Status.VALIDATION_STOPPED, "FAILED", id="stopped-by-validation")],
+)
+def test_the_mlflow_run_follows_the_cycle_status(record, status, run_status):
+    record.set_status(status, detail="why")
+    assert record.require(STATUS).detail == "why"
+    assert registry.client(record.config).get_run(record.run_id).info.status == run_status
+    record.set_status(Status.RUNNING)
+    assert registry.client(record.config).get_run(record.run_id).info.status == "RUNNING"
+
+
+def test_a_refused_transition_changes_nothing(record):
+    record.set_status(Status.GATE_REJECTED)
+    with pytest.raises(PromotionRefused):
+        record.set_status(Status.PROMOTED)
+    assert record.require(STATUS).status == Status.GATE_REJECTED
+    assert registry.run_tags(record.config, record.run_id)["cycle.status"] == "gate_rejected"
+
+
+def test_stage_timings_accumulate_across_tasks(record):
+    with record.stage("load"):
+        pass
+    again = CycleRecord.find(record.config, record.cycle_id)  # the next task, another process
+    with again.stage("validate"):
+        pass
+    assert set(again.require(STATUS).stages) == {"load", "validate"}
+
+
+def test_records_read_back_as_written(record):
+    at = datetime(2026, 1, 11, 9, 30, tzinfo=UTC)
+    entry = LogEntry(3, at, "alice", "promote", "1", "2", "test_model-c1", "looks good")
+    decision = Decision(Approval("approved", "alice", "airflow", "looks good", at), "2", entry)
+    record.write(APPROVAL, decision)
+    assert CycleRecord.find(record.config, record.cycle_id).read(APPROVAL) == decision
+
+
+def test_a_damaged_record_is_a_clear_error(record):
+    record.local_path("status.json").write_text('{"status": "runn')
+    with pytest.raises(StorageError, match=r"status.json of cycle test_model-c1 at .* is unreadable"):
+        CycleOutcome.read(record)
+
+
+def test_an_unknown_cycle_is_a_clear_error(config):
+    with pytest.raises(PipelineError, match="no retrain cycle nope of 'test_model' is recorded"):
+        CycleRecord.find(config, "nope")
