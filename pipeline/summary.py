@@ -9,6 +9,7 @@ from pipeline.config import Config, redact_url
 from pipeline.record import (
     DRIFT_REPORT,
     EVALUATION,
+    FAILED_BATCH,
     GATE,
     VALIDATION_REPORT,
     CycleOutcome,
@@ -82,10 +83,11 @@ def format_outcome(outcome: CycleOutcome) -> str:
     elif outcome.status == Status.SUPERSEDED:
         lines.append(f"  Promotion   superseded: {outcome.detail}")
     lines.append("  Reports")
-    recorded = {VALIDATION_REPORT: outcome.validation, DRIFT_REPORT: outcome.drift, EVALUATION.name: outcome.evaluation,
-                GATE.name: outcome.verdict}
-    lines += [f"      {name:<16} {cycle.url_of(name)}" for name, result in recorded.items() if result is not None]
-    lines.append(f"      MLflow run       {redact_url(config.registry.tracking_uri)} run {cycle.run_id}")
+    stopped = outcome.validation is not None and not outcome.validation.passed
+    recorded = {VALIDATION_REPORT: outcome.validation, FAILED_BATCH: stopped or None, DRIFT_REPORT: outcome.drift,
+                EVALUATION.name: outcome.evaluation, GATE.name: outcome.verdict}
+    lines += [f"      {name:<20} {cycle.url_of(name)}" for name, result in recorded.items() if result is not None]
+    lines.append(f"      {'MLflow run':<20} {redact_url(config.registry.tracking_uri)} run {cycle.run_id}")
     return "\n".join(lines)
 
 
