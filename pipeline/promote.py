@@ -179,7 +179,7 @@ def promote(
         registry.set_alias(config, registry.PREVIOUS, champion)
         if registry.CHALLENGER in info.aliases:
             registry.set_alias(config, registry.CHALLENGER, None)
-        registry.set_version_tags(config, version, {"approval": "approved", "approved_by": actor})
+        registry.set_version_tags(config, version, VersionTags.of_decision(True, actor))
 
     action = "override" if override else "promote"
     return _append(config, action, actor, champion, version, tags.verdict_id, reason, move, check_champion=not override)
@@ -200,7 +200,7 @@ def reject(config: Config, version: str, actor: str | None = None, reason: str |
     def move() -> None:
         if registry.CHALLENGER in info.aliases:
             registry.set_alias(config, registry.CHALLENGER, None)
-        registry.set_version_tags(config, version, {"approval": "rejected", "rejected_by": actor})
+        registry.set_version_tags(config, version, VersionTags.of_decision(False, actor))
 
     champion = _current_champion(config)
     return _append(

@@ -248,10 +248,6 @@ class StatusRecord:
     detail: str | None = None
     stages: dict[str, StageTiming] = field(default_factory=dict)
 
-    @property
-    def durations(self) -> dict[str, float]:
-        return {name: timing.seconds for name, timing in self.stages.items()}
-
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status.value, "at": self.at.isoformat(), "detail": self.detail,
                 "stages": {name: asdict(timing) for name, timing in self.stages.items()}}
@@ -376,9 +372,8 @@ class VersionTags:
         }
 
     @staticmethod
-    def of_decision(approval: Approval) -> dict[str, str]:
-        by = "approved_by" if approval.approved else "rejected_by"
-        return {"approval": approval.decision, by: approval.actor}
+    def of_decision(approved: bool, actor: str) -> dict[str, str]:
+        return {"approval": "approved", "approved_by": actor} if approved else {"approval": "rejected", "rejected_by": actor}
 
 
 # ---------------------------------------------------------------------------- MLflow: what a cycle's run carries
@@ -502,9 +497,6 @@ class CycleRecord:
         if path is None:
             raise PipelineError(f"cycle {self.cycle_id} has no {name} yet: run the earlier stages first")
         return path
-
-    def has(self, name: str) -> bool:
-        return self.storage.fetch(name) is not None
 
     def url_of(self, name: str) -> str:
         return self.storage.url_of(name)

@@ -145,10 +145,6 @@ def _changed(mlflow_client, run_id: str, wanted: dict[tuple[str, int], float]) -
     return {key_step: value for key_step, value in wanted.items() if recorded.get(key_step) != value}
 
 
-def run_tags(config: Config, run_id: str) -> dict[str, str]:
-    return dict(client(config).get_run(run_id).data.tags)
-
-
 def set_run_status(config: Config, run_id: str, status: str) -> None:
     """RUNNING reopens a run (a re-run); any other status ends it."""
     mlflow_client = client(config)

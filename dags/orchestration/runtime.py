@@ -153,7 +153,7 @@ def verdicts_not_retried() -> Iterator[None]:
 
 
 @contextmanager
-def started_cycle(context: dict, kind: str):
+def started_cycle(context: dict, kind: str, trigger):
     """The first task's cycle: the as-of date resolved, the run's cycle started and held, its trigger recorded."""
     from pipeline.cycle import failures_recorded, open_cycle
 
@@ -161,7 +161,7 @@ def started_cycle(context: dict, kind: str):
         config = task_config(context["params"])
         as_of = resolve_as_of(config, context)
         cycle_id = cycle_id_for(config, kind, context["dag_run"].run_id)
-        with open_cycle(config, as_of, cycle_id, kind=kind, trigger=trigger_of(context), progress=log.info) as cycle, \
+        with open_cycle(config, as_of, cycle_id, kind=kind, trigger=trigger, progress=log.info) as cycle, \
                 failures_recorded(cycle):
             yield cycle
 

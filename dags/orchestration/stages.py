@@ -18,9 +18,9 @@ APPROVE, REJECT = "Approve", "Reject"
 def load(context: dict, kind: str) -> dict[str, Any]:
     from pipeline.cycle import load_stage
 
-    with runtime.started_cycle(context, kind) as cycle:
-        windows = load_stage(cycle)
     trigger = runtime.trigger_of(context)
+    with runtime.started_cycle(context, kind, trigger) as cycle:
+        windows = load_stage(cycle)
     return {**runtime.handle(cycle), "trigger": trigger.kind, "rows": {name: s.rows for name, s in windows.items()}}
 
 

@@ -61,7 +61,7 @@ def test_first_cycle_promotes_a_champion_on_floors_alone(demo_config, first):
     assert first.decision.entry == entry and first.decision.approval.source == "auto"
     for report in ("validation.html", "drift.html", "drift.json", "evaluation.json", "gate.json", "current.parquet",
                    "approval.json", "status.json"):
-        assert first.cycle.has(report), report
+        assert (first.cycle.storage.local_dir / report).is_file(), report
     run = registry.client(demo_config).get_run(first.cycle.run_id)
     assert (run.info.status, run.data.tags["cycle.status"]) == ("FINISHED", "promoted")
 

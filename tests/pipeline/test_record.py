@@ -89,7 +89,7 @@ def test_a_started_cycle_is_running_in_both_stores(record):
     assert (run.info.status, run.data.tags["cycle.status"], run.data.tags["trigger"]) == ("RUNNING", "running", "manual")
     assert run.data.tags["airflow.run_id"] == "manual__1" and run.data.tags["as_of"] == "2026-01-10"
     assert record.read(TRIGGER).events[0].extra == {"as_of": "2026-01-10"}
-    assert record.has("config.yaml") and "password" not in record.local_path("config.yaml").read_text()
+    assert "password" not in record.local_path("config.yaml").read_text()
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_a_refused_transition_changes_nothing(record):
     with pytest.raises(PromotionRefused):
         record.set_status(Status.PROMOTED)
     assert record.require(STATUS).status == Status.GATE_REJECTED
-    assert registry.run_tags(record.config, record.run_id)["cycle.status"] == "gate_rejected"
+    assert registry.client(record.config).get_run(record.run_id).data.tags["cycle.status"] == "gate_rejected"
 
 
 def test_stage_timings_accumulate_across_tasks(record):
