@@ -14,7 +14,7 @@ AIRFLOW_ENV := . scripts/airflow-env.sh
 AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW_HOME
 
-.PHONY: help venv seed run cycle airflow-init airflow status lint test bench mlflow-ui clean up down logs
+.PHONY: help venv seed run cycle backtest backtest-example airflow-init airflow status lint test bench mlflow-ui clean up down logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,6 +39,17 @@ run: seed airflow-init ## Run retrain_model through Airflow (`airflow dags test`
 
 cycle: seed ## The same cycle without Airflow: the pipeline's own CLI
 	$(PY) -m pipeline run --config $(CONFIG) --as-of $(DAY)
+
+backtest: seed ## Replay CONFIG's history weekly: never / always / gate / drift retraining, scored one week ahead
+	$(PY) -m pipeline backtest --config $(CONFIG) $(BACKTEST_ARGS)
+
+ISLP_WHEEL := data/islp-0.6.0-py3-none-any.whl
+$(ISLP_WHEEL): | venv
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps ISLP==0.6.0 -d data
+
+backtest-example: $(ISLP_WHEEL) ## The backtest on a real dataset: ISLP's hourly Bikeshare (2011), examples/bikeshare
+	$(PY) examples/bikeshare/warehouse.py $(ISLP_WHEEL) sqlite:///data/bikeshare.db
+	$(PY) -m pipeline backtest --config examples/bikeshare/config.yaml --start 2011-01-28 $(BACKTEST_ARGS)
 
 airflow-init: venv ## Create the project-local Airflow home (.airflow/) and migrate its SQLite metadata DB
 	@$(AIRFLOW_ENV) && test -f $(AIRFLOW_HOME)/airflow.db || airflow db migrate > /dev/null

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from pipeline.config import default_config_path
@@ -115,6 +115,26 @@ def cmd_propose_suite(args) -> int:
     return 0
 
 
+def cmd_backtest(args) -> int:
+    from pipeline.backtest import policies_for, run_backtest
+
+    config = _config(args)
+    end = _as_of(config, args.end)
+    start = date.fromisoformat(args.start) if args.start else None
+    if start is None:
+        from pipeline.data import earliest_day
+
+        # The first step whose window is full.
+        start = earliest_day(config.source) + timedelta(days=config.windows.current_days - 1)
+    policies = policies_for(config, [p.strip() for p in args.policies.split(",") if p.strip()], args.gate)
+    out = Path(args.out) if args.out else Path("backtests") / f"{config.model_name}-{start}-{end}-{args.step_days}d"
+    result = run_backtest(config, start, end - timedelta(days=args.step_days), args.step_days, policies, out,
+                          progress=(lambda _line: None) if args.quiet else None)
+    print(result.table())
+    print("plots: " + ", ".join(str(p) for p in result.plots))
+    return 0
+
+
 def cmd_demo_seed(args) -> int:
     from pipeline import demo
 
@@ -183,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--as-of", default="latest", help="profile the current window ending on this day")
     cmd.add_argument("--output", help="where to write the suite (default: the config's validation.suite)")
     cmd.set_defaults(func=cmd_propose_suite)
+
+    help_text = "replay history: what never/always/gate/drift retraining would have cost, one step ahead"
+    cmd = sub.add_parser("backtest", parents=[common], help=help_text, description=help_text)
+    cmd.add_argument("--start", help="first as-of date (default: the first day with a full current window)")
+    cmd.add_argument("--end", default="latest", help="last day of data to use (default: the newest day in the source)")
+    cmd.add_argument("--step-days", type=int, default=7, help="days between steps, and the days each model is scored on")
+    cmd.add_argument("--policies", default="never,always,gate,drift", help="comma-separated: never, always, gate, drift")
+    cmd.add_argument("--gate", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                     help="add the gate with these settings changed as a policy, e.g. alpha=0.2 (repeatable)")
+    cmd.add_argument("--out", help="output directory (default: backtests/<model>-<start>-<end>-<step>d); reruns resume")
+    cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    cmd.set_defaults(func=cmd_backtest)
 
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True, metavar="COMMAND")
     cmd = demo.add_parser("seed", parents=[common], help="write the demo warehouse (both demo tables) into the source database")

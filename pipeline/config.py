@@ -150,19 +150,49 @@ class Training(_Strict):
 
 class Evaluation(_Strict):
     k: int = Field(default=5, ge=2)
-    split: Literal["stratified", "kfold", "time"] = "stratified"
+    split: Literal["days", "stratified", "kfold", "time"] = Field(
+        default="stratified", description="days: whole calendar days per fold (stratified for classification); "
+                                    "stratified/kfold: rows shuffled; time: train on the past, test on what follows.",
+    )
     primary_metric: Metric | None = None
 
 
 class Gate(_Strict):
+    """What a candidate must show; every default is relative (to the metric or the window), so it fits any data."""
+
     floors: dict[str, float] = Field(
         default_factory=dict,
         description="Worst acceptable k-fold mean per metric: a minimum for AUC/F1/R², a maximum for log-loss/RMSE/MAE.",
     )
-    max_fold_std: float | None = Field(default=None, ge=0, description="Ceiling on the fold-to-fold standard deviation.")
-    min_improvement: float = Field(default=0.0, description="Margin the candidate must beat the champion by.")
-    alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level of the paired test.")
-    min_compare_rows: int = Field(default=200, ge=1, description="Fewest unseen rows the comparison may use.")
+    max_fold_spread: float | None = Field(
+        default=0.25, ge=0,
+        description="Ceiling on the primary metric's fold-to-fold std as a share of its error "
+                    "(the metric for losses, 1 - the metric for scores).",
+    )
+    max_fold_std: float | None = Field(
+        default=None, ge=0, description="Ceiling on the fold-to-fold std in the metric's own units (opt-in)."
+    )
+    test: Literal["blocked", "corrected_t"] = Field(
+        default="blocked",
+        description="blocked: jackknife over time blocks of the compared rows (evidence grows with rows); "
+                    "corrected_t: Nadeau-Bengio t-test over the k folds (grows with k only).",
+    )
+    blocks: int = Field(default=20, ge=2, description="Contiguous time blocks of the blocked test.")
+    min_improvement: float = Field(
+        default=0.01, ge=0, lt=1,
+        description="The candidate's error must be lower by more than this share, with confidence 1 - alpha: "
+                    "on a large window a real but negligible gain is not worth a new champion.",
+    )
+    detectable_improvement: float = Field(
+        default=0.12, gt=0, lt=1,
+        description="Error reduction the gate should detect with 80 % power; the verdict reports its power "
+                    "for it and the compared rows that power needs.",
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Rate at which an equal candidate is promoted.")
+    min_compare_share: float = Field(
+        default=0.01, ge=0, le=1, description="Fewest compared rows as a share of the current window."
+    )
+    min_compare_rows: int | None = Field(default=None, ge=1, description="Fewest compared rows, absolute (opt-in).")
 
 
 class Registry(_Strict):

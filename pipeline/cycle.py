@@ -25,6 +25,7 @@ from pipeline.errors import PipelineError, PromotionRefused
 from pipeline.record import (
     APPROVAL,
     CANDIDATE,
+    COMPARED,
     DRIFT,
     DRIFT_REPORT,
     EVALUATION,
@@ -167,7 +168,12 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
         device = resolve_device(config)
         frame = cycle.frame("current")
         champion = _champion_for_evaluation(cycle, windows)
-        evaluation = evaluate_kfold(config, frame, device, champion, progress=lambda m: cycle.progress(f"[train] {m}"))
+        evaluation, compared = evaluate_kfold(
+            config, frame, device, champion, progress=lambda m: cycle.progress(f"[train] {m}")
+        )
+        if compared is not None:
+            with cycle.writing(COMPARED) as path:
+                compared.to_parquet(path)
         cycle.progress(f"[train] final fit on all {len(frame):,} rows")
         model, info = fit_model(config, frame, encode_target(config, frame[config.source.target_column]), device)
         with cycle.writing(CANDIDATE) as path:
@@ -191,11 +197,13 @@ def _champion_for_evaluation(cycle: CycleRecord, windows: Windows):
 
 def gate_stage(cycle: CycleRecord, evaluation: EvaluationResult | None = None) -> GateVerdict:
     """The gate's verdict on the candidate; a rejection ends the cycle with the champion untouched."""
+    from pipeline.evaluate import ComparedRows
     from pipeline.gate import decide as gate_decide
 
     evaluation = evaluation or cycle.require(EVALUATION)
     with cycle.stage("gate"):
-        verdict = gate_decide(evaluation, cycle.config.gate, verdict_id=cycle.cycle_id)
+        compared = ComparedRows.read_parquet(cycle.local_path(COMPARED)) if evaluation.champion_version else None
+        verdict = gate_decide(evaluation, cycle.config.gate, cycle.cycle_id, compared)
         cycle.write(GATE, verdict)
         cycle.log_gate(verdict)
     if not verdict.passed:

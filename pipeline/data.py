@@ -130,15 +130,24 @@ def snapshot_window(source: Source, window: WindowSpec, path: Path) -> WindowSna
 
 def latest_day(source: Source) -> date:
     """The day of the newest row in the source."""
+    return _edge_day(source, "MAX")
+
+
+def earliest_day(source: Source) -> date:
+    """The day of the oldest row in the source."""
+    return _edge_day(source, "MIN")
+
+
+def _edge_day(source: Source, aggregate: str) -> date:
     engine = create_engine(source.url)
     ts = engine.dialect.identifier_preparer.quote(source.timestamp_column)
     try:
         with engine.connect() as conn:
-            newest = conn.execute(sa.text(f"SELECT MAX({ts}) FROM {_relation(source, engine)}")).scalar()
+            edge = conn.execute(sa.text(f"SELECT {aggregate}({ts}) FROM {_relation(source, engine)}")).scalar()
     except sa.exc.DBAPIError as exc:
         raise DataSourceError(_explain(source, exc)) from None
     finally:
         engine.dispose()
-    if newest is None:
+    if edge is None:
         raise DataSourceError(f"{source.table or 'the query'} in {redact_url(source.url)} has no rows")
-    return pd.Timestamp(newest).date()
+    return pd.Timestamp(edge).date()

@@ -2,24 +2,28 @@
 
 For every fold the candidate is fit on the other folds and scored on the held-out
 one. The champion is scored on the held-out rows it was not trained on either
-(rows after the end of its training window), and the candidate on exactly those
-rows too, so the paired comparison in the gate is fair.
+(rows outside its training window), and the candidate on exactly those rows too,
+by the fold model that did not train on them, so the gate's paired comparison is
+fair. Fitting the folds and comparing with a champion are separate steps, so a
+backtest compares one set of folds with several champions.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
-from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
+from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold, TimeSeriesSplit
 
 from pipeline.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, Config
+from pipeline.errors import PipelineError
 from pipeline.results import EvaluationResult, FoldResult
 from pipeline.train import encode_target, fit_model, predict_scores
 
@@ -60,12 +64,26 @@ class Champion:
 
 
 def fold_indices(config: Config, frame: pd.DataFrame, y: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Row positions of each fold; ``time`` splits train on the past and test on the block that follows."""
+    """Row positions of each fold.
+
+    ``days`` keeps each calendar day in one fold: rows of a day share its conditions (weather, a
+    campaign, an outage), so a model that trained on a day's other rows predicts them better than
+    any model can predict a day it has not seen, which is what the champion is asked to do.
+    ``time`` trains on the past and tests on the block that follows.
+    """
     evaluation, seed = config.evaluation, config.training.seed
     if evaluation.split == "time":
         order = np.argsort(frame[config.source.timestamp_column].to_numpy(), kind="stable")
         for train, test in TimeSeriesSplit(n_splits=evaluation.k).split(order):
             yield order[train], order[test]
+    elif evaluation.split == "days":
+        days = frame[config.source.timestamp_column].dt.normalize().to_numpy()
+        if len(np.unique(days)) < evaluation.k:
+            raise PipelineError(f"evaluation.split 'days' needs at least k={evaluation.k} days of rows, "
+                                f"the window has {len(np.unique(days))}")
+        splitter = (StratifiedGroupKFold if config.task == "classification" else GroupKFold)(
+            n_splits=evaluation.k, shuffle=True, random_state=seed)
+        yield from splitter.split(frame, y, groups=days)
     elif evaluation.split == "stratified" and config.task == "classification":
         yield from StratifiedKFold(n_splits=evaluation.k, shuffle=True, random_state=seed).split(frame, y)
     else:
@@ -79,14 +97,46 @@ def unseen_by_champion(config: Config, frame: pd.DataFrame, champion: Champion) 
     return ((days < start) | (days > end)).to_numpy()
 
 
-def evaluate_kfold(
-    config: Config, frame: pd.DataFrame, device: str, champion: Champion | None = None, progress=None
-) -> EvaluationResult:
-    """Fit and score the candidate on each fold; score the champion on the same unseen held-out rows."""
+@dataclass
+class ComparedRows:
+    """The rows the gate compares on, one per row: when, the truth, and both models' scores."""
+
+    timestamps: np.ndarray
+    y: np.ndarray
+    candidate: np.ndarray
+    champion: np.ndarray
+    fold: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to_parquet(self, path: Path) -> None:
+        pd.DataFrame(asdict(self)).to_parquet(path, index=False)
+
+    @classmethod
+    def read_parquet(cls, path: Path) -> ComparedRows:
+        frame = pd.read_parquet(path)
+        return cls(**{name: frame[name].to_numpy() for name in cls.__dataclass_fields__})
+
+
+@dataclass
+class CandidateFolds:
+    """The candidate's k-fold run: every row's out-of-fold score, and what each fold's model scored."""
+
+    y: np.ndarray
+    scores: np.ndarray
+    fold: np.ndarray  # the fold each row was held out in (1-based)
+    folds: list[FoldResult]
+    best_iterations: list[int | None]
+    device: str
+    seconds: float
+
+
+def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -> CandidateFolds:
+    """Fit the candidate on each fold's training rows and score the rows it held out."""
     started = time.perf_counter()
-    task, primary = config.task, config.primary_metric
     y = encode_target(config, frame[config.source.target_column])
-    unseen = unseen_by_champion(config, frame, champion) if champion else np.zeros(len(frame), dtype=bool)
+    scores, fold_of_row = np.full(len(frame), np.nan), np.zeros(len(frame), dtype="int64")
     folds: list[FoldResult] = []
     best_iterations: list[int | None] = []
     for number, (train_idx, test_idx) in enumerate(fold_indices(config, frame, y), start=1):
@@ -94,28 +144,54 @@ def evaluate_kfold(
             progress(f"fold {number}/{config.evaluation.k}: fitting on {len(train_idx):,} rows")
         model, info = fit_model(config, frame.iloc[train_idx], y[train_idx], device)
         best_iterations.append(info.best_iteration)
-        X_test, y_test = frame.iloc[test_idx], y[test_idx]
-        scores = predict_scores(model, X_test, task)
-        result = FoldResult(
+        scores[test_idx] = predict_scores(model, frame.iloc[test_idx], config.task)
+        fold_of_row[test_idx] = number
+        folds.append(FoldResult(
             fold=number, train_rows=len(train_idx), test_rows=len(test_idx),
-            metrics={name: metric_value(name, y_test, scores) for name in task_metrics(task)},
+            metrics={name: metric_value(name, y[test_idx], scores[test_idx]) for name in task_metrics(config.task)},
+        ))
+    return CandidateFolds(y, scores, fold_of_row, folds, best_iterations, device, time.perf_counter() - started)
+
+
+def compare_with_champion(
+    config: Config, frame: pd.DataFrame, candidate: CandidateFolds, champion: Champion | None
+) -> tuple[EvaluationResult, ComparedRows | None]:
+    """The evaluation against one champion: it is scored on the rows it never saw, and so is the candidate.
+
+    Only the ``time`` split leaves rows no fold model predicted (the first block); they are not compared.
+    """
+    folds = [replace(f) for f in candidate.folds]
+    compared = None
+    if champion is not None:
+        rows = unseen_by_champion(config, frame, champion) & (candidate.fold > 0)
+        champion_scores = predict_scores(champion.model, frame[rows], config.task) if rows.any() else np.array([])
+        compared = ComparedRows(
+            timestamps=frame[config.source.timestamp_column].to_numpy()[rows], y=candidate.y[rows],
+            candidate=candidate.scores[rows], champion=champion_scores, fold=candidate.fold[rows],
         )
-        if champion is not None:
-            compare = unseen[test_idx]
-            result.compare_rows = int(compare.sum())
+        primary = config.primary_metric
+        for result in folds:
+            in_fold = compared.fold == result.fold
+            result.compare_rows = int(in_fold.sum())
             if result.compare_rows:
-                champion_scores = predict_scores(champion.model, X_test[compare], task)
-                result.candidate_compare = metric_value(primary, y_test[compare], scores[compare])
-                result.champion_compare = metric_value(primary, y_test[compare], champion_scores)
-        folds.append(result)
-    names = task_metrics(task)
+                result.candidate_compare = metric_value(primary, compared.y[in_fold], compared.candidate[in_fold])
+                result.champion_compare = metric_value(primary, compared.y[in_fold], compared.champion[in_fold])
+    names = task_metrics(config.task)
     values = {name: np.array([f.metrics[name] for f in folds]) for name in names}
-    return EvaluationResult(
-        task=task, primary_metric=primary, split=config.evaluation.split, k=config.evaluation.k, rows=len(frame),
-        folds=folds,
+    evaluation = EvaluationResult(
+        task=config.task, primary_metric=config.primary_metric, split=config.evaluation.split, k=config.evaluation.k,
+        rows=len(frame), folds=folds,
         metric_means={n: float(np.nanmean(v)) for n, v in values.items()},
         metric_stds={n: float(np.nanstd(v, ddof=1)) for n, v in values.items()},
         champion_version=champion.version if champion else None,
         champion_window=f"{champion.window_start}..{champion.window_end}" if champion else None,
-        device=device, seconds=time.perf_counter() - started, best_iterations=best_iterations,
+        device=candidate.device, seconds=candidate.seconds, best_iterations=candidate.best_iterations,
     )
+    return evaluation, compared
+
+
+def evaluate_kfold(
+    config: Config, frame: pd.DataFrame, device: str, champion: Champion | None = None, progress=None
+) -> tuple[EvaluationResult, ComparedRows | None]:
+    """Fit and score the candidate on each fold; score the champion on the same unseen held-out rows."""
+    return compare_with_champion(config, frame, fit_folds(config, frame, device, progress), champion)

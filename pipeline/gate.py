@@ -2,35 +2,215 @@
 
 A candidate passes only if
   (a) every configured floor holds on its k-fold mean and the fold-to-fold spread is within the limit;
-  (b) with a champion: on the held-out rows neither model was trained on, the candidate beats the
-      champion by at least the configured margin (mean per-fold difference of the primary metric);
-  (c) and the improvement is significant: a one-sided corrected resampled t-test (Nadeau & Bengio,
-      2003) over the per-fold differences gives p < alpha. The correction widens the variance by
-      n_test/n_train because k-fold training sets overlap, which a plain paired t-test ignores.
+  (b) with a champion: on the held-out rows neither model was trained on, the candidate's error is
+      lower than the champion's, significantly: the one-sided test of "no improvement" gives p < alpha.
 With no champion, (a) alone decides.
+
+Improvement is the relative reduction of error, where the error is the metric itself for losses
+(RMSE, MAE, log-loss) and 1 - the metric for scores (AUC, F1, R²): 0.1 means a tenth less error in
+any unit, so one margin fits every dataset.
+
+The default test (``blocked``) pools the compared rows, so its evidence grows with their number: the
+rows are cut, in time order, into ``blocks`` contiguous blocks, and the observed log error ratio is
+compared with its distribution when the two models' predictions are swapped at random block by block
+(a paired permutation test, exact when the models are equally good). Blocks of neighbouring rows
+keep the errors' autocorrelation (an hour is like the next) inside a block, where a per-row test
+would count it as independent evidence. ``corrected_t`` is the corrected resampled t-test over the
+k per-fold improvements (Nadeau & Bengio, 2003): its evidence grows with k only.
+
+``gate.min_improvement`` is the null hypothesis's margin: the error must be lower by more than that
+share with confidence 1 - alpha (so an equal candidate passes at a rate below alpha), because on a
+large window a real but negligible gain is significant too. ``gate.detectable_improvement`` is what
+the gate should find: the verdict reports the power to detect it and the compared rows that needs.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from pipeline.config import Gate
-from pipeline.evaluate import HIGHER_IS_BETTER
+from pipeline.evaluate import HIGHER_IS_BETTER, ComparedRows, metric_value
 from pipeline.results import EvaluationResult, GateCheck, GateVerdict
 
+TARGET_POWER = 0.8
 
-def corrected_resampled_ttest(differences: np.ndarray, test_train_ratio: float) -> tuple[float, float]:
-    """One-sided test that the mean difference is > 0; returns (t, p)."""
+
+def error_of(metric: str, value: Any) -> Any:
+    """What an improvement reduces: the metric for losses, the distance from a perfect score for scores."""
+    return 1.0 - value if HIGHER_IS_BETTER[metric] else value
+
+
+def relative_improvement(metric: str, candidate: float, champion: float) -> float:
+    """The candidate's error reduction as a share of the champion's error."""
+    candidate_error, champion_error = error_of(metric, candidate), error_of(metric, champion)
+    if champion_error <= 0:
+        return 0.0 if candidate_error <= 0 else -math.inf
+    return (champion_error - candidate_error) / champion_error
+
+
+def corrected_resampled_ttest(differences: np.ndarray, test_train_ratio: float) -> tuple[float, float, float]:
+    """One-sided test that the mean difference is > 0; returns (t, p, standard error)."""
     k = len(differences)
     mean, variance = float(np.mean(differences)), float(np.var(differences, ddof=1))
     scale = math.sqrt((1.0 / k + test_train_ratio) * variance)
     if scale == 0.0:
-        return (math.inf, 0.0) if mean > 0 else (-math.inf if mean < 0 else 0.0, 1.0)
+        return (math.inf, 0.0, 0.0) if mean > 0 else (-math.inf if mean < 0 else 0.0, 1.0, 0.0)
     t = mean / scale
-    return t, float(stats.t.sf(t, df=k - 1))
+    return t, float(stats.t.sf(t, df=k - 1)), scale
+
+
+FLIPS = 1999  # random block swaps of the permutation test: p-values resolve to 1/2000
+AUC_CHUNK = 100  # swaps ranked at once: bounds memory at 100 x compared rows
+
+
+def block_sums(metric: str, y: np.ndarray, scores: np.ndarray, block: np.ndarray, blocks: int) -> np.ndarray:
+    """Per block, the sums the metric is built from (see ``metric_from_sums``): shape (blocks, q)."""
+    if metric == "rmse":
+        parts = [(scores - y) ** 2]
+    elif metric == "mae":
+        parts = [np.abs(scores - y)]
+    elif metric == "log_loss":
+        clipped = np.clip(scores, 1e-15, 1 - 1e-15)
+        parts = [-(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))]
+    elif metric == "r2":
+        parts = [(scores - y) ** 2]
+    elif metric == "f1":
+        predicted = scores >= 0.5
+        parts = [predicted & (y == 1), predicted & (y == 0), ~predicted & (y == 1)]
+    else:
+        raise ValueError(f"{metric} is not a sum over rows")
+    return np.stack([np.bincount(block, weights=part.astype("float64"), minlength=blocks) for part in parts], axis=1)
+
+
+def metric_from_sums(metric: str, sums: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The metric from summed block sums, vectorised over leading axes."""
+    if metric == "rmse":
+        return np.sqrt(sums[..., 0] / len(y))
+    if metric in ("mae", "log_loss"):
+        return sums[..., 0] / len(y)
+    if metric == "r2":
+        return 1.0 - sums[..., 0] / float(np.sum((y - y.mean()) ** 2))
+    tp, fp, fn = sums[..., 0], sums[..., 1], sums[..., 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+
+
+def _auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row of ``scores`` (Mann-Whitney over ranks, ties averaged)."""
+    ranks = stats.rankdata(scores, axis=-1)
+    positives = y == 1
+    m, n = int(positives.sum()), int((~positives).sum())
+    if m == 0 or n == 0:
+        return np.full(scores.shape[:-1], np.nan)
+    return (ranks[..., positives].sum(axis=-1) - m * (m + 1) / 2) / (m * n)
+
+
+def log_error_ratio(metric: str, candidate: np.ndarray, champion: np.ndarray) -> np.ndarray:
+    """log(champion's error / candidate's error): > 0 when the candidate is better, negated by swapping the two."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(error_of(metric, champion)) - np.log(error_of(metric, candidate))
+
+
+def block_permutation_test(
+    metric: str, compared: ComparedRows, blocks: int, seed: int = 0
+) -> tuple[float, np.ndarray, int]:
+    """The observed log error ratio and its distribution under random swaps of the models within time blocks.
+
+    If the candidate is no better than the champion, which model made a block's predictions is
+    exchangeable, so swapping them block by block draws from the statistic's null distribution.
+    Blocks are contiguous in time, so errors that run together (an hour is like the next) swap together.
+    """
+    order = np.argsort(compared.timestamps, kind="stable")
+    count = min(blocks, len(order))
+    block = np.empty(len(order), dtype="int64")
+    for number, rows in enumerate(np.array_split(order, count)):
+        block[rows] = number
+    y = compared.y.astype("float64")
+    swaps = np.random.default_rng(seed).random((FLIPS, count)) < 0.5
+    if metric == "roc_auc":
+        chunks = [swaps[i:i + AUC_CHUNK] for i in range(0, FLIPS, AUC_CHUNK)]
+        ratios = np.concatenate([log_error_ratio(metric, _auc(y, compared.candidate[None, :]),
+                                                 _auc(y, compared.champion[None, :]))] + [
+            log_error_ratio(metric, _auc(y, np.where(chunk[:, block], compared.champion, compared.candidate)),
+                            _auc(y, np.where(chunk[:, block], compared.candidate, compared.champion)))
+            for chunk in chunks
+        ])
+    else:
+        mine = block_sums(metric, y, compared.candidate, block, count)
+        theirs = block_sums(metric, y, compared.champion, block, count)
+        chosen = swaps[:, :, None]
+        candidate = np.concatenate([mine.sum(0)[None], np.where(chosen, theirs, mine).sum(1)])
+        champion = np.concatenate([theirs.sum(0)[None], np.where(chosen, mine, theirs).sum(1)])
+        ratios = log_error_ratio(metric, metric_from_sums(metric, candidate, y), metric_from_sums(metric, champion, y))
+    return float(ratios[0]), ratios[1:], count
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """What either test finds: the improvement, its lower confidence bound, p, and the power for the margin."""
+
+    improvement: float
+    lower: float
+    p_value: float
+    power: float | None
+    rows_for_power: int | None
+    t_statistic: float | None = None
+    blocks: int | None = None
+
+
+def corrected_t_outcome(differences: np.ndarray, test_train_ratio: float, gate: Gate, rows: int) -> TestOutcome:
+    t, _, standard_error = corrected_resampled_ttest(differences - gate.min_improvement, test_train_ratio)
+    df, mean = len(differences) - 1, float(differences.mean())
+    critical = stats.t.isf(gate.alpha, df)
+    p = float(stats.t.sf(t, df)) if standard_error > 0 else (0.0 if mean > gate.min_improvement else 1.0)
+    power = rows_needed = None
+    if standard_error > 0:
+        shift = (gate.detectable_improvement - gate.min_improvement) / standard_error
+        power = float(stats.nct.sf(critical, df, shift)) if shift > 0 else 0.0
+        rows_needed = _rows_for(rows, (critical + stats.t.isf(1 - TARGET_POWER, df)) * standard_error,
+                                gate.detectable_improvement - gate.min_improvement)
+    return TestOutcome(mean, mean - critical * standard_error, p, power, rows_needed, t_statistic=t)
+
+
+def blocked_outcome(metric: str, compared: ComparedRows, gate: Gate) -> TestOutcome:
+    """The block permutation test read as an improvement: the null distribution, shifted, is its sampling spread.
+
+    Testing "improvement <= margin" shifts the observed log error ratio down by the margin's; the
+    power for ``detectable_improvement`` shifts the null distribution up by that one's.
+    """
+    observed, null, blocks = block_permutation_test(metric, compared, gate.blocks)
+    null = null[np.isfinite(null)]
+    if not math.isfinite(observed) or not len(null):
+        return TestOutcome(_improvement(observed), math.nan, 1.0, None, None, blocks=blocks)
+    margin, detectable = _log_ratio(gate.min_improvement), _log_ratio(gate.detectable_improvement)
+    p = (1 + int(np.sum(null >= observed - margin))) / (len(null) + 1)
+    critical = float(np.quantile(null, 1 - gate.alpha))
+    power = float(np.mean(null > critical + margin - detectable))
+    spread = critical - float(np.quantile(null, 1 - TARGET_POWER))
+    return TestOutcome(_improvement(observed), _improvement(observed - critical), p, power,
+                       _rows_for(len(compared), spread, detectable - margin), blocks=blocks)
+
+
+def _rows_for(rows: int, spread: float, effect: float) -> int | None:
+    """Rows at which ``spread`` (shrinking as 1/sqrt(rows)) fits inside ``effect``: where the power reaches the target."""
+    if effect <= 0:
+        return None
+    return max(math.ceil(rows * (spread / effect) ** 2), 1)
+
+
+def _log_ratio(improvement: float) -> float:
+    """A relative error reduction as a log error ratio."""
+    return -math.log1p(-improvement)
+
+
+def _improvement(log_ratio: float) -> float:
+    """A log error ratio as a relative error reduction."""
+    return -math.expm1(-log_ratio)
 
 
 def _floor_checks(evaluation: EvaluationResult, gate: Gate) -> list[GateCheck]:
@@ -41,72 +221,105 @@ def _floor_checks(evaluation: EvaluationResult, gate: Gate) -> list[GateCheck]:
         ok = not math.isnan(mean) and (mean >= floor if higher else mean <= floor)
         relation = ">=" if higher else "<="
         checks.append(GateCheck(f"floor {metric}", ok, f"k-fold mean {mean:.4f} must be {relation} {floor:g}"))
+    metric, std = evaluation.primary_metric, evaluation.primary_std
     if gate.max_fold_std is not None:
-        std = evaluation.primary_std
         ok = not math.isnan(std) and std <= gate.max_fold_std
-        checks.append(
-            GateCheck(
-                "fold spread", ok,
-                f"std of {evaluation.primary_metric} across folds {std:.4f} must be <= {gate.max_fold_std:g}",
-            )
-        )
+        checks.append(GateCheck(
+            "fold spread", ok, f"std of {metric} across folds {std:.4f} must be <= {gate.max_fold_std:g}",
+        ))
+    if gate.max_fold_spread is not None:
+        error = error_of(metric, evaluation.primary_mean)
+        spread = std / error if error > 0 else (0.0 if std == 0 else math.inf)
+        ok = not math.isnan(spread) and spread <= gate.max_fold_spread
+        checks.append(GateCheck(
+            "fold spread", ok,
+            f"std of {metric} across folds {std:.4g} is {spread:.1%} of the error {error:.4g}; "
+            f"must be <= {gate.max_fold_spread:.0%}",
+        ))
     return checks
 
 
-def decide(evaluation: EvaluationResult, gate: Gate, verdict_id: str) -> GateVerdict:
-    """The verdict on a candidate, with every number behind it."""
-    metric = evaluation.primary_metric
+def decide(
+    evaluation: EvaluationResult, gate: Gate, verdict_id: str, compared: ComparedRows | None = None
+) -> GateVerdict:
+    """The verdict on a candidate, with every number behind it; ``compared`` are the rows the blocked test uses."""
     verdict = GateVerdict(
-        verdict_id=verdict_id, passed=False, checks=_floor_checks(evaluation, gate), primary_metric=metric,
-        candidate_mean=evaluation.primary_mean, candidate_std=evaluation.primary_std,
-        champion_version=evaluation.champion_version, margin=gate.min_improvement, alpha=gate.alpha,
+        verdict_id=verdict_id, passed=False, checks=_floor_checks(evaluation, gate),
+        primary_metric=evaluation.primary_metric, candidate_mean=evaluation.primary_mean,
+        candidate_std=evaluation.primary_std, champion_version=evaluation.champion_version,
+        margin=gate.min_improvement, detectable=gate.detectable_improvement, alpha=gate.alpha, test=gate.test,
     )
     if evaluation.champion_version is None:
         verdict.checks.append(GateCheck("champion", True, "no champion yet: the floors alone decide"))
     else:
-        _compare_with_champion(verdict, evaluation, gate)
+        _compare_with_champion(verdict, evaluation, gate, compared)
     verdict.passed = all(c.passed for c in verdict.checks)
     return verdict
 
 
-def _compare_with_champion(verdict: GateVerdict, evaluation: EvaluationResult, gate: Gate) -> None:
-    folds = evaluation.folds
+def minimum_compare_rows(gate: Gate, window_rows: int) -> int:
+    """Fewest compared rows the gate judges on: the configured count, or share of the current window."""
+    share = math.ceil(gate.min_compare_share * window_rows)
+    return max(gate.min_compare_rows or 0, share, 2)
+
+
+def _compare_with_champion(
+    verdict: GateVerdict, evaluation: EvaluationResult, gate: Gate, compared: ComparedRows | None
+) -> None:
+    metric, folds = verdict.primary_metric, evaluation.folds
     verdict.fold_candidate = [f.candidate_compare for f in folds]
     verdict.fold_champion = [f.champion_compare for f in folds]
     verdict.compare_rows = sum(f.compare_rows for f in folds)
     champion = f"champion v{evaluation.champion_version}"
-    usable = [
-        (f.candidate_compare, f.champion_compare) for f in folds
-        if f.candidate_compare is not None and f.champion_compare is not None
-        and not math.isnan(f.candidate_compare) and not math.isnan(f.champion_compare)
-    ]
-    if verdict.compare_rows < gate.min_compare_rows or len(usable) < len(folds):
-        verdict.checks.append(
-            GateCheck(
-                "comparable rows", False,
-                f"only {verdict.compare_rows} held-out rows lie outside {champion}'s training window "
-                f"{evaluation.champion_window} ({len(usable)}/{len(folds)} folds scorable); need >= {gate.min_compare_rows}",
-            )
-        )
+    needed = minimum_compare_rows(gate, evaluation.rows)
+    scorable = [f for f in folds if _present(f.candidate_compare) and _present(f.champion_compare)]
+    usable = len(scorable) == len(folds) if gate.test == "corrected_t" else compared is not None
+    if verdict.compare_rows < needed or not usable:
+        verdict.checks.append(GateCheck(
+            "comparable rows", False,
+            f"only {verdict.compare_rows:,} held-out rows lie outside {champion}'s training window "
+            f"{evaluation.champion_window} ({len(scorable)}/{len(folds)} folds scorable); need >= {needed:,}",
+        ))
         return
-    sign = 1.0 if HIGHER_IS_BETTER[verdict.primary_metric] else -1.0
-    differences = np.array([sign * (candidate - champion_score) for candidate, champion_score in usable])
-    verdict.fold_improvement = [float(d) for d in differences]
-    verdict.improvement = float(differences.mean())
-    ratio = float(np.mean([f.test_rows / f.train_rows for f in folds]))
-    verdict.t_statistic, verdict.p_value = corrected_resampled_ttest(differences, ratio)
-    verdict.checks.append(
-        GateCheck(
-            "margin", verdict.improvement >= gate.min_improvement,
-            f"on {verdict.compare_rows} unseen rows candidate {verdict.primary_metric} "
-            f"{verdict.candidate_compare_mean:.4f} vs {champion} {verdict.champion_compare_mean:.4f}: "
-            f"improvement {verdict.improvement:+.4f} must be >= {gate.min_improvement:g}",
-        )
+    if gate.test == "corrected_t":
+        differences = np.array([relative_improvement(metric, f.candidate_compare, f.champion_compare)  # type: ignore[arg-type]
+                                for f in folds])  # every fold is scorable: checked above
+        verdict.fold_improvement = [float(d) for d in differences]
+        verdict.candidate_compare = _weighted([f.candidate_compare for f in folds], [f.compare_rows for f in folds])
+        verdict.champion_compare = _weighted([f.champion_compare for f in folds], [f.compare_rows for f in folds])
+        ratio = float(np.mean([f.test_rows / f.train_rows for f in folds]))
+        outcome = corrected_t_outcome(differences, ratio, gate, verdict.compare_rows)
+        test = f"corrected resampled t-test over {len(folds)} folds: t={outcome.t_statistic:.3f}"
+    else:
+        assert compared is not None
+        verdict.candidate_compare = metric_value(metric, compared.y, compared.candidate)
+        verdict.champion_compare = metric_value(metric, compared.y, compared.champion)
+        outcome = blocked_outcome(metric, compared, gate)
+        test = f"block permutation test over {outcome.blocks} time blocks"
+    verdict.improvement, verdict.improvement_lower, verdict.p_value = outcome.improvement, outcome.lower, outcome.p_value
+    verdict.power, verdict.rows_for_power = outcome.power, outcome.rows_for_power
+    verdict.t_statistic, verdict.blocks = outcome.t_statistic, outcome.blocks
+    power = "" if outcome.power is None else (
+        f"; power to detect {gate.detectable_improvement:.0%}: {outcome.power:.0%}"
+        + (f" ({TARGET_POWER:.0%} from about {outcome.rows_for_power:,} rows)" if outcome.rows_for_power else "")
     )
-    verdict.checks.append(
-        GateCheck(
-            "significance", verdict.p_value < gate.alpha,
-            f"corrected resampled t-test over {len(usable)} folds: t={verdict.t_statistic:.3f}, "
-            f"p={verdict.p_value:.4g} must be < alpha {gate.alpha:g}",
-        )
-    )
+    verdict.checks.append(GateCheck(
+        "improvement", outcome.p_value < gate.alpha,
+        f"on {verdict.compare_rows:,} unseen rows candidate {metric} {_format(verdict.candidate_compare)} vs "
+        f"{champion} {_format(verdict.champion_compare)}: error {outcome.improvement:+.1%} lower, "
+        f">= {outcome.lower:+.1%} with {1 - gate.alpha:.0%} confidence, must be > {gate.min_improvement:.1%}; "
+        f"{test}, p={outcome.p_value:.4g} (alpha {gate.alpha:g}){power}",
+    ))
+
+
+def _present(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def _weighted(values: list[float | None], weights: list[int]) -> float | None:
+    pairs = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None and _present(v) and w]
+    return sum(v * w for v, w in pairs) / sum(w for _, w in pairs) if pairs else None
+
+
+def _format(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

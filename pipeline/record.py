@@ -289,6 +289,7 @@ CONFIG_FILE = "config.yaml"
 VALIDATION_REPORT = "validation.html"
 DRIFT_REPORT = "drift.html"
 CANDIDATE = "candidate.joblib"
+COMPARED = "compared.parquet"  # the rows the gate compares on, with both models' scores
 FAILED_BATCH = "failed_batch.parquet"
 REPORTS = (DRIFT_REPORT, VALIDATION_REPORT)
 
@@ -636,7 +637,10 @@ class CycleRecord:
     def log_gate(self, verdict: GateVerdict) -> None:
         self.log(
             metrics={"gate.passed": float(verdict.passed), "gate.improvement": verdict.improvement,
-                     "gate.p_value": verdict.p_value},
+                     "gate.improvement_lower": verdict.improvement_lower, "gate.p_value": verdict.p_value,
+                     "gate.power": verdict.power, "gate.compare_rows": verdict.compare_rows,
+                     "gate.champion_compare": verdict.champion_compare,
+                     "gate.candidate_compare": verdict.candidate_compare},
             step_metrics={"gate.fold_candidate": verdict.fold_candidate, "gate.fold_champion": verdict.fold_champion},
             tags={"gate.verdict": "passed" if verdict.passed else "rejected", "gate.reasons": "\n".join(verdict.reasons)[:4500]},
             artifacts=[self.local_path(GATE.name)],

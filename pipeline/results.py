@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from statistics import fmean
 from typing import Any
 
 CRITICAL = "critical"
@@ -279,19 +278,22 @@ class GateVerdict:
     fold_champion: list[float | None] = field(default_factory=list)
     fold_improvement: list[float] = field(default_factory=list)
     compare_rows: int = 0
+    # The primary metric of each model on the compared rows pooled: the champion's realised score on rows it never saw.
+    candidate_compare: float | None = None
+    champion_compare: float | None = None
+    test: str = "blocked"
+    blocks: int | None = None  # time blocks of the blocked test
+    # Relative error reduction (error = the metric for losses, 1 - the metric for scores), its one-sided
+    # lower confidence bound at 1 - alpha, which must exceed `margin`, and the power to detect `detectable`.
     improvement: float | None = None
+    improvement_lower: float | None = None
     margin: float = 0.0
+    detectable: float | None = None
+    power: float | None = None
+    rows_for_power: int | None = None
     t_statistic: float | None = None
     p_value: float | None = None
     alpha: float = 0.05
-
-    @property
-    def candidate_compare_mean(self) -> float | None:
-        return _mean(self.fold_candidate)
-
-    @property
-    def champion_compare_mean(self) -> float | None:
-        return _mean(self.fold_champion)
 
     @property
     def reasons(self) -> list[str]:
@@ -307,8 +309,3 @@ class GateVerdict:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GateVerdict:
         return cls(**{**data, "checks": [GateCheck(**c) for c in data["checks"]]})
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None and not math.isnan(v)]
-    return fmean(present) if present else None

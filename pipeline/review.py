@@ -46,10 +46,11 @@ def approval_body(outcome: CycleOutcome) -> str:
         )
     else:
         lines.append(
-            f"Candidate **{format_number(verdict.candidate_compare_mean)}** vs champion v{verdict.champion_version} "
-            f"**{format_number(verdict.champion_compare_mean)}** on the same {verdict.compare_rows:,} unseen rows: "
-            f"improvement {format_number(verdict.improvement)} (margin {verdict.margin:g}), "
-            f"t = {format_number(verdict.t_statistic, 2)}, one-sided p = {verdict.p_value:.3g} (alpha {verdict.alpha:g})."
+            f"Candidate **{format_number(verdict.candidate_compare)}** vs champion v{verdict.champion_version} "
+            f"**{format_number(verdict.champion_compare)}** on the same {verdict.compare_rows:,} unseen rows: "
+            f"error {_percent(verdict.improvement)} lower (at least {_percent(verdict.improvement_lower)} "
+            f"with {1 - verdict.alpha:.0%} confidence), one-sided p = {_p(verdict.p_value)} (alpha {verdict.alpha:g}), "
+            f"{verdict.test} test; power to detect the margin {verdict.margin:.0%}: {_percent(verdict.power, signed=False)}."
         )
     lines += ["", f"| fold | candidate | champion{' v' + verdict.champion_version if verdict.champion_version else ''} |",
               "|---:|---:|---:|"]
@@ -113,3 +114,13 @@ def message(event: str, outcome: CycleOutcome, link: str | None = None) -> Messa
     else:
         raise ValueError(f"unknown notification event {event!r}")
     return Message(event, f"[{model}] {subject}", "\n".join([*where, "", body]))
+
+
+def _percent(value: float | None, signed: bool = True) -> str:
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:+.1%}" if signed else f"{value:.0%}"
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"

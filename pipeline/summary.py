@@ -61,9 +61,9 @@ def format_outcome(outcome: CycleOutcome) -> str:
     if verdict is not None:
         if verdict.champion_version is not None:
             lines.append(
-                f"  Champion    v{verdict.champion_version} on the same {verdict.compare_rows:,} unseen rows: "
-                f"{verdict.primary_metric} {format_number(verdict.champion_compare_mean)} "
-                f"vs candidate {format_number(verdict.candidate_compare_mean)}"
+                f"  Champion    v{verdict.champion_version} realised {verdict.primary_metric} "
+                f"{format_number(verdict.champion_compare)} on the {verdict.compare_rows:,} rows since its window "
+                f"(candidate {format_number(verdict.candidate_compare)} on the same rows)"
             )
         else:
             lines.append("  Champion    none yet")

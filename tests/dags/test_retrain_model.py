@@ -98,7 +98,7 @@ def test_gate_rejection_ends_the_run_without_asking(story, monkeypatch):
     assert registry.alias_version(config, registry.CHAMPION).version == "1"
     assert [v.version for v in registry.list_versions(config)] == ["1"]
     [hook] = _events(story["webhook"], "gate_rejected")
-    assert "FAIL margin" in hook["text"] and "must be >= 0.05" in hook["text"]
+    assert "FAIL improvement" in hook["text"] and "must be > 5.0%" in hook["text"]
 
 
 def test_monitor_without_drift_emits_no_event(story):

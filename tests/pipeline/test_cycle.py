@@ -94,7 +94,7 @@ def test_covariate_shift_is_detected_in_the_shifted_features_only(demo_config, f
 def test_without_concept_drift_the_gate_keeps_the_champion(demo_config, first, shifted):
     # The label relation did not change: the retrained candidate is not better by the configured margin.
     assert shifted.status == Status.GATE_REJECTED, format_outcome(shifted)
-    assert [r.split(":")[0] for r in shifted.verdict.failures] == ["FAIL margin"], shifted.verdict.reasons
+    assert [r.split(":")[0] for r in shifted.verdict.failures] == ["FAIL improvement"], shifted.verdict.reasons
     assert registry.aliases(demo_config)["champion"] == first.version.version
     assert len(registry.list_versions(demo_config)) == 1
     assert registry.client(demo_config).get_run(shifted.cycle.run_id).info.status == "FINISHED"

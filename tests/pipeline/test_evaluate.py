@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
+from pipeline.errors import PipelineError
 from pipeline.evaluate import Champion, evaluate_kfold, fold_indices, metric_value, unseen_by_champion
 from pipeline.train import build_model, encode_target
 from tests.conftest import small_frame, write_config
@@ -28,6 +29,21 @@ def test_shuffled_splits_cover_every_row_once(tmp_path, split):
     if split == "stratified":
         rates = [y[t].mean() for t in tests]
         assert max(rates) - min(rates) < 0.03
+
+
+def test_days_split_keeps_each_day_in_one_fold(tmp_path):
+    config, frame = make_config(tmp_path, "days", k=4), small_frame(400, days=10)
+    folds = list(fold_indices(config, frame, encode_target(config, frame["label"])))
+    days = frame["ts"].dt.normalize().to_numpy()
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(400))
+    for train, test in folds:
+        assert not set(days[train]) & set(days[test])
+
+
+def test_days_split_needs_k_days(tmp_path):
+    config, frame = make_config(tmp_path, "days", k=4), small_frame(100, days=3)
+    with pytest.raises(PipelineError, match="needs at least k=4 days of rows, the window has 3"):
+        list(fold_indices(config, frame, encode_target(config, frame["label"])))
 
 
 def test_time_split_tests_on_the_future(tmp_path):
@@ -64,7 +80,8 @@ def test_champion_is_judged_only_on_rows_outside_its_training_window(tmp_path):
     unseen = unseen_by_champion(config, frame, champion)
     assert unseen.sum() == (frame["ts"] >= "2026-01-04").sum()
 
-    result = evaluate_kfold(config, frame, "cpu", champion)
+    result, compared = evaluate_kfold(config, frame, "cpu", champion)
+    assert len(compared) == unseen.sum() and set(compared.fold) <= {1, 2, 3}
     assert result.champion_version == "1" and result.champion_window == "2026-01-01..2026-01-03"
     assert sum(f.compare_rows for f in result.folds) == unseen.sum()
     for fold in result.folds:
@@ -75,6 +92,7 @@ def test_champion_is_judged_only_on_rows_outside_its_training_window(tmp_path):
 
 
 def test_without_a_champion_nothing_is_compared(tmp_path):
-    result = evaluate_kfold(make_config(tmp_path), small_frame(300), "cpu")
+    result, compared = evaluate_kfold(make_config(tmp_path), small_frame(300), "cpu")
+    assert compared is None
     assert result.champion_version is None
     assert all(f.compare_rows == 0 and f.champion_compare is None for f in result.folds)
