@@ -140,10 +140,11 @@ class BacktestResult:
     plots: list[Path] = field(default_factory=list)
 
     def table(self) -> str:
-        header = f"{'policy':<28} {self.metric:>10} {'trainings':>9} {'promotions':>10} {'harmful':>8} {'stops':>6}"
+        width = max(len("policy"), *(len(s.policy) for s in self.summaries))
+        header = f"{'policy':<{width}} {self.metric:>10} {'trainings':>9} {'promotions':>10} {'harmful':>8} {'stops':>6}"
         lines = [header, "-" * len(header)]
         for s in self.summaries:
-            lines.append(f"{s.policy:<28} {s.error:>10.4g} {s.trainings:>9} {s.promotions:>10} {s.harmful:>8} "
+            lines.append(f"{s.policy:<{width}} {s.error:>10.4g} {s.trainings:>9} {s.promotions:>10} {s.harmful:>8} "
                          f"{s.validation_stops:>6}")
         scored = sum(s.next_rows for s in self.steps)
         lines.append(f"{len(self.steps)} steps, {scored:,} rows scored one step ahead; results in {self.directory}")

@@ -8,6 +8,7 @@ running the same cycle; 2 bad configuration; 1 any other error.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from datetime import date, timedelta
@@ -227,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:
         return args.func(args)
     except PipelineError as exc:

@@ -6,6 +6,8 @@ config file committed to a repository never has to carry them.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
 from datetime import date
@@ -28,6 +30,8 @@ DriftMethod = Literal[
 
 CLASSIFICATION_METRICS: tuple[Metric, ...] = ("roc_auc", "log_loss", "f1")
 REGRESSION_METRICS: tuple[Metric, ...] = ("rmse", "mae", "r2")
+
+log = logging.getLogger(__name__)
 
 CONFIG_ENV = "PIPELINE_CONFIG"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
@@ -295,6 +299,42 @@ class Config(_Strict):
         assert self.evaluation.primary_metric is not None
         return self.evaluation.primary_metric
 
+    def gate_warnings(self) -> list[str]:
+        """Settings under which the gate cannot pass, or only after a wait, at this config's cadence."""
+        gate, windows, found = self.gate, self.windows, []
+        cadence = cadence_days(self.orchestration.retrain_schedule)
+        for metric, floor in gate.floors.items():
+            if (metric in ("roc_auc", "f1", "r2") and floor > 1) or (metric not in ("roc_auc", "f1", "r2") and floor < 0):
+                found.append(f"gate.floors.{metric} = {floor:g} cannot be met by any model")
+        if gate.min_compare_rows is not None and gate.min_compare_rows > windows.min_rows:
+            found.append(f"gate.min_compare_rows {gate.min_compare_rows:,} exceeds windows.min_rows {windows.min_rows:,}: "
+                         "on a window that small no champion can ever be compared")
+        # Rows a champion has not seen grow by about one cadence's share of the window per cycle.
+        share_per_cycle = min(cadence / windows.current_days, 1.0)
+        cycles = math.ceil(gate.min_compare_share / share_per_cycle - 1e-9) if gate.min_compare_share else 1
+        if cycles > 1:
+            found.append(f"gate.min_compare_share {gate.min_compare_share:.0%} of a {windows.current_days}-day window "
+                         f"needs a champion {cycles} cycles old at a cadence of {cadence:g} days "
+                         f"(orchestration.retrain_schedule): every earlier cycle is rejected")
+        if gate.detectable_improvement <= gate.min_improvement:
+            found.append(f"gate.detectable_improvement {gate.detectable_improvement:.0%} is not above "
+                         f"gate.min_improvement {gate.min_improvement:.0%}: the gate would pass it at most at rate alpha")
+        return found
+
+
+def cadence_days(schedule: str) -> float:
+    """Days between two runs of a cron schedule (the shortest gap over a fortnight of runs)."""
+    from datetime import datetime
+
+    from croniter import croniter
+
+    try:
+        runs = croniter(schedule, datetime(2026, 1, 1))
+        times = [runs.get_next(datetime) for _ in range(15)]
+    except (ValueError, KeyError):
+        return 1.0  # not a cron expression (an Airflow preset such as @daily): assume daily
+    return min((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)) / 86400
+
 
 def default_config_path(environ: dict[str, str] | None = None) -> Path:
     """The config the CLI, the DAGs and the review pages use: ``$PIPELINE_CONFIG``, else the demo's."""
@@ -339,4 +379,6 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
         raise ConfigError(f"{path}: invalid configuration: {problems}") from None
     if not config.validation.suite.is_absolute():
         config.validation.suite = (path.parent / config.validation.suite).resolve()
+    for warning in config.gate_warnings():
+        log.warning("%s: %s", path, warning)
     return config

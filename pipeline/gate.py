@@ -116,14 +116,25 @@ def log_error_ratio(metric: str, candidate: np.ndarray, champion: np.ndarray) ->
         return np.log(error_of(metric, champion)) - np.log(error_of(metric, candidate))
 
 
-def block_permutation_test(
-    metric: str, compared: ComparedRows, blocks: int, seed: int = 0
-) -> tuple[float, np.ndarray, int]:
-    """The observed log error ratio and its distribution under random swaps of the models within time blocks.
+@dataclass(frozen=True)
+class BlockTest:
+    """The blocked test's numbers, all as log error ratios (> 0: the candidate's error is lower)."""
+
+    observed: float
+    null: np.ndarray  # the statistic under random block swaps of the two models
+    standard_error: float  # delete-one-block jackknife: the observed value's own sampling spread
+    blocks: int
+
+
+def block_permutation_test(metric: str, compared: ComparedRows, blocks: int, seed: int = 0) -> BlockTest:
+    """The observed log error ratio, its distribution under random swaps of the models within time blocks,
+    and its standard error.
 
     If the candidate is no better than the champion, which model made a block's predictions is
     exchangeable, so swapping them block by block draws from the statistic's null distribution.
     Blocks are contiguous in time, so errors that run together (an hour is like the next) swap together.
+    The null says nothing of how far a real improvement may lie from the observed one; the jackknife
+    over the same blocks does, for the confidence bound and the power.
     """
     order = np.argsort(compared.timestamps, kind="stable")
     count = min(blocks, len(order))
@@ -140,6 +151,11 @@ def block_permutation_test(
                             _auc(y, np.where(chunk[:, block], compared.candidate, compared.champion)))
             for chunk in chunks
         ])
+        left_out = np.array([
+            log_error_ratio(metric, _auc(y[block != g], compared.candidate[block != g][None, :]),
+                            _auc(y[block != g], compared.champion[block != g][None, :]))[0]
+            for g in range(count)
+        ])
     else:
         mine = block_sums(metric, y, compared.candidate, block, count)
         theirs = block_sums(metric, y, compared.champion, block, count)
@@ -147,7 +163,13 @@ def block_permutation_test(
         candidate = np.concatenate([mine.sum(0)[None], np.where(chosen, theirs, mine).sum(1)])
         champion = np.concatenate([theirs.sum(0)[None], np.where(chosen, mine, theirs).sum(1)])
         ratios = log_error_ratio(metric, metric_from_sums(metric, candidate, y), metric_from_sums(metric, champion, y))
-    return float(ratios[0]), ratios[1:], count
+        # Row counts and R²'s total sum of squares cancel in the ratio, so the remaining blocks' sums suffice.
+        left_out = log_error_ratio(metric, metric_from_sums(metric, mine.sum(0) - mine, y),
+                                   metric_from_sums(metric, theirs.sum(0) - theirs, y))
+    left_out = left_out[np.isfinite(left_out)]
+    spread = math.sqrt((len(left_out) - 1) / len(left_out) * float(np.sum((left_out - left_out.mean()) ** 2))) \
+        if len(left_out) > 1 else math.nan
+    return BlockTest(float(ratios[0]), ratios[1:], spread, count)
 
 
 @dataclass(frozen=True)
@@ -178,22 +200,25 @@ def corrected_t_outcome(differences: np.ndarray, test_train_ratio: float, gate: 
 
 
 def blocked_outcome(metric: str, compared: ComparedRows, gate: Gate) -> TestOutcome:
-    """The block permutation test read as an improvement: the null distribution, shifted, is its sampling spread.
+    """The block permutation test decides; the block jackknife gives the confidence bound and the power.
 
-    Testing "improvement <= margin" shifts the observed log error ratio down by the margin's; the
-    power for ``detectable_improvement`` shifts the null distribution up by that one's.
+    Testing "improvement <= margin" shifts the observed log error ratio down by the margin's.
     """
-    observed, null, blocks = block_permutation_test(metric, compared, gate.blocks)
-    null = null[np.isfinite(null)]
-    if not math.isfinite(observed) or not len(null):
-        return TestOutcome(_improvement(observed), math.nan, 1.0, None, None, blocks=blocks)
+    test = block_permutation_test(metric, compared, gate.blocks)
+    null = test.null[np.isfinite(test.null)]
+    if not math.isfinite(test.observed) or not len(null):
+        return TestOutcome(_improvement(test.observed), math.nan, 1.0, None, None, blocks=test.blocks)
     margin, detectable = _log_ratio(gate.min_improvement), _log_ratio(gate.detectable_improvement)
-    p = (1 + int(np.sum(null >= observed - margin))) / (len(null) + 1)
-    critical = float(np.quantile(null, 1 - gate.alpha))
-    power = float(np.mean(null > critical + margin - detectable))
-    spread = critical - float(np.quantile(null, 1 - TARGET_POWER))
-    return TestOutcome(_improvement(observed), _improvement(observed - critical), p, power,
-                       _rows_for(len(compared), spread, detectable - margin), blocks=blocks)
+    p = (1 + int(np.sum(null >= test.observed - margin))) / (len(null) + 1)
+    df = test.blocks - 1
+    critical = float(stats.t.isf(gate.alpha, df))
+    lower, power, rows_needed = math.nan, None, None
+    if test.standard_error > 0:
+        lower = _improvement(test.observed - critical * test.standard_error)
+        power = float(stats.t.sf(critical - (detectable - margin) / test.standard_error, df))
+        rows_needed = _rows_for(len(compared), (critical + stats.t.isf(1 - TARGET_POWER, df)) * test.standard_error,
+                                detectable - margin)
+    return TestOutcome(_improvement(test.observed), lower, p, power, rows_needed, blocks=test.blocks)
 
 
 def _rows_for(rows: int, spread: float, effect: float) -> int | None:

@@ -49,8 +49,9 @@ def approval_body(outcome: CycleOutcome) -> str:
             f"Candidate **{format_number(verdict.candidate_compare)}** vs champion v{verdict.champion_version} "
             f"**{format_number(verdict.champion_compare)}** on the same {verdict.compare_rows:,} unseen rows: "
             f"error {_percent(verdict.improvement)} lower (at least {_percent(verdict.improvement_lower)} "
-            f"with {1 - verdict.alpha:.0%} confidence), one-sided p = {_p(verdict.p_value)} (alpha {verdict.alpha:g}), "
-            f"{verdict.test} test; power to detect the margin {verdict.margin:.0%}: {_percent(verdict.power, signed=False)}."
+            f"with {1 - verdict.alpha:.0%} confidence; the gate asks for more than {verdict.margin:.1%}), "
+            f"one-sided p = {_p(verdict.p_value)} (alpha {verdict.alpha:g}, {verdict.test} test); "
+            f"power to detect {_percent(verdict.detectable, signed=False)}: {_percent(verdict.power, signed=False)}."
         )
     lines += ["", f"| fold | candidate | champion{' v' + verdict.champion_version if verdict.champion_version else ''} |",
               "|---:|---:|---:|"]

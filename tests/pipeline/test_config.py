@@ -11,7 +11,8 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from tests.conftest import config_dict
 
-DEMO_CONFIGS = sorted((Path(__file__).parents[2] / "pipeline" / "configs").glob("*.yaml"))
+ROOT = Path(__file__).parents[2]
+DEMO_CONFIGS = sorted([*(ROOT / "pipeline" / "configs").glob("*.yaml"), *(ROOT / "examples").glob("*/config.yaml")])
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.name) for p in DEMO_CONFIGS])
@@ -107,3 +108,30 @@ def test_training_queue_defaults_to_the_default_queue_and_takes_a_name(tmp_path)
     assert load_config(_write(tmp_path, config_dict(tmp_path)), environ={}).training.queue is None
     routed = load_config(_write(tmp_path, _with(tmp_path, "training", "queue", "gpu")), environ={})
     assert routed.training.queue == "gpu"
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        pytest.param({"gate": {"floors": {"roc_auc": 1.2}}}, "cannot be met by any model", id="impossible-floor"),
+        pytest.param({"gate": {"min_compare_rows": 500}, "windows": {"min_rows": 100}},
+                     "no champion can ever be compared", id="absolute-rows-above-the-window"),
+        pytest.param({"gate": {"min_compare_share": 0.5}, "orchestration": {"retrain_schedule": "0 2 * * 1"},
+                      "windows": {"current_days": 28}}, "needs a champion 2 cycles old at a cadence of 7 days",
+                     id="share-needs-an-older-champion"),
+        pytest.param({"gate": {"min_improvement": 0.2}}, "would pass it at most at rate alpha",
+                     id="detectable-below-the-margin"),
+    ],
+)
+def test_a_gate_that_cannot_pass_at_its_cadence_is_a_warning_at_load_time(tmp_path, caplog, sections, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_dict(tmp_path, **sections)))
+    with caplog.at_level("WARNING", logger="pipeline.config"):
+        config = load_config(path, environ={})
+    assert any(message in record.getMessage() and str(path) in record.getMessage() for record in caplog.records)
+    assert config.gate_warnings()
+
+
+def test_the_shipped_configs_gates_can_pass_at_their_cadence():
+    for path in DEMO_CONFIGS:
+        assert load_config(path, environ={}).gate_warnings() == [], path

@@ -191,12 +191,21 @@ def test_block_statistic_is_the_metric_computed_by_scikit_learn(metric):
         "roc_auc": skm.roc_auc_score, "log_loss": skm.log_loss,
         "f1": lambda y, s: skm.f1_score(y, (s >= 0.5).astype(int)),
     }[metric]
-    observed, null, blocks = block_permutation_test(metric, compared, blocks=20)
+    test = block_permutation_test(metric, compared, blocks=20)
     expected = log_error_ratio(metric, reference(compared.y, compared.candidate), reference(compared.y, compared.champion))
-    assert observed == pytest.approx(float(expected), rel=1e-9)
-    assert blocks == 20 and len(null) == 1999
+    assert test.observed == pytest.approx(float(expected), rel=1e-9)
+    assert test.blocks == 20 and len(test.null) == 1999
+    # The jackknife's standard error from leave-one-block-out values that scikit-learn computes.
+    order = np.argsort(compared.timestamps, kind="stable")
+    left_out = []
+    for block in np.array_split(order, 20):
+        kept = np.setdiff1d(np.arange(len(order)), block)
+        left_out.append(log_error_ratio(metric, reference(compared.y[kept], compared.candidate[kept]),
+                                        reference(compared.y[kept], compared.champion[kept])))
+    left_out = np.array(left_out)
+    assert test.standard_error == pytest.approx(math.sqrt(19 / 20 * np.sum((left_out - left_out.mean()) ** 2)), rel=1e-6)
     swapped = ComparedRows(compared.timestamps, compared.y, compared.champion, compared.candidate, compared.fold)
-    assert block_permutation_test(metric, swapped, blocks=20)[0] == pytest.approx(-observed)
+    assert block_permutation_test(metric, swapped, blocks=20).observed == pytest.approx(-test.observed)
 
 
 # The simulation: ≥ 200 cycles per size. "demo": one day of the demo's ~2,000 rows a day (a daily
