@@ -89,6 +89,7 @@ class PolicyStep:
     next_error: float | None = None  # the primary metric of the model in force on the next step's rows
     replaced_next_error: float | None = None  # a promotion: the replaced model's, on the same rows
     harmful: bool = False  # a promotion whose model did worse on the next rows than the one it replaced
+    missed: bool = False  # a rejection whose candidate would have done better on the next rows
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Step:
     trained: bool
     seconds: float
     policies: dict[str, PolicyStep]
+    candidate_next_error: float | None = None  # the step's candidate on the next rows, promoted or not
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -128,6 +130,7 @@ class PolicySummary:
     trainings: int
     promotions: int  # champion changes, the first champion included
     harmful: int
+    missed: int
     validation_stops: int
 
 
@@ -141,11 +144,12 @@ class BacktestResult:
 
     def table(self) -> str:
         width = max(len("policy"), *(len(s.policy) for s in self.summaries))
-        header = f"{'policy':<{width}} {self.metric:>10} {'trainings':>9} {'promotions':>10} {'harmful':>8} {'stops':>6}"
+        header = (f"{'policy':<{width}} {self.metric:>10} {'trainings':>9} {'promotions':>10} {'harmful':>8} "
+                  f"{'missed':>7} {'stops':>6}")
         lines = [header, "-" * len(header)]
         for s in self.summaries:
             lines.append(f"{s.policy:<{width}} {s.error:>10.4g} {s.trainings:>9} {s.promotions:>10} {s.harmful:>8} "
-                         f"{s.validation_stops:>6}")
+                         f"{s.missed:>7} {s.validation_stops:>6}")
         scored = sum(s.next_rows for s in self.steps)
         lines.append(f"{len(self.steps)} steps, {scored:,} rows scored one step ahead; results in {self.directory}")
         return "\n".join(lines)
@@ -280,9 +284,10 @@ def _run_step(
         for policy in policies:
             decisions[policy.name] = _decide(config, policy, champions[policy.name], candidate, frame, as_of,
                                              policy in wanting)
-    _score_next(config, following, decisions, champions, models)
+    candidate_next_error = _score_next(config, following, decisions, champions, models,
+                                       as_of.isoformat() if trained else None)
     return Step(as_of, len(frame), len(following), validation.passed, drifted, trained,
-                time.perf_counter() - started, decisions)
+                time.perf_counter() - started, decisions, candidate_next_error)
 
 
 def _wants_training(policy: Policy, champion: _Champion | None, drifted: bool | None) -> bool:
@@ -343,13 +348,15 @@ def _decide(
                       improvement=verdict.improvement, p_value=verdict.p_value)
 
 
-def _score_next(config: Config, following, decisions: dict[str, PolicyStep], champions, models: _Models) -> None:
-    """Each policy's model in force, and a promoted model's predecessor, on the next step's rows."""
+def _score_next(
+    config: Config, following, decisions: dict[str, PolicyStep], champions, models: _Models, candidate: str | None,
+) -> float | None:
+    """Each policy's model in force, a promoted model's predecessor and the step's candidate, on the next step's rows."""
     from pipeline.evaluate import metric_value
     from pipeline.train import encode_target, predict_scores
 
     if not len(following):
-        return
+        return None
     y = encode_target(config, following[config.source.target_column])
     scores: dict[str, Any] = {}
 
@@ -365,6 +372,12 @@ def _score_next(config: Config, following, decisions: dict[str, PolicyStep], cha
         if step.decision == PROMOTED and previous is not None:
             step.replaced_next_error = error(previous.model_id)
             step.harmful = _worse(step.next_error, step.replaced_next_error, config.primary_metric)
+    if candidate is None:
+        return None
+    candidate_error = error(candidate)
+    for step in decisions.values():
+        step.missed = step.decision == REJECTED and _worse(step.next_error, candidate_error, config.primary_metric)
+    return candidate_error
 
 
 def _summaries(config: Config, policies: list[Policy], steps: list[Step], directory: Path) -> list[PolicySummary]:
@@ -385,7 +398,7 @@ def _summaries(config: Config, policies: list[Policy], steps: list[Step], direct
             policy=policy.name, error=value,
             trainings=sum(1 for s, p in zip(steps, mine, strict=True) if s.trained and p.decision not in (IDLE, STOPPED)),
             promotions=sum(1 for p in mine if p.decision in CHANGES),
-            harmful=sum(1 for p in mine if p.harmful),
+            harmful=sum(1 for p in mine if p.harmful), missed=sum(1 for p in mine if p.missed),
             validation_stops=sum(1 for p in mine if p.decision == STOPPED),
         ))
     return summaries

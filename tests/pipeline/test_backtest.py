@@ -64,6 +64,13 @@ def test_replay_scores_each_policy_one_step_ahead_and_touches_no_real_store(stor
     gate_step = steps[2]["policies"]["gate"]
     assert gate_step["compare_rows"] > 0 and gate_step["p_value"] < 0.05
     assert gate_step["replaced_next_error"] < gate_step["next_error"] and not gate_step["harmful"]
+    # A rejection is "missed" when the rejected candidate did better on the next rows than the model kept.
+    rejections = [(step, p) for step in steps for p in step["policies"].values() if p["decision"] == "rejected"]
+    assert rejections
+    for step, rejected in rejections:
+        assert rejected["missed"] == (step["candidate_next_error"] > rejected["next_error"])
+    for name, summary in summaries.items():
+        assert summary["missed"] == sum(step["policies"][name]["missed"] for step in steps)
     for plot in ("backtest.png", "backtest.svg"):
         assert (out / plot).stat().st_size > 1000
     assert (out / "drift").is_dir() and list((out / "drift").glob("*.html"))
