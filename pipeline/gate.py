@@ -3,7 +3,8 @@
 A candidate passes only if
   (a) every configured floor holds on its k-fold mean and the fold-to-fold spread is within the limit;
   (b) with a champion: on the held-out rows neither model was trained on, the candidate's error is
-      lower than the champion's, significantly: the one-sided test of "no improvement" gives p < alpha.
+      lower than the champion's by more than ``gate.min_improvement``, significantly: the one-sided
+      test of "no more improvement than that" gives p < alpha.
 With no champion, (a) alone decides.
 
 Improvement is the relative reduction of error, where the error is the metric itself for losses
@@ -15,7 +16,8 @@ rows are cut, in time order, into ``blocks`` contiguous blocks, and the observed
 compared with its distribution when the two models' predictions are swapped at random block by block
 (a paired permutation test, exact when the models are equally good). Blocks of neighbouring rows
 keep the errors' autocorrelation (an hour is like the next) inside a block, where a per-row test
-would count it as independent evidence. ``corrected_t`` is the corrected resampled t-test over the
+would count it as independent evidence. The confidence bound and the power come from the
+delete-one-block jackknife over the same blocks. ``corrected_t`` is the corrected resampled t-test over the
 k per-fold improvements (Nadeau & Bengio, 2003): its evidence grows with k only.
 
 ``gate.min_improvement`` is the null hypothesis's margin: the error must be lower by more than that
@@ -174,7 +176,8 @@ def block_permutation_test(metric: str, compared: ComparedRows, blocks: int, see
 
 @dataclass(frozen=True)
 class TestOutcome:
-    """What either test finds: the improvement, its lower confidence bound, p, and the power for the margin."""
+    """What either test finds: the improvement, its lower confidence bound, p, and the power to detect
+    ``gate.detectable_improvement`` with the compared rows that power needs."""
 
     improvement: float
     lower: float
