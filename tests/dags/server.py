@@ -139,16 +139,23 @@ def task_state(client, dag_id: str, run_id: str, task_id: str) -> str | None:
     return state.value if state else None
 
 
-def answer(client, dag_id: str, run_id: str, option: str, comment: str):
-    """Answer as a reviewer in Required Actions would: not within the first second of the question.
+def answer(server: AirflowServer, client, dag_id: str, run_id: str, option: str, comment: str):
+    """Answer as a reviewer in Required Actions would: after the scheduler has seen the question parked.
 
     Airflow 3.3.2 races when an answer resumes the task before the scheduler has processed the executor's
     event for the parked attempt: it marks the task failed (apache/airflow#66374, #71502, seen here for
-    awaiting_input). That fails safe (nothing is promoted), but the test waits the scheduler out.
+    awaiting_input). That fails safe (nothing is promoted); the test waits for that event in the
+    scheduler's log, which a fixed pause did not always outlast on a loaded machine.
     """
     import airflow_client.client as ac
 
-    time.sleep(5)
+    parked = f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{dag_id}', " \
+             f"task_id='review', run_id='{run_id}'"
+    deadline = time.monotonic() + 120
+    while parked not in (server.home / "scheduler.log").read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the scheduler never saw review of {run_id} parked:\n{server.log_tail('scheduler')}")
+        time.sleep(0.5)
     return ac.TaskInstanceApi(client).update_hitl_detail(
         dag_id, run_id, "review", -1,
         ac.UpdateHITLDetailPayload(chosen_options=[option], params_input={"comment": comment}),

@@ -61,9 +61,9 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
     pending = ac.TaskInstanceApi(admin).get_hitl_details("~", "~", response_received=False)
     assert [d.task_instance.dag_run_id for d in pending.hitl_details] == [run.dag_run_id]
 
-    answer(alice, "retrain_model", run.dag_run_id, "Approve", "looks good")
+    answer(airflow, alice, "retrain_model", run.dag_run_id, "Approve", "looks good")
     with pytest.raises(ac.ApiException) as twice:
-        answer(alice, "retrain_model", run.dag_run_id, "Approve", "again")
+        answer(airflow, alice, "retrain_model", run.dag_run_id, "Approve", "again")
     assert twice.value.status == 409
     assert wait_for("the run finished", lambda: finished_state(runs, "retrain_model", run.dag_run_id), airflow) == "success"
     config = load_config(airflow.config)
@@ -100,7 +100,7 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
     body = ac.TaskInstanceApi(admin).get_hitl_detail("retrain_model", triggered, "review", -1).body
     assert "drift event from monitor_drift/" in body and "payment_method" in body and "champion v1" in body
 
-    answer(alice, "retrain_model", triggered, "Reject", "wait for the quarter close")
+    answer(airflow, alice, "retrain_model", triggered, "Reject", "wait for the quarter close")
     assert wait_for("the drift run finished", lambda: finished_state(runs, "retrain_model", triggered), airflow) == "success"
     assert task_state(admin, "retrain_model", triggered, "promote") == "skipped"
     assert registry.alias_version(config, registry.CHAMPION).version == "1"

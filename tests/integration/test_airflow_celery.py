@@ -164,7 +164,7 @@ def test_celery_worker_runs_the_tasks_and_a_rest_approval_promotes_into_the_post
     assert set(BEFORE_REVIEW) | {"review"} <= celery_executed(airflow, run_id), airflow.log_tail("celery-worker")
     assert celery_results(airflow.services["metadata_url"], run_id) == dict.fromkeys(BEFORE_REVIEW, "SUCCESS")
 
-    answer(alice, "retrain_model", run_id, "Approve", "first champion, checked on Celery")
+    answer(airflow, alice, "retrain_model", run_id, "Approve", "first champion, checked on Celery")
     runs = ac.DagRunApi(admin)
     assert wait_for("the run finished", lambda: finished_state(runs, "retrain_model", run_id), airflow) == "success"
     assert "promote" in celery_executed(airflow, run_id)
@@ -212,7 +212,7 @@ def test_two_runs_triggered_at_once_run_one_after_the_other_and_promote_once(air
     second_tis = ac.TaskInstanceApi(admin).get_task_instances("retrain_model", second).task_instances
     assert second_tis and {(ti.state, ti.try_number) for ti in second_tis} == {(None, 0)}
 
-    answer(alice, "retrain_model", first, "Approve", "May beats v1")
+    answer(airflow, alice, "retrain_model", first, "Approve", "May beats v1")
     wait_for("the second run finished", states_until(
         lambda: finished_state(runs, "retrain_model", second) is not None
         or task_state(admin, "retrain_model", second, "review") == "awaiting_input"),
