@@ -188,7 +188,7 @@ class Gate(_Strict):
                     "on a large window a real but negligible gain is not worth a new champion.",
     )
     detectable_improvement: float = Field(
-        default=0.12, gt=0, lt=1,
+        default=0.2, gt=0, lt=1,
         description="Error reduction the gate should detect with 80 % power; the verdict reports its power "
                     "for it and the compared rows that power needs.",
     )

@@ -12,12 +12,12 @@ Improvement is the relative reduction of error, where the error is the metric it
 any unit, so one margin fits every dataset.
 
 The default test (``blocked``) pools the compared rows, so its evidence grows with their number: the
-rows are cut, in time order, into ``blocks`` contiguous blocks, and the observed log error ratio is
-compared with its distribution when the two models' predictions are swapped at random block by block
-(a paired permutation test, exact when the models are equally good). Blocks of neighbouring rows
-keep the errors' autocorrelation (an hour is like the next) inside a block, where a per-row test
-would count it as independent evidence. The confidence bound and the power come from the
-delete-one-block jackknife over the same blocks. ``corrected_t`` is the corrected resampled t-test over the
+rows are cut, in time order, into ``blocks`` contiguous blocks; each block's delete-one-block
+jackknife pseudo-value estimates the log error ratio, and a randomisation test flips their signs
+(exact when the two models are equally good, whatever the errors' distribution). Blocks of
+neighbouring rows keep the errors' autocorrelation (an hour is like the next) inside a block, where
+a per-row test would count it as independent evidence. The confidence bound and the power come
+from the pseudo-values' spread. ``corrected_t`` is the corrected resampled t-test over the
 k per-fold improvements (Nadeau & Bengio, 2003): its evidence grows with k only.
 
 ``gate.min_improvement`` is the null hypothesis's margin: the error must be lower by more than that
@@ -66,8 +66,7 @@ def corrected_resampled_ttest(differences: np.ndarray, test_train_ratio: float) 
     return t, float(stats.t.sf(t, df=k - 1)), scale
 
 
-FLIPS = 1999  # random block swaps of the permutation test: p-values resolve to 1/2000
-AUC_CHUNK = 100  # swaps ranked at once: bounds memory at 100 x compared rows
+FLIPS = 1999  # random sign flips of the blocked test: p-values resolve to 1/2000
 
 
 def block_sums(metric: str, y: np.ndarray, scores: np.ndarray, block: np.ndarray, blocks: int) -> np.ndarray:
@@ -102,16 +101,6 @@ def metric_from_sums(metric: str, sums: np.ndarray, y: np.ndarray) -> np.ndarray
         return np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
 
 
-def _auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC AUC of each row of ``scores`` (Mann-Whitney over ranks, ties averaged)."""
-    ranks = stats.rankdata(scores, axis=-1)
-    positives = y == 1
-    m, n = int(positives.sum()), int((~positives).sum())
-    if m == 0 or n == 0:
-        return np.full(scores.shape[:-1], np.nan)
-    return (ranks[..., positives].sum(axis=-1) - m * (m + 1) / 2) / (m * n)
-
-
 def log_error_ratio(metric: str, candidate: np.ndarray, champion: np.ndarray) -> np.ndarray:
     """log(champion's error / candidate's error): > 0 when the candidate is better, negated by swapping the two."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -123,20 +112,30 @@ class BlockTest:
     """The blocked test's numbers, all as log error ratios (> 0: the candidate's error is lower)."""
 
     observed: float
-    null: np.ndarray  # the statistic under random block swaps of the two models
-    standard_error: float  # delete-one-block jackknife: the observed value's own sampling spread
+    pseudo: np.ndarray  # each block's jackknife pseudo-value: its own estimate of the statistic
     blocks: int
 
+    @property
+    def standard_error(self) -> float:
+        return float(np.std(self.pseudo, ddof=1) / math.sqrt(len(self.pseudo))) if len(self.pseudo) > 1 else math.nan
 
-def block_permutation_test(metric: str, compared: ComparedRows, blocks: int, seed: int = 0) -> BlockTest:
-    """The observed log error ratio, its distribution under random swaps of the models within time blocks,
-    and its standard error.
+    def p_value(self, margin: float, seed: int = 0) -> float:
+        """One-sided p of "the statistic is at most ``margin``", by random sign flips of the blocks' excess."""
+        excess = self.pseudo - margin
+        signs = np.where(np.random.default_rng(seed).random((FLIPS, len(excess))) < 0.5, -1.0, 1.0)
+        flipped = (signs * excess).mean(axis=1)
+        return (1 + int(np.sum(flipped >= excess.mean()))) / (FLIPS + 1)
 
-    If the candidate is no better than the champion, which model made a block's predictions is
-    exchangeable, so swapping them block by block draws from the statistic's null distribution.
-    Blocks are contiguous in time, so errors that run together (an hour is like the next) swap together.
-    The null says nothing of how far a real improvement may lie from the observed one; the jackknife
-    over the same blocks does, for the confidence bound and the power.
+
+def block_test(metric: str, compared: ComparedRows, blocks: int) -> BlockTest:
+    """The log error ratio on all compared rows, and each time block's jackknife pseudo-value.
+
+    Block g's pseudo-value is G·θ − (G−1)·θ₋g, θ₋g being the statistic without the block: the
+    blocks' pseudo-values average to (nearly) θ and vary as independent estimates of it would. If
+    the candidate is no better than the champion, which model made a block's predictions is
+    exchangeable, so each pseudo-value's excess over the margin is as likely negative as positive:
+    flipping their signs at random draws the null distribution of their mean. Blocks are contiguous
+    in time, so errors that run together (an hour is like the next) stay together.
     """
     order = np.argsort(compared.timestamps, kind="stable")
     count = min(blocks, len(order))
@@ -144,34 +143,24 @@ def block_permutation_test(metric: str, compared: ComparedRows, blocks: int, see
     for number, rows in enumerate(np.array_split(order, count)):
         block[rows] = number
     y = compared.y.astype("float64")
-    swaps = np.random.default_rng(seed).random((FLIPS, count)) < 0.5
-    if metric == "roc_auc":
-        chunks = [swaps[i:i + AUC_CHUNK] for i in range(0, FLIPS, AUC_CHUNK)]
-        ratios = np.concatenate([log_error_ratio(metric, _auc(y, compared.candidate[None, :]),
-                                                 _auc(y, compared.champion[None, :]))] + [
-            log_error_ratio(metric, _auc(y, np.where(chunk[:, block], compared.champion, compared.candidate)),
-                            _auc(y, np.where(chunk[:, block], compared.candidate, compared.champion)))
-            for chunk in chunks
-        ])
+    if metric == "roc_auc":  # not a sum over rows: computed anew without each block
+        everything = float(log_error_ratio(metric, metric_value(metric, y, compared.candidate),
+                                           metric_value(metric, y, compared.champion)))
         left_out = np.array([
-            log_error_ratio(metric, _auc(y[block != g], compared.candidate[block != g][None, :]),
-                            _auc(y[block != g], compared.champion[block != g][None, :]))[0]
+            log_error_ratio(metric, metric_value(metric, y[block != g], compared.candidate[block != g]),
+                            metric_value(metric, y[block != g], compared.champion[block != g]))
             for g in range(count)
         ])
     else:
         mine = block_sums(metric, y, compared.candidate, block, count)
         theirs = block_sums(metric, y, compared.champion, block, count)
-        chosen = swaps[:, :, None]
-        candidate = np.concatenate([mine.sum(0)[None], np.where(chosen, theirs, mine).sum(1)])
-        champion = np.concatenate([theirs.sum(0)[None], np.where(chosen, mine, theirs).sum(1)])
-        ratios = log_error_ratio(metric, metric_from_sums(metric, candidate, y), metric_from_sums(metric, champion, y))
+        everything = float(log_error_ratio(metric, metric_from_sums(metric, mine.sum(0), y),
+                                           metric_from_sums(metric, theirs.sum(0), y)))
         # Row counts and R²'s total sum of squares cancel in the ratio, so the remaining blocks' sums suffice.
         left_out = log_error_ratio(metric, metric_from_sums(metric, mine.sum(0) - mine, y),
                                    metric_from_sums(metric, theirs.sum(0) - theirs, y))
-    left_out = left_out[np.isfinite(left_out)]
-    spread = math.sqrt((len(left_out) - 1) / len(left_out) * float(np.sum((left_out - left_out.mean()) ** 2))) \
-        if len(left_out) > 1 else math.nan
-    return BlockTest(float(ratios[0]), ratios[1:], spread, count)
+    pseudo = count * everything - (count - 1) * left_out
+    return BlockTest(float(everything), pseudo[np.isfinite(pseudo)], count)
 
 
 @dataclass(frozen=True)
@@ -203,25 +192,20 @@ def corrected_t_outcome(differences: np.ndarray, test_train_ratio: float, gate: 
 
 
 def blocked_outcome(metric: str, compared: ComparedRows, gate: Gate) -> TestOutcome:
-    """The block permutation test decides; the block jackknife gives the confidence bound and the power.
-
-    Testing "improvement <= margin" shifts the observed log error ratio down by the margin's.
-    """
-    test = block_permutation_test(metric, compared, gate.blocks)
-    null = test.null[np.isfinite(test.null)]
-    if not math.isfinite(test.observed) or not len(null):
+    """The sign-flip test over the blocks decides; their spread gives the confidence bound and the power."""
+    test = block_test(metric, compared, gate.blocks)
+    if not math.isfinite(test.observed) or len(test.pseudo) < 2:
         return TestOutcome(_improvement(test.observed), math.nan, 1.0, None, None, blocks=test.blocks)
     margin, detectable = _log_ratio(gate.min_improvement), _log_ratio(gate.detectable_improvement)
-    p = (1 + int(np.sum(null >= test.observed - margin))) / (len(null) + 1)
-    df = test.blocks - 1
+    df, standard_error = len(test.pseudo) - 1, test.standard_error
     critical = float(stats.t.isf(gate.alpha, df))
     lower, power, rows_needed = math.nan, None, None
-    if test.standard_error > 0:
-        lower = _improvement(test.observed - critical * test.standard_error)
-        power = float(stats.t.sf(critical - (detectable - margin) / test.standard_error, df))
-        rows_needed = _rows_for(len(compared), (critical + stats.t.isf(1 - TARGET_POWER, df)) * test.standard_error,
+    if standard_error > 0:
+        lower = _improvement(test.observed - critical * standard_error)
+        power = float(stats.t.sf(critical - (detectable - margin) / standard_error, df))
+        rows_needed = _rows_for(len(compared), (critical + stats.t.isf(1 - TARGET_POWER, df)) * standard_error,
                                 detectable - margin)
-    return TestOutcome(_improvement(test.observed), lower, p, power, rows_needed, blocks=test.blocks)
+    return TestOutcome(_improvement(test.observed), lower, test.p_value(margin), power, rows_needed, blocks=test.blocks)
 
 
 def _rows_for(rows: int, spread: float, effect: float) -> int | None:
@@ -323,7 +307,7 @@ def _compare_with_champion(
         verdict.candidate_compare = metric_value(metric, compared.y, compared.candidate)
         verdict.champion_compare = metric_value(metric, compared.y, compared.champion)
         outcome = blocked_outcome(metric, compared, gate)
-        test = f"block permutation test over {outcome.blocks} time blocks"
+        test = f"sign-flip test over {outcome.blocks} time blocks"
     verdict.improvement, verdict.improvement_lower, verdict.p_value = outcome.improvement, outcome.lower, outcome.p_value
     verdict.power, verdict.rows_for_power = outcome.power, outcome.rows_for_power
     verdict.t_statistic, verdict.blocks = outcome.t_statistic, outcome.blocks
