@@ -101,7 +101,7 @@ def metric_from_sums(metric: str, sums: np.ndarray, y: np.ndarray) -> np.ndarray
         return np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
 
 
-def log_error_ratio(metric: str, candidate: np.ndarray, champion: np.ndarray) -> np.ndarray:
+def log_error_ratio(metric: str, candidate: Any, champion: Any) -> Any:
     """log(champion's error / candidate's error): > 0 when the candidate is better, negated by swapping the two."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(error_of(metric, champion)) - np.log(error_of(metric, candidate))
