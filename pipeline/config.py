@@ -193,6 +193,11 @@ class Gate(_Strict):
                     "for it and the compared rows that power needs.",
     )
     alpha: float = Field(default=0.05, gt=0, lt=1, description="Rate at which an equal candidate is promoted.")
+    recent_share: float | None = Field(
+        default=0.25, gt=0, lt=1,
+        description="blocked test: a second look at the compared rows of the window's newest days (this share of "
+                    "them), each look at alpha/2, so a change the champion missed weeks ago is not diluted; None: one look.",
+    )
     min_compare_share: float = Field(
         default=0.01, ge=0, le=1, description="Fewest compared rows as a share of the current window."
     )

@@ -110,6 +110,9 @@ class ComparedRows:
     def __len__(self) -> int:
         return len(self.y)
 
+    def subset(self, rows: np.ndarray) -> ComparedRows:
+        return ComparedRows(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
+
     def to_parquet(self, path: Path) -> None:
         pd.DataFrame(asdict(self)).to_parquet(path, index=False)
 
@@ -186,6 +189,7 @@ def compare_with_champion(
         champion_version=champion.version if champion else None,
         champion_window=f"{champion.window_start}..{champion.window_end}" if champion else None,
         device=candidate.device, seconds=candidate.seconds, best_iterations=candidate.best_iterations,
+        window_days=config.windows.current_days,
     )
     return evaluation, compared
 

@@ -67,6 +67,7 @@ def corrected_resampled_ttest(differences: np.ndarray, test_train_ratio: float) 
 
 
 FLIPS = 1999  # random sign flips of the blocked test: p-values resolve to 1/2000
+MIN_RECENT_ROWS = 100  # a second look at fewer rows than this has too little power to be worth half of alpha
 
 
 def block_sums(metric: str, y: np.ndarray, scores: np.ndarray, block: np.ndarray, blocks: int) -> np.ndarray:
@@ -191,14 +192,24 @@ def corrected_t_outcome(differences: np.ndarray, test_train_ratio: float, gate: 
     return TestOutcome(mean, mean - critical * standard_error, p, power, rows_needed, t_statistic=t)
 
 
-def blocked_outcome(metric: str, compared: ComparedRows, gate: Gate) -> TestOutcome:
+def recent_rows(compared: ComparedRows, share: float | None, window_days: int | None) -> np.ndarray | None:
+    """Which compared rows lie in the window's newest ``share`` of days; None when that is all of them or too few."""
+    if share is None or window_days is None or not len(compared):
+        return None
+    days = compared.timestamps.astype("datetime64[D]")
+    recent = days > days.max() - np.timedelta64(max(round(share * window_days), 1), "D")
+    return recent if MIN_RECENT_ROWS <= recent.sum() < len(compared) else None
+
+
+def blocked_outcome(metric: str, compared: ComparedRows, gate: Gate, alpha: float | None = None) -> TestOutcome:
     """The sign-flip test over the blocks decides; their spread gives the confidence bound and the power."""
+    alpha = gate.alpha if alpha is None else alpha
     test = block_test(metric, compared, gate.blocks)
     if not math.isfinite(test.observed) or len(test.pseudo) < 2:
         return TestOutcome(_improvement(test.observed), math.nan, 1.0, None, None, blocks=test.blocks)
     margin, detectable = _log_ratio(gate.min_improvement), _log_ratio(gate.detectable_improvement)
     df, standard_error = len(test.pseudo) - 1, test.standard_error
-    critical = float(stats.t.isf(gate.alpha, df))
+    critical = float(stats.t.isf(alpha, df))
     lower, power, rows_needed = math.nan, None, None
     if standard_error > 0:
         lower = _improvement(test.observed - critical * standard_error)
@@ -293,6 +304,7 @@ def _compare_with_champion(
             f"{evaluation.champion_window} ({len(scorable)}/{len(folds)} folds scorable); need >= {needed:,}",
         ))
         return
+    threshold, second_look = gate.alpha, ""
     if gate.test == "corrected_t":
         differences = np.array([relative_improvement(metric, f.candidate_compare, f.champion_compare)  # type: ignore[arg-type]
                                 for f in folds])  # every fold is scorable: checked above
@@ -302,12 +314,24 @@ def _compare_with_champion(
         ratio = float(np.mean([f.test_rows / f.train_rows for f in folds]))
         outcome = corrected_t_outcome(differences, ratio, gate, verdict.compare_rows)
         test = f"corrected resampled t-test over {len(folds)} folds: t={outcome.t_statistic:.3f}"
+        passed = outcome.p_value < threshold
     else:
         assert compared is not None
         verdict.candidate_compare = metric_value(metric, compared.y, compared.candidate)
         verdict.champion_compare = metric_value(metric, compared.y, compared.champion)
-        outcome = blocked_outcome(metric, compared, gate)
+        recent = recent_rows(compared, gate.recent_share, evaluation.window_days)
+        threshold = gate.alpha if recent is None else gate.alpha / 2
+        outcome = blocked_outcome(metric, compared, gate, threshold)
         test = f"sign-flip test over {outcome.blocks} time blocks"
+        passed = outcome.p_value < threshold
+        if recent is not None:
+            newest = blocked_outcome(metric, compared.subset(recent), gate, threshold)
+            verdict.recent_rows, verdict.recent_improvement = int(recent.sum()), newest.improvement
+            verdict.recent_p_value = newest.p_value
+            passed = passed or newest.p_value < threshold
+            second_look = (f"; newest {gate.recent_share:.0%} of the window's days ({verdict.recent_rows:,} rows): "
+                           f"error {newest.improvement:+.1%} lower, p={newest.p_value:.4g}; "
+                           f"either look passes at alpha/2 = {threshold:g}")
     verdict.improvement, verdict.improvement_lower, verdict.p_value = outcome.improvement, outcome.lower, outcome.p_value
     verdict.power, verdict.rows_for_power = outcome.power, outcome.rows_for_power
     verdict.t_statistic, verdict.blocks = outcome.t_statistic, outcome.blocks
@@ -316,11 +340,11 @@ def _compare_with_champion(
         + (f" ({TARGET_POWER:.0%} from about {outcome.rows_for_power:,} rows)" if outcome.rows_for_power else "")
     )
     verdict.checks.append(GateCheck(
-        "improvement", outcome.p_value < gate.alpha,
+        "improvement", passed,
         f"on {verdict.compare_rows:,} unseen rows candidate {metric} {_format(verdict.candidate_compare)} vs "
         f"{champion} {_format(verdict.champion_compare)}: error {outcome.improvement:+.1%} lower, "
-        f">= {outcome.lower:+.1%} with {1 - gate.alpha:.0%} confidence, must be > {gate.min_improvement:.1%}; "
-        f"{test}, p={outcome.p_value:.4g} (alpha {gate.alpha:g}){power}",
+        f">= {outcome.lower:+.1%} with {1 - threshold:.1%} confidence, must be > {gate.min_improvement:.1%}; "
+        f"{test}, p={outcome.p_value:.4g} (alpha {threshold:g}){second_look}{power}",
     ))
 
 

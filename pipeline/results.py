@@ -238,6 +238,7 @@ class EvaluationResult:
     device: str = "cpu"
     seconds: float = 0.0
     best_iterations: list[int | None] = field(default_factory=list)
+    window_days: int | None = None
 
     @property
     def primary_mean(self) -> float:
@@ -283,6 +284,10 @@ class GateVerdict:
     champion_compare: float | None = None
     test: str = "blocked"
     blocks: int | None = None  # time blocks of the blocked test
+    # The blocked test's second look, at the compared rows of the window's newest days.
+    recent_rows: int | None = None
+    recent_improvement: float | None = None
+    recent_p_value: float | None = None
     # Relative error reduction (error = the metric for losses, 1 - the metric for scores), its one-sided
     # lower confidence bound at 1 - alpha, which must exceed `margin`, and the power to detect `detectable`.
     improvement: float | None = None

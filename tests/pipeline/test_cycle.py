@@ -119,7 +119,7 @@ def test_after_concept_drift_retraining_beats_the_stale_champion(demo_config, sh
         f"Cycle demo_churn-{AFTER_CONCEPT}", "Dataset drift DETECTED", "payment_method: jensenshannon",
         f"Champion    v{verdict.champion_version} realised roc_auc {verdict.champion_compare:.4f} "
         f"on the {verdict.compare_rows:,} rows since its window",
-        "PASS improvement:", "block permutation test over 20 time blocks",
+        "PASS improvement:", "sign-flip test over 20 time blocks",
         f"Registry    demo_churn v{concept.version.version} (champion)",
         "auto-approval: promote", "drift.html",
     ):

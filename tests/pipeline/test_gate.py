@@ -1,4 +1,4 @@
-"""The gate: one case per reason, the block permutation test against scikit-learn, and its simulated error rates."""
+"""The gate: one case per reason, the blocked test against scikit-learn, and its simulated error rates."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def extra_for(improvement: float) -> float:
 
 
 def evaluation_of(compared: ComparedRows | None, metric: str = "rmse", candidate_mean: float | None = None,
-                  k: int = 5, fold_means: list[float] | None = None) -> EvaluationResult:
+                  k: int = 5, fold_means: list[float] | None = None, window_days: int = 28) -> EvaluationResult:
     """An evaluation whose folds carry ``compared``'s rows (or fixed fold scores without a champion)."""
     folds = []
     for number in range(1, k + 1):
@@ -72,7 +72,7 @@ def evaluation_of(compared: ComparedRows | None, metric: str = "rmse", candidate
         metric_means={metric: candidate_mean if candidate_mean is not None else float(np.mean(means))},
         metric_stds={metric: float(np.std(means, ddof=1))},
         champion_version="3" if compared is not None else None,
-        champion_window="2025-12-04..2025-12-31" if compared is not None else None,
+        champion_window="2025-12-04..2025-12-31" if compared is not None else None, window_days=window_days,
     )
 
 
@@ -237,3 +237,31 @@ def test_the_detectable_improvement_is_promoted_with_power_80_percent(rows, days
         for seed in range(CYCLES)
     )
     assert promoted / CYCLES >= 0.8, f"only {promoted} of {CYCLES} candidates {gate.detectable_improvement:.0%} better promoted"
+
+
+def _stale_champion(seed: int, change_days: float = 0.0) -> ComparedRows:
+    """A champion older than the 28-day window, so all of it is compared (700 hourly-like rows); from
+    ``change_days`` before the end it is worse by the detectable improvement (0: equal throughout)."""
+    compared = compared_rows(700, 0.0, seed=seed, days=28.0, phi=0.5)
+    if change_days:
+        rng = np.random.default_rng(seed + 10_000)
+        late = compared.timestamps >= compared.timestamps.max() - np.timedelta64(int(change_days * 86400), "s")
+        compared.champion[late] += rng.normal(0, extra_for(0.3), late.sum())
+    return compared
+
+
+def test_two_looks_keep_equal_models_at_rate_alpha():
+    gate = Gate()
+    verdicts = [decide(evaluation_of(c := _stale_champion(seed)), gate, "sim", c) for seed in range(CYCLES)]
+    assert all(v.recent_rows and v.recent_rows < v.compare_rows for v in verdicts)  # both looks were taken
+    assert sum(v.passed for v in verdicts) / CYCLES <= gate.alpha
+
+
+def test_the_newest_days_look_finds_a_change_the_whole_window_dilutes():
+    compared = _stale_champion(seed=1, change_days=5)
+    whole_window = decide(evaluation_of(compared), Gate(recent_share=None), "c", compared)
+    verdict = decide(evaluation_of(compared), Gate(), "c", compared)
+    assert not whole_window.passed
+    assert verdict.passed, verdict.reasons
+    assert verdict.recent_p_value < 0.025 < verdict.p_value and verdict.recent_improvement > verdict.improvement
+    assert "either look passes at alpha/2 = 0.025" in verdict.reasons[-1]
