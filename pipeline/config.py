@@ -188,11 +188,14 @@ class Gate(_Strict):
                     "on a large window a real but negligible gain is not worth a new champion.",
     )
     detectable_improvement: float = Field(
-        default=0.2, gt=0, lt=1,
+        default=0.25, gt=0, lt=1,
         description="Error reduction the gate should detect with 80 % power; the verdict reports its power "
                     "for it and the compared rows that power needs.",
     )
-    alpha: float = Field(default=0.05, gt=0, lt=1, description="Rate at which an equal candidate is promoted.")
+    alpha: float = Field(
+        default=0.01, gt=0, lt=1,
+        description="Rate at which an equal candidate is promoted at most (0.01: chosen by backtest, README).",
+    )
     recent_share: float | None = Field(
         default=0.25, gt=0, lt=1,
         description="blocked test: a second look at the compared rows of the window's newest days (this share of "

@@ -144,7 +144,7 @@ def test_approval_in_airflow_promotes_and_names_the_reviewer(story):
     # What the reviewer saw: per-fold numbers against the champion, the drift, the data, the links.
     body = reviewer.body
     assert "| fold | candidate | champion v1 |" in body and "p = " in body
-    assert "the gate asks for more than 1.0%" in body and "power to detect 20%" in body
+    assert "the gate asks for more than 1.0%" in body and "power to detect 25%" in body
     assert "payment_method" in body and "current: 2026-05-15..2026-05-28" in body
     assert "[Drift report](http://127.0.0.1:5000/#/experiments/" in body and "[MLflow run](" in body
     [hook] = _events(story["webhook"], "approval_waiting")

@@ -62,7 +62,7 @@ def test_replay_scores_each_policy_one_step_ahead_and_touches_no_real_store(stor
     assert steps[2]["policies"]["gate"]["decision"] == PROMOTED
     assert summaries["gate"]["error"] > summaries["never"]["error"]  # roc_auc: higher is better
     gate_step = steps[2]["policies"]["gate"]
-    assert gate_step["compare_rows"] > 0 and gate_step["p_value"] < 0.05
+    assert gate_step["compare_rows"] > 0 and gate_step["p_value"] < store.gate.alpha
     assert gate_step["replaced_next_error"] < gate_step["next_error"] and not gate_step["harmful"]
     # A rejection is "missed" when the rejected candidate did better on the next rows than the model kept.
     rejections = [(step, p) for step in steps for p in step["policies"].values() if p["decision"] == "rejected"]

@@ -119,7 +119,7 @@ def test_training_queue_defaults_to_the_default_queue_and_takes_a_name(tmp_path)
         pytest.param({"gate": {"min_compare_share": 0.5}, "orchestration": {"retrain_schedule": "0 2 * * 1"},
                       "windows": {"current_days": 28}}, "needs a champion 2 cycles old at a cadence of 7 days",
                      id="share-needs-an-older-champion"),
-        pytest.param({"gate": {"min_improvement": 0.2}}, "would pass it at most at rate alpha",
+        pytest.param({"gate": {"min_improvement": 0.3}}, "would pass it at most at rate alpha",
                      id="detectable-below-the-margin"),
     ],
 )

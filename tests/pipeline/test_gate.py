@@ -263,5 +263,6 @@ def test_the_newest_days_look_finds_a_change_the_whole_window_dilutes():
     verdict = decide(evaluation_of(compared), Gate(), "c", compared)
     assert not whole_window.passed
     assert verdict.passed, verdict.reasons
-    assert verdict.recent_p_value < 0.025 < verdict.p_value and verdict.recent_improvement > verdict.improvement
-    assert "either look passes at alpha/2 = 0.025" in verdict.reasons[-1]
+    half = Gate().alpha / 2
+    assert verdict.recent_p_value < half < verdict.p_value and verdict.recent_improvement > verdict.improvement
+    assert f"either look passes at alpha/2 = {half:g}" in verdict.reasons[-1]
