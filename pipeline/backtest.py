@@ -29,13 +29,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from pipeline.config import Config, Gate
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.record import recorded_config
+
+if TYPE_CHECKING:
+    from pipeline.evaluate import Champion
 
 POLICY_KINDS = ("never", "always", "gate", "drift")
 # What a policy did at a step.
@@ -159,13 +162,6 @@ class BacktestResult:
                 "steps": [s.to_dict() for s in self.steps], "plots": [str(p) for p in self.plots]}
 
 
-@dataclass
-class _Champion:
-    model_id: str
-    model: Any
-    window: tuple[date, date]
-
-
 class _Models:
     """Every step's final candidate, on disk in the output directory and loaded once."""
 
@@ -206,8 +202,10 @@ def run_backtest(
     directory = Path(directory)
     dates = step_dates(start, end, step_days)
     _claim(directory, config, step_days, policies)
+    from pipeline.evaluate import Champion
+
     models, metric = _Models(directory), config.primary_metric
-    champions: dict[str, _Champion | None] = {p.name: None for p in policies}
+    champions: dict[str, Champion | None] = {p.name: None for p in policies}
     steps: list[Step] = []
     bar = _Bar(len(dates), progress)
     for as_of in dates:
@@ -225,12 +223,13 @@ def run_backtest(
         for policy in policies:
             in_force = step.policies[policy.name].model
             current = champions[policy.name]
-            if in_force is not None and (current is None or current.model_id != in_force):
-                window = date.fromisoformat(in_force) - timedelta(days=config.windows.current_days - 1)
-                champions[policy.name] = _Champion(in_force, models.load(in_force), (window, date.fromisoformat(in_force)))
+            if in_force is not None and (current is None or current.version != in_force):
+                end = date.fromisoformat(in_force)
+                start = end - timedelta(days=config.windows.current_days - 1)
+                champions[policy.name] = Champion(in_force, models.load(in_force), start, end)
         steps.append(step)
     bar.close()
-    result = BacktestResult(metric, steps, _summaries(config, policies, steps, directory), directory)
+    result = BacktestResult(metric, steps, _summaries(config, policies, steps), directory)
     result.plots = plot(result, directory / "backtest")
     (directory / "backtest.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
@@ -253,7 +252,7 @@ def _claim(directory: Path, config: Config, step_days: int, policies: list[Polic
 
 
 def _run_step(
-    config: Config, as_of: date, step_days: int, policies: list[Policy], champions: dict[str, _Champion | None],
+    config: Config, as_of: date, step_days: int, policies: list[Policy], champions: dict[str, Champion | None],
     models: _Models, directory: Path,
 ) -> Step:
     from pipeline import data
@@ -272,7 +271,7 @@ def _run_step(
         failures = "; ".join(o.message for o in validation.critical_failures)[:500]
         for policy in policies:
             champion = champions[policy.name]
-            decisions[policy.name] = PolicyStep(STOPPED, champion.model_id if champion else None, failures)
+            decisions[policy.name] = PolicyStep(STOPPED, champion.version if champion else None, failures)
     else:
         if any(p.kind == "drift" and champions[p.name] is not None for p in policies):
             drifted = _drifted(config, frame, current, champions, policies, directory)
@@ -290,7 +289,7 @@ def _run_step(
                 time.perf_counter() - started, decisions, candidate_next_error)
 
 
-def _wants_training(policy: Policy, champion: _Champion | None, drifted: bool | None) -> bool:
+def _wants_training(policy: Policy, champion: Champion | None, drifted: bool | None) -> bool:
     if champion is None:
         return True
     return policy.kind in ("always", "gate") or (policy.kind == "drift" and bool(drifted))
@@ -302,7 +301,7 @@ def _drifted(config, frame, current, champions, policies, directory: Path) -> bo
     from pipeline.drift import detect_drift
 
     [champion] = [champions[p.name] for p in policies if p.kind == "drift"]
-    reference = data.read_window(config.source, data.WindowSpec("reference", *champion.window))
+    reference = data.read_window(config.source, data.WindowSpec("reference", champion.window_start, champion.window_end))
     report = directory / "drift" / f"{current.end.isoformat()}.html"
     report.parent.mkdir(parents=True, exist_ok=True)
     return detect_drift(config, reference, frame, report).dataset_drift
@@ -325,17 +324,16 @@ def _train(config: Config, frame, device: str, as_of: date, models: _Models) -> 
 
 
 def _decide(
-    config: Config, policy: Policy, champion: _Champion | None, candidate: _Candidate | None, frame, as_of: date,
+    config: Config, policy: Policy, champion: Champion | None, candidate: _Candidate | None, frame, as_of: date,
     trains: bool,
 ) -> PolicyStep:
-    from pipeline.evaluate import Champion, compare_with_champion
+    from pipeline.evaluate import compare_with_champion
     from pipeline.gate import decide
 
-    kept = champion.model_id if champion else None
+    kept = champion.version if champion else None
     if not trains or candidate is None:
         return PolicyStep(IDLE, kept, "no drift: nothing trained" if policy.kind == "drift" else "")
-    compared_with = Champion(champion.model_id, champion.model, *champion.window) if champion else None
-    evaluation, compared = compare_with_champion(config, frame, candidate.folds, compared_with)
+    evaluation, compared = compare_with_champion(config, frame, candidate.folds, champion)
     verdict = decide(evaluation, policy.gate, f"{policy.name}@{as_of}", compared)
     if champion is None:
         decision = FIRST if verdict.passed else REJECTED
@@ -370,7 +368,7 @@ def _score_next(
             step.next_error = error(step.model)
         previous = champions[name]
         if step.decision == PROMOTED and previous is not None:
-            step.replaced_next_error = error(previous.model_id)
+            step.replaced_next_error = error(previous.version)
             step.harmful = _worse(step.next_error, step.replaced_next_error, config.primary_metric)
     if candidate is None:
         return None
@@ -380,7 +378,7 @@ def _score_next(
     return candidate_error
 
 
-def _summaries(config: Config, policies: list[Policy], steps: list[Step], directory: Path) -> list[PolicySummary]:
+def _summaries(config: Config, policies: list[Policy], steps: list[Step]) -> list[PolicySummary]:
     """Per policy, its error pooled over the rows every policy had a model for, weighted by rows."""
     from pipeline.gate import error_of
 

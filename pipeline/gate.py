@@ -72,15 +72,13 @@ MIN_RECENT_ROWS = 100  # a second look at fewer rows than this has too little po
 
 def block_sums(metric: str, y: np.ndarray, scores: np.ndarray, block: np.ndarray, blocks: int) -> np.ndarray:
     """Per block, the sums the metric is built from (see ``metric_from_sums``): shape (blocks, q)."""
-    if metric == "rmse":
+    if metric in ("rmse", "r2"):
         parts = [(scores - y) ** 2]
     elif metric == "mae":
         parts = [np.abs(scores - y)]
     elif metric == "log_loss":
         clipped = np.clip(scores, 1e-15, 1 - 1e-15)
         parts = [-(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))]
-    elif metric == "r2":
-        parts = [(scores - y) ** 2]
     elif metric == "f1":
         predicted = scores >= 0.5
         parts = [predicted & (y == 1), predicted & (y == 0), ~predicted & (y == 1)]
@@ -179,10 +177,9 @@ class TestOutcome:
 
 
 def corrected_t_outcome(differences: np.ndarray, test_train_ratio: float, gate: Gate, rows: int) -> TestOutcome:
-    t, _, standard_error = corrected_resampled_ttest(differences - gate.min_improvement, test_train_ratio)
+    t, p, standard_error = corrected_resampled_ttest(differences - gate.min_improvement, test_train_ratio)
     df, mean = len(differences) - 1, float(differences.mean())
     critical = stats.t.isf(gate.alpha, df)
-    p = float(stats.t.sf(t, df)) if standard_error > 0 else (0.0 if mean > gate.min_improvement else 1.0)
     power = rows_needed = None
     if standard_error > 0:
         shift = (gate.detectable_improvement - gate.min_improvement) / standard_error
