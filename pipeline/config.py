@@ -324,6 +324,10 @@ class Config(_Strict):
             found.append(f"gate.min_compare_share {gate.min_compare_share:.0%} of a {windows.current_days}-day window "
                          f"needs a champion {cycles} cycles old at a cadence of {cadence:g} days "
                          f"(orchestration.retrain_schedule): every earlier cycle is rejected")
+        if gate.test == "blocked" and 2.0 ** -gate.blocks > gate.alpha / 2:
+            found.append(f"gate.blocks {gate.blocks}: the sign-flip test's smallest p is 2^-{gate.blocks} = "
+                         f"{2.0 ** -gate.blocks:.2g}, above alpha/2 = {gate.alpha / 2:g} (its second look): "
+                         "a stale champion can never be replaced")
         if gate.detectable_improvement <= gate.min_improvement:
             found.append(f"gate.detectable_improvement {gate.detectable_improvement:.0%} is not above "
                          f"gate.min_improvement {gate.min_improvement:.0%}: the gate would pass it at most at rate alpha")

@@ -66,7 +66,8 @@ def corrected_resampled_ttest(differences: np.ndarray, test_train_ratio: float) 
     return t, float(stats.t.sf(t, df=k - 1)), scale
 
 
-FLIPS = 1999  # random sign flips of the blocked test: p-values resolve to 1/2000
+FLIPS = 1999  # random sign flips of the blocked test at least: p-values resolve to 1/2000 or finer
+FLIPS_PER_ALPHA = 20  # and to alpha/20 or finer, so a small alpha can still be reached
 MIN_RECENT_ROWS = 100  # a second look at fewer rows than this has too little power to be worth half of alpha
 
 
@@ -118,12 +119,13 @@ class BlockTest:
     def standard_error(self) -> float:
         return float(np.std(self.pseudo, ddof=1) / math.sqrt(len(self.pseudo))) if len(self.pseudo) > 1 else math.nan
 
-    def p_value(self, margin: float, seed: int = 0) -> float:
+    def p_value(self, margin: float, alpha: float, seed: int = 0) -> float:
         """One-sided p of "the statistic is at most ``margin``", by random sign flips of the blocks' excess."""
         excess = self.pseudo - margin
-        signs = np.where(np.random.default_rng(seed).random((FLIPS, len(excess))) < 0.5, -1.0, 1.0)
+        flips = max(FLIPS, math.ceil(FLIPS_PER_ALPHA / alpha) - 1)
+        signs = np.where(np.random.default_rng(seed).random((flips, len(excess))) < 0.5, -1.0, 1.0)
         flipped = (signs * excess).mean(axis=1)
-        return (1 + int(np.sum(flipped >= excess.mean()))) / (FLIPS + 1)
+        return (1 + int(np.sum(flipped >= excess.mean()))) / (flips + 1)
 
 
 def block_test(metric: str, compared: ComparedRows, blocks: int) -> BlockTest:
@@ -213,7 +215,8 @@ def blocked_outcome(metric: str, compared: ComparedRows, gate: Gate, alpha: floa
         power = float(stats.t.sf(critical - (detectable - margin) / standard_error, df))
         rows_needed = _rows_for(len(compared), (critical + stats.t.isf(1 - TARGET_POWER, df)) * standard_error,
                                 detectable - margin)
-    return TestOutcome(_improvement(test.observed), lower, test.p_value(margin), power, rows_needed, blocks=test.blocks)
+    p_value = test.p_value(margin, alpha)
+    return TestOutcome(_improvement(test.observed), lower, p_value, power, rows_needed, blocks=test.blocks)
 
 
 def _rows_for(rows: int, spread: float, effect: float) -> int | None:

@@ -121,6 +121,7 @@ def test_training_queue_defaults_to_the_default_queue_and_takes_a_name(tmp_path)
                      id="share-needs-an-older-champion"),
         pytest.param({"gate": {"min_improvement": 0.3}}, "would pass it at most at rate alpha",
                      id="detectable-below-the-margin"),
+        pytest.param({"gate": {"blocks": 6}}, "smallest p is 2^-6", id="too-few-blocks-for-alpha"),
     ],
 )
 def test_a_gate_that_cannot_pass_at_its_cadence_is_a_warning_at_load_time(tmp_path, caplog, sections, message):

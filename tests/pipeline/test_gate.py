@@ -101,6 +101,14 @@ def test_better_candidate_passes_with_every_number_recorded():
     assert verdict.to_dict() == type(verdict).from_dict(verdict.to_dict()).to_dict()
 
 
+def test_a_small_alpha_can_still_be_reached():
+    """The sign flips grow with 1/alpha: a fixed 2,000 could never give p below 1/2000."""
+    compared = compared_rows(2000, extra_for(0.3), seed=4)
+    verdict = decide(evaluation_of(compared), Gate(alpha=0.0002), "c", compared)
+    assert verdict.passed, verdict.reasons
+    assert verdict.p_value < 0.0001
+
+
 EQUAL = compared_rows(400, 0.0, seed=2)
 SMALL_GAIN = compared_rows(20_000, extra_for(0.02), seed=7)
 
