@@ -15,10 +15,11 @@ import html
 import json
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -367,7 +368,11 @@ class _OutcomeBuilder:
             message="",
         )
         evidence = f"could not be checked: {error}" if error else _evidence(outcome, self.rows, details)
-        outcome.message = f"{self._subject(kwargs)}: {rule_text(kind, kwargs)} — {evidence}"
+        # The rule's numbers are shown against what GX compared them with: the unexpected share it held
+        # against ``mostly`` (of the non-null rows for value checks) and the observed values.
+        rule = rule_text(kind, kwargs, unexpected_percent=details.get("unexpected_percent"),
+                         observed=[outcome.observed_value, *outcome.sample_values])
+        outcome.message = f"{self._subject(kwargs)}: {rule} — {evidence}"
         return outcome
 
     def not_checked(self, expectation: gxe.Expectation, missing: list[str]) -> ExpectationOutcome:
@@ -424,8 +429,15 @@ def _evidence(outcome: ExpectationOutcome, rows: int, details: dict) -> str:
     if outcome.unexpected_count is not None:
         if not outcome.unexpected_count:
             return "passed" if success else "failed"
+        mostly = outcome.kwargs.get("mostly", 1)
+        counted, percent = f"{rows:,}", outcome.unexpected_percent
+        if mostly < 1 and details.get("missing_count"):
+            # With a tolerance the share decides, and GX takes it of the non-null rows: a share of all
+            # rows would read as within the tolerance when it was not.
+            counted = f"{details['element_count'] - details['missing_count']:,} non-null"
+            percent = details.get("unexpected_percent")
         found = (
-            f"{outcome.unexpected_count:,} of {rows:,} rows ({_percent(outcome.unexpected_percent)}) "
+            f"{outcome.unexpected_count:,} of {counted} rows ({_percent(percent, _allowed_percent(mostly))}) "
             f"{_UNEXPECTED_VERBS.get(kind, 'unexpected')}"
         )
         if samples:
@@ -446,59 +458,140 @@ def _evidence(outcome: ExpectationOutcome, rows: int, details: dict) -> str:
     return f"observed {observed}"
 
 
-def rule_text(kind: str, kwargs: dict) -> str:
-    """An expectation's rule in words, e.g. "values must be between 18 and 95"."""
+def rule_text(
+    kind: str, kwargs: dict, *, unexpected_percent: float | None = None, observed: Sequence[object] = ()
+) -> str:
+    """An expectation's rule in words, e.g. "values must be between 18 and 95".
+
+    Given what a run found (``unexpected_percent``: the share of unexpected rows GX held against
+    ``mostly``; ``observed``: values held against the bounds), the rule's numbers get the digits
+    that keep them apart from those, so a failure never reads as a pass.
+    """
     if kind == "expect_column_to_exist":
         return "must exist"
     if kind == "expect_table_columns_to_match_set":
         relation = "be exactly" if kwargs.get("exact_match", True) else "include"
         return f"columns must {relation} {_short_list(kwargs['column_set'])}"
     if kind == "expect_table_row_count_to_be_between":
-        return f"row count must be {_bounds_text(kwargs)}"
+        return f"row count must be {_bounds_text(kwargs, observed)}"
     if kind == "expect_compound_columns_to_be_unique":
         return "combination must be unique"
     if kind == "expect_column_unique_value_count_to_be_between":
-        return f"number of distinct values must be {_bounds_text(kwargs)}"
+        return f"number of distinct values must be {_bounds_text(kwargs, observed)}"
     if kind == "expect_column_values_to_be_in_type_list":
         types = kwargs.get("type_list") or []
         return "values must be numeric" if types == NUMERIC_TYPES else f"values must be of type {', '.join(types)}"
     if kind == "expect_column_values_to_not_be_null":
         mostly = kwargs.get("mostly", 1)
-        return "values must not be null" if mostly >= 1 else f"at most {_percent(100 * (1 - mostly))} of values may be null"
+        if mostly >= 1:
+            return "values must not be null"
+        return f"at most {_percent(_allowed_percent(mostly), unexpected_percent)} of values may be null"
     if kind == "expect_column_values_to_be_between":
-        return f"values must be {_bounds_text(kwargs)}{_mostly_text(kwargs)}"
+        return f"values must be {_bounds_text(kwargs, observed)}{_mostly_text(kwargs, unexpected_percent)}"
     if kind == "expect_column_values_to_be_in_set":
-        return f"values must be one of {_short_list(kwargs['value_set'])}{_mostly_text(kwargs)}"
+        return f"values must be one of {_short_list(kwargs['value_set'])}{_mostly_text(kwargs, unexpected_percent)}"
     described = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("column", "column_list"))
     return kind.removeprefix("expect_").replace("_", " ") + (f" ({described})" if described else "")
 
 
-def _bounds_text(kwargs: dict) -> str:
+def _bounds_text(kwargs: dict, observed: Sequence[object] = ()) -> str:
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
     if low is not None and high is not None:
-        return f"between {_number(low)} and {_number(high)}"
+        return f"between {_number(low, observed)} and {_number(high, observed)}"
     if low is not None:
-        return f"at least {_number(low)}"
+        return f"at least {_number(low, observed)}"
     if high is not None:
-        return f"at most {_number(high)}"
+        return f"at most {_number(high, observed)}"
     return "anything"
 
 
-def _mostly_text(kwargs: dict) -> str:
+def _mostly_text(kwargs: dict, unexpected_percent: float | None = None) -> str:
     mostly = kwargs.get("mostly", 1)
-    return "" if mostly >= 1 else f" in at least {_percent(100 * mostly)} of rows"
+    if mostly >= 1:
+        return ""
+    expected_percent = None if unexpected_percent is None else _noise_free(100 - unexpected_percent)
+    return f" in at least {_percent(_noise_free(100 * mostly), expected_percent)} of rows"
 
 
-def _number(value) -> str:
+def _allowed_percent(mostly: float) -> float:
+    """The share of rows (in percent) that ``mostly`` lets fail."""
+    return _noise_free(100 * (1 - mostly))
+
+
+def _noise_free(percent: float) -> float:
+    """A percent without the float noise of its arithmetic (1 - 0.999 is 0.0010000000000000009).
+
+    Left in, the noise would count as a difference and spell out 17 digits; a real difference
+    this small would take a trillion rows.
+    """
+    return round(percent, 10)
+
+
+def _number(value, against: Sequence[object] = ()) -> str:
+    """A number as messages show it, with the digits that keep its order to each number in ``against`` visible."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)  # e.g. a suite parameter, which GX reports as a failure of its own
-    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+    return _number_at(value, _extra_digits(value, against, _number_at))
 
 
-def _percent(percent: float | None) -> str:
+def _percent(percent: float | None, against: float | None = None) -> str:
+    """A share in percent, with the digits that keep its order to ``against`` (the share it is held against) visible."""
     if percent is None:
         return "n/a"
-    return f"{percent:.2g}%" if percent < 1 else f"{percent:.1f}%"
+    return f"{_percent_at(percent) if against is None else tell_apart(percent, against, percent=True)[0]}%"
+
+
+def tell_apart(first: float, second: float, *, percent: bool = False) -> tuple[str, str]:
+    """Two numbers (or percents, without their sign) with just enough digits to compare as shown as they do.
+
+    A failed comparison must not read as equality (a null share of 5.004% against a 5% ceiling
+    as "5.0% > 5.0%") nor turn around (1,234,568 rows against at most 1234567.0 as "1.23457e+06").
+    """
+    form = _percent_at if percent else _number_at
+    extra = _extra_digits(first, [second], form)
+    return form(first, extra), form(second, extra)
+
+
+# Beyond a format's own digits, at most this many: 17 significant digits tell any two doubles apart.
+_MAX_EXTRA_DIGITS = 16
+
+
+def _extra_digits(value: float, others: Sequence[object], form: Callable[[float, int], str]) -> int:
+    """The fewest extra digits at which ``value`` and each number of ``others``, both shown by ``form``, keep their order.
+
+    Monotone rounding then keeps the order to the exact value too, so a bound shown this way
+    also stays on the right side of a sample value printed in full.
+    """
+    numbers = [o for o in others if _is_finite_number(o)]
+    if not math.isfinite(value) or not numbers:
+        return 0
+    for extra in range(_MAX_EXTRA_DIGITS):
+        shown = _read(form(value, extra))
+        if all(_order(shown, _read(form(other, extra))) == _order(value, other) for other in numbers):
+            return extra
+    return _MAX_EXTRA_DIGITS
+
+
+def _number_at(value: float, extra: int = 0) -> str:
+    """Whole numbers in full with thousands separators; others to 6 significant digits, plus ``extra``."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:.{6 + extra}g}"
+
+
+def _percent_at(percent: float, extra: int = 0) -> str:
+    """A percent (without its sign) to 2 significant digits below 1%, else to one decimal; plus ``extra``."""
+    return f"{percent:.{2 + extra}g}" if percent < 1 else f"{percent:.{1 + extra}f}"
+
+
+def _read(shown: str) -> float:
+    return float(shown.replace(",", ""))
+
+
+def _order(first, second) -> int:
+    return (first > second) - (first < second)
+
+
+def _is_finite_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _short_list(values: list, limit: int = MAX_SAMPLE_VALUES) -> str:
@@ -615,18 +708,26 @@ def render_html(result: ValidationResult, model_name: str, window_label: str) ->
 def _html_row(outcome: ExpectationOutcome) -> str:
     esc = html.escape
     css_class = "passed" if outcome.success else f"failed-{outcome.severity}"
+    allowed = _allowed_percent(outcome.kwargs.get("mostly", 1))
     unexpected = (
-        "" if outcome.unexpected_count is None else f"{outcome.unexpected_count:,} ({_percent(outcome.unexpected_percent)})"
+        "" if outcome.unexpected_count is None
+        else f"{outcome.unexpected_count:,} ({_percent(outcome.unexpected_percent, allowed)})"
     )
     observed = "" if outcome.observed_value is None else json.dumps(outcome.observed_value, ensure_ascii=False)
     samples = json.dumps(outcome.sample_values, ensure_ascii=False) if outcome.sample_values else ""
     cells = [
         esc(outcome.severity),
         esc(outcome.column or "(table)"),
-        f"{esc(rule_text(outcome.expectation, outcome.kwargs))}<br><code>{esc(outcome.expectation)}</code>",
+        f"{esc(_html_rule(outcome))}<br><code>{esc(outcome.expectation)}</code>",
         "passed" if outcome.success else f"<strong>FAILED</strong><br>{esc(outcome.message)}",
         esc(unexpected),
         esc(observed),
         esc(samples),
     ]
     return f'<tr class="{css_class}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _html_rule(outcome: ExpectationOutcome) -> str:
+    """The rule with the digits its outcome needs; the outcome keeps the share of all rows, close enough to pick them."""
+    return rule_text(outcome.expectation, outcome.kwargs, unexpected_percent=outcome.unexpected_percent,
+                     observed=[outcome.observed_value, *outcome.sample_values])

@@ -12,7 +12,15 @@ import pytest
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
 from pipeline.results import ValidationResult
-from pipeline.validate import NUMERIC_TYPES, load_suite, propose_suite, render_html, validate_window, write_suite
+from pipeline.validate import (
+    NUMERIC_TYPES,
+    load_suite,
+    propose_suite,
+    render_html,
+    tell_apart,
+    validate_window,
+    write_suite,
+)
 from tests.conftest import small_frame, write_config
 
 
@@ -344,3 +352,88 @@ def test_regression_config_skips_class_checks(tmp_path):
     assert not any(e["type"] == "expect_column_values_to_be_in_set" and e["kwargs"]["column"] == "label"
                    for e in proposed["expectations"])
     assert "expect_column_unique_value_count_to_be_between" not in {o.expectation for o in result.outcomes}
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "percent", "shown"),
+    [
+        # Each pair used to print as equal, or in the wrong order, in a failure's message.
+        pytest.param(5.004, 5.0, True, ("5.004", "5.000"), id="null-share-above-a-5%-ceiling"),
+        pytest.param(0.2006018, 0.2, True, ("0.201", "0.2"), id="outside-share-above-the-0.2%-allowed"),
+        pytest.param(99.7994, 99.8, True, ("99.799", "99.800"), id="in-share-below-mostly"),
+        pytest.param(0.999, 1.0, True, ("0.999", "1.00"), id="shares-either-side-of-1%"),
+        pytest.param(100.00001, 100.0, False, ("100.00001", "100"), id="value-above-max-100"),
+        pytest.param(3.81549, 3.8154892, False, ("3.81549", "3.815489"), id="value-above-a-7-digit-max"),
+        pytest.param(1_234_568, 1_234_567.0, False, ("1,234,568", "1234567"), id="row-count-above-a-float-max"),
+    ],
+)
+def test_tell_apart_shows_a_failed_comparison_as_failed(first, second, percent, shown):
+    assert tell_apart(first, second, percent=percent) == shown
+    first_shown, second_shown = (float(text.replace(",", "")) for text in shown)
+    assert (first_shown > second_shown) == (first > second) and first_shown != second_shown
+    assert tell_apart(second, first, percent=percent) == shown[::-1]
+
+
+def test_tell_apart_keeps_the_usual_digits_when_they_suffice():
+    assert tell_apart(30.0, 5.0, percent=True) == ("30.0", "5.0")
+    assert tell_apart(0.1, 0.1, percent=True) == ("0.1", "0.1")
+    assert tell_apart(12.7, 3.25) == ("12.7", "3.25")
+
+
+def y_num_a_hair_more_null(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[:20, "y_num"] = None  # 21 of 400 rows: 5.25 %
+    return frame
+
+
+def x_num_out_of_range_among_nulls(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[:2, "x_num"] = None
+    frame.loc[3:4, "x_num"] = 1e6  # 2 of the 997 non-null rows: 0.2006 %, over the 0.2 % allowed
+    return frame
+
+
+def x_num_just_above_its_max(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.assign(x_num=frame["x_num"].clip(-3, 3))
+    frame.loc[:4, "x_num"] = 3.81549
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("rows", "change", "expectation", "message_parts"),
+    [
+        # Each message used to read as a pass: "at most 5.2% … (5.2%) null", "in at least 99.8% … (0.2%) outside"
+        # (the share of all rows, not of the non-null rows GX compared), "between -10 and 3.81549 … e.g. [3.81549]".
+        pytest.param(
+            400, y_num_a_hair_more_null,
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "y_num", "mostly": 0.9476}},
+            ["at most 5.24% of values may be null", "21 of 400 rows (5.25%) null"],
+            id="null-share-a-hair-above-its-ceiling",
+        ),
+        pytest.param(
+            1000, x_num_out_of_range_among_nulls,
+            {"type": "expect_column_values_to_be_between",
+             "kwargs": {"column": "x_num", "min_value": -10, "max_value": 10, "mostly": 0.998}},
+            ["in at least 99.800% of rows", "2 of 997 non-null rows (0.201%) outside"],
+            id="outside-share-of-the-non-null-rows",
+        ),
+        pytest.param(
+            400, x_num_just_above_its_max,
+            {"type": "expect_column_values_to_be_between",
+             "kwargs": {"column": "x_num", "min_value": -10, "max_value": 3.8154892}},
+            ["between -10 and 3.815489", "e.g. [3.81549]"],
+            id="value-above-a-bound-with-more-digits-than-shown",
+        ),
+    ],
+)
+def test_a_failure_never_reads_as_a_pass(config, tmp_path, rows, change, expectation, message_parts):
+    path = tmp_path / "hand.json"
+    path.write_text(json.dumps({"name": "hand", "expectations": [expectation]}))
+    config.validation.suite = path
+
+    result = validate_window(config, change(small_frame(rows)))
+
+    failed = [o for o in result.outcomes if not o.success and o.expectation == expectation["type"]]
+    assert len(failed) == 1, result.summary()
+    for part in message_parts:
+        assert part in failed[0].message, failed[0].message
