@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import default_config_path
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.data import WindowSpec
 
 # A cycle that ended on a verdict exits with its own code, so a scheduler can tell it from a fault.
 VERDICT_EXIT_CODES = {"validation_stopped": 3, "gate_rejected": 4}
@@ -103,17 +108,59 @@ def cmd_show(args) -> int:
 
 def cmd_propose_suite(args) -> int:
     from pipeline import data
-    from pipeline.validate import propose_suite, write_suite
+    from pipeline.results import WARNING
+    from pipeline.validate import propose_suite, range_severity, write_suite
 
+    if not (math.isfinite(args.margin) and args.margin >= 0):
+        raise ConfigError(f"--margin is a share of the observed range, 0 or more (e.g. 0.1), got {args.margin}")
     config = _config(args)
-    window = data.current_window(config, _as_of(config, args.as_of))
+    window = _profile_window(config, args)
     frame = data.read_window(config.source, window)
     if frame.empty:
-        raise PipelineError(f"window {window.label()} has no rows to profile")
+        raise PipelineError(
+            f"no rows to profile in {window.label()}: the source's rows run from "
+            f"{data.earliest_day(config.source)} to {data.latest_day(config.source)}"
+        )
     output = Path(args.output) if args.output else config.validation.suite
-    write_suite(propose_suite(config, frame), output)
+    # The flag can only ask for critical ranges; without it the profiled span decides.
+    critical_ranges = True if args.critical_ranges else None
+    write_suite(propose_suite(config, frame, range_margin=args.margin, critical_ranges=critical_ranges), output)
     print(f"wrote a suite profiled on {len(frame):,} rows of {window.label()} to {output}; review it, then commit it")
+    if config.source.features.numeric:
+        severity, reason = range_severity(config, frame, critical_ranges)
+        if severity == WARNING:
+            print(f"ranges proposed as warnings: {reason}; pass --critical-ranges or profile a year (--days 365)")
+        else:
+            print(f"ranges proposed as critical: {reason}")
     return 0
+
+
+def _profile_window(config, args) -> WindowSpec:
+    """The days propose-suite profiles: --from..--to, or the --days (default: the current window's) ending on --as-of."""
+    from pipeline.data import WindowSpec, trailing_window
+
+    if args.start is None and args.end is None:
+        days = config.windows.current_days if args.days is None else args.days
+        if days < 1:
+            raise ConfigError(f"--days must be at least 1, got {days}")
+        return trailing_window("profile", _as_of(config, args.as_of or "latest"), days)
+    if args.days is not None:
+        raise ConfigError("--days and --from/--to both choose the days to profile: give one of them")
+    if args.as_of is not None:
+        raise ConfigError("--as-of does not apply to --from/--to: the profiled days end on --to")
+    if args.start is None or args.end is None:
+        raise ConfigError("--from and --to go together: give both, or --days")
+    start, end = _day("--from", args.start), _day("--to", args.end)
+    if start > end:
+        raise ConfigError(f"--from {start} is after --to {end}")
+    return WindowSpec("profile", start, end)
+
+
+def _day(option: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be YYYY-MM-DD, got {value!r}") from None
 
 
 def cmd_backtest(args) -> int:
@@ -201,7 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.set_defaults(func=cmd_show)
 
     cmd = sub.add_parser("propose-suite", parents=[common], help="profile a window and write an expectation suite to review")
-    cmd.add_argument("--as-of", default="latest", help="profile the current window ending on this day")
+    cmd.add_argument("--as-of", help="profile the days ending on this day: YYYY-MM-DD or 'latest' (default)")
+    cmd.add_argument("--days", type=int,
+                     help="profile this many days ending on --as-of (default: the config's windows.current_days)")
+    cmd.add_argument("--from", dest="start", metavar="YYYY-MM-DD",
+                     help="profile from this day to --to, both included (instead of --as-of and --days)")
+    cmd.add_argument("--to", dest="end", metavar="YYYY-MM-DD", help="the last day profiled with --from")
+    cmd.add_argument("--margin", type=float, default=0.1,
+                     help="widen each observed range by this share of its width on both sides (default: 0.1)")
+    cmd.add_argument("--critical-ranges", action="store_true",
+                     help="propose ranges as critical even when the profiled rows span less than a year")
     cmd.add_argument("--output", help="where to write the suite (default: the config's validation.suite)")
     cmd.set_defaults(func=cmd_propose_suite)
 

@@ -36,8 +36,12 @@ class WindowSpec:
 
 
 def current_window(config: Config, as_of: date) -> WindowSpec:
-    days = config.windows.current_days
-    return WindowSpec("current", as_of - timedelta(days=days - 1), as_of)
+    return trailing_window("current", as_of, config.windows.current_days)
+
+
+def trailing_window(name: str, as_of: date, days: int) -> WindowSpec:
+    """The ``days`` days up to and including ``as_of``."""
+    return WindowSpec(name, as_of - timedelta(days=days - 1), as_of)
 
 
 def initial_reference_window(config: Config, current: WindowSpec) -> WindowSpec:

@@ -61,6 +61,11 @@ NUMERIC_TYPES = [
 # while a single stray outlier should not stop retraining; drift reports distribution shifts.
 RANGE_MOSTLY = 0.999
 
+# A range profiled on less than a year has not seen every season (a January profile of temperatures
+# would stop the first warm day of spring), so it is proposed as a warning unless the profiled rows
+# span this many days or the reviewer asks for critical ranges.
+SEASON_CYCLE_DAYS = 365
+
 MAX_SAMPLE_VALUES = 10
 
 # Verbs for "N of M rows (p%) <verb>" per expectation type.
@@ -137,15 +142,18 @@ def write_suite(suite: dict, path: Path) -> None:
 
 
 def propose_suite(
-    config: Config, frame: pd.DataFrame, *, range_margin: float = 0.1, null_margin: float = 0.05
+    config: Config, frame: pd.DataFrame, *, range_margin: float = 0.1, null_margin: float = 0.05,
+    critical_ranges: bool | None = None,
 ) -> dict:
     """Profile a reference window into a suite JSON dict for a person to review.
 
-    Numeric features get a dtype check, a null-rate ceiling and a widened observed range;
-    categorical features a null ceiling and their observed values (a warning: new
-    categories are normal business evolution, drift reports them); the target must not
-    be null and, for classification, stay within the observed classes; the row count may
-    move between half and twice the reference's (a warning).
+    Numeric features get a dtype check, a null-rate ceiling and a widened observed range
+    (whole numbers for a column of whole numbers); categorical features a null ceiling and
+    their observed values (a warning: new categories are normal business evolution, drift
+    reports them); the target must not be null and, for classification, stay within the
+    observed classes; the row count may move between half and twice the reference's (a warning).
+    Ranges are critical or warnings as ``critical_ranges`` says; None decides from the profiled
+    span (see ``range_severity``).
     """
     source = config.source
     missing = [c for c in source.schema_columns if c not in frame.columns]
@@ -154,6 +162,7 @@ def propose_suite(
     if frame.empty:
         raise DataSourceError("cannot propose a suite: the reference window is empty")
     rows = len(frame)
+    range_level, range_reason = range_severity(config, frame, critical_ranges)
     expectations = [
         _expectation(gxe.ExpectTableRowCountToBeBetween, WARNING, min_value=rows // 2, max_value=rows * 2)
     ]
@@ -168,15 +177,16 @@ def propose_suite(
             _null_ceiling(series, null_margin),
         ]
         if series.notna().any():
-            low, high = float(series.min()), float(series.max())
-            margin = range_margin * (high - low)
-            # A column never negative in the reference (counts, amounts, ages) gets no negative lower bound.
-            floor = max(low - margin, 0.0) if low >= 0 else low - margin
+            low, high = _proposed_range(series, range_margin)
             expectations.append(
                 _expectation(
-                    gxe.ExpectColumnValuesToBeBetween, CRITICAL, column=column,
-                    min_value=floor, max_value=high + margin, mostly=RANGE_MOSTLY,
-                    notes=f"reference window: min {low:g}, max {high:g} over {rows:,} rows",
+                    gxe.ExpectColumnValuesToBeBetween, range_level, column=column,
+                    min_value=low, max_value=high, mostly=RANGE_MOSTLY,
+                    notes=(
+                        f"reference window: min {float(series.min()):g}, max {float(series.max()):g} "
+                        f"over {rows:,} rows; {range_level}: {range_reason}"
+                    ),
+                    severity_reason=range_reason,
                 )
             )
     for column in source.features.categorical:
@@ -195,15 +205,59 @@ def propose_suite(
         expectations=expectations,
         notes=(
             f"Proposed from a reference window of {rows:,} rows (range margin {range_margin:g}, "
-            f"null margin {null_margin:g}). Review before committing; severity is 'critical' or 'warning'."
+            f"null margin {null_margin:g}); range severity {range_level}: {range_reason}. "
+            "Review before committing; severity is 'critical' or 'warning'."
         ),
     )
     return suite.to_json_dict()
 
 
-def _expectation(expectation_class: type[gxe.Expectation], severity: str, **kwargs) -> gxe.Expectation:
+def range_severity(config: Config, frame: pd.DataFrame, critical_ranges: bool | None = None) -> tuple[str, str]:
+    """The severity of the range rules proposed from ``frame``, and why.
+
+    ``critical_ranges`` decides when given; None makes ranges critical only when the profiled
+    rows span SEASON_CYCLE_DAYS. The span counts calendar days from the first row's day to the
+    last row's, both included, so a year profiled as ``--days 365`` covers a year.
+    """
+    stamps = pd.to_datetime(frame[config.source.timestamp_column]).dropna()
+    days = (stamps.max().normalize() - stamps.min().normalize()).days + 1 if len(stamps) else 0
+    covers_a_year = days >= SEASON_CYCLE_DAYS
+    span = f"the profiled rows span {plural(days, 'day')}, {'a full year' if covers_a_year else 'less than a year'}"
+    if critical_ranges is not None:
+        return (CRITICAL if critical_ranges else WARNING), f"asked for ({span})"
+    return (CRITICAL if covers_a_year else WARNING), span
+
+
+def _proposed_range(series: pd.Series, range_margin: float) -> tuple[float, float] | tuple[int, int]:
+    """The observed range widened by ``range_margin`` of its width on each side.
+
+    A column never negative in the reference (counts, amounts, ages) gets no negative lower
+    bound; a column of whole numbers gets whole bounds (floor and ceiling), since a bound of
+    12.7 on a count reads as a mistake to its reviewer.
+    """
+    low, high = float(series.min()), float(series.max())
+    margin = range_margin * (high - low)
+    floor = max(low - margin, 0.0) if low >= 0 else low - margin
+    ceiling = high + margin
+    if _is_whole(series):
+        return math.floor(floor), math.ceil(ceiling)
+    return floor, ceiling
+
+
+def _is_whole(series: pd.Series) -> bool:
+    """Whether every value is a whole number: an integer dtype, or floats without a fraction (integers read with nulls)."""
+    if pd.api.types.is_integer_dtype(series):
+        return True
+    values = series.dropna().astype(float)
+    return bool(np.isfinite(values).all() and (values % 1 == 0).all())
+
+
+def _expectation(
+    expectation_class: type[gxe.Expectation], severity: str, severity_reason: str | None = None, **kwargs
+) -> gxe.Expectation:
     """An expectation with its severity in GX's native field and in meta (for readers of the JSON)."""
-    return expectation_class(**kwargs, severity=FailureSeverity(severity), meta={"severity": severity})
+    meta = {"severity": severity} if severity_reason is None else {"severity": severity, "severity_reason": severity_reason}
+    return expectation_class(**kwargs, severity=FailureSeverity(severity), meta=meta)
 
 
 def _null_ceiling(series: pd.Series, null_margin: float) -> gxe.Expectation:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -37,7 +38,8 @@ def established(tmp_path_factory):
     sections = {"training": {"family": "logistic_regression", "params": {}}, "gate": {"floors": {"roc_auc": 0.6}}}
     config_path = write_config(root, **sections)
     config = load_config(config_path, environ={})
-    write_suite(propose_suite(config, frame), config.validation.suite)
+    # Ten days of rows would propose the ranges as warnings; the out-of-range case needs them to stop the cycle.
+    write_suite(propose_suite(config, frame, critical_ranges=True), config.validation.suite)
     assert main(["run", "--config", str(config_path), "--as-of", AS_OF]) == 0
     assert main(["promote", "--config", str(config_path), "--version", "1", "--actor", "alice"]) == 0
     assert registry.aliases(config) == {"champion": "1"}
@@ -213,3 +215,120 @@ def test_show_prints_a_recorded_cycle(established, capsys):
     assert "Registry    test_model v1 (champion)" in out and "alice: promote v- -> v1" in out
     assert main(["show", "--config", str(config_path), "--cycle-id", "no-such-cycle"]) == 1
     assert "no retrain cycle no-such-cycle of 'test_model' is recorded" in capsys.readouterr().err
+
+
+@pytest.fixture
+def profiled(tmp_path):
+    """A warehouse of ten days (2026-01-01..2026-01-10), its config and where propose-suite writes to."""
+    frame = small_frame(400, days=10)
+    write_warehouse(tmp_path / "warehouse.db", frame)
+    config_path = write_config(tmp_path)
+    return frame, config_path, tmp_path / "proposed.json"
+
+
+def _propose(config_path: Path, output: Path, *args: str) -> int:
+    return main(["propose-suite", "--config", str(config_path), "--output", str(output), *args])
+
+
+def _kwargs(suite_path: Path, kind: str, column: str | None = None) -> dict:
+    suite = json.loads(suite_path.read_text())
+    return next(e for e in suite["expectations"] if e["type"] == kind and e["kwargs"].get("column") == column)
+
+
+@pytest.mark.parametrize(
+    ("args", "first", "last"),
+    [
+        pytest.param([], "2026-01-06", "2026-01-10", id="default-the-current-window-ending-on-the-latest-day"),
+        pytest.param(["--days", "3", "--as-of", "2026-01-08"], "2026-01-06", "2026-01-08", id="days-ending-on-as-of"),
+        pytest.param(["--days", "8"], "2026-01-03", "2026-01-10", id="days-ending-on-the-latest-day"),
+        pytest.param(["--from", "2026-01-02", "--to", "2026-01-04"], "2026-01-02", "2026-01-04", id="from-to"),
+        pytest.param(["--from", "2026-01-04", "--to", "2026-01-04"], "2026-01-04", "2026-01-04", id="from-to-one-day"),
+    ],
+)
+def test_propose_suite_profiles_the_days_asked_for(profiled, capsys, args, first, last):
+    frame, config_path, output = profiled
+    days = frame["ts"].dt.date.astype(str)
+    rows = int(((days >= first) & (days <= last)).sum())
+
+    assert _propose(config_path, output, *args) == 0
+
+    assert f"profiled on {rows:,} rows of {first}..{last}" in capsys.readouterr().out
+    assert _kwargs(output, "expect_table_row_count_to_be_between")["kwargs"] == {"min_value": rows // 2,
+                                                                                 "max_value": rows * 2}
+
+
+@pytest.mark.parametrize("margin", [pytest.param("0", id="no-margin"), pytest.param("0.5", id="half-the-range")])
+def test_propose_suite_margin_widens_the_observed_range(profiled, margin):
+    frame, config_path, output = profiled
+    window = frame[frame["ts"] >= "2026-01-06"]
+    low, high = window["x_num"].min(), window["x_num"].max()
+
+    assert _propose(config_path, output, "--margin", margin) == 0
+
+    proposed = _kwargs(output, "expect_column_values_to_be_between", "x_num")["kwargs"]
+    widening = float(margin) * (high - low)
+    assert (proposed["min_value"], proposed["max_value"]) == (pytest.approx(low - widening), pytest.approx(high + widening))
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        pytest.param(["--days", "0"], 2, "--days must be at least 1, got 0", id="no-days"),
+        pytest.param(["--days", "3", "--from", "2026-01-01", "--to", "2026-01-03"], 2,
+                     "--days and --from/--to both choose the days to profile", id="days-and-from-to"),
+        pytest.param(["--from", "2026-01-01"], 2, "--from and --to go together", id="from-without-to"),
+        pytest.param(["--to", "2026-01-01"], 2, "--from and --to go together", id="to-without-from"),
+        pytest.param(["--from", "2026-01-05", "--to", "2026-01-01"], 2, "--from 2026-01-05 is after --to 2026-01-01",
+                     id="from-after-to"),
+        pytest.param(["--from", "05/01/2026", "--to", "2026-01-10"], 2, "--from must be YYYY-MM-DD, got '05/01/2026'",
+                     id="from-not-a-date"),
+        pytest.param(["--as-of", "2026-01-05", "--from", "2026-01-01", "--to", "2026-01-03"], 2,
+                     "--as-of does not apply to --from/--to", id="as-of-and-from-to"),
+        pytest.param(["--margin", "-0.1"], 2, "--margin is a share of the observed range, 0 or more", id="negative-margin"),
+        pytest.param(["--margin", "nan"], 2, "--margin is a share of the observed range", id="margin-not-a-number"),
+        pytest.param(["--from", "2027-01-01", "--to", "2027-01-31"], 1,
+                     "no rows to profile in 2027-01-01..2027-01-31: the source's rows run from 2026-01-01 to 2026-01-10",
+                     id="range-without-rows"),
+        pytest.param(["--days", "5", "--as-of", "2025-06-01"], 1, "no rows to profile in 2025-05-28..2025-06-01",
+                     id="days-without-rows"),
+    ],
+)
+def test_propose_suite_rejects_bad_arguments_clearly(profiled, capsys, args, code, message):
+    _, config_path, output = profiled
+
+    assert _propose(config_path, output, *args) == code
+
+    assert message in capsys.readouterr().err
+    assert not output.exists()
+
+
+def _spread_over_2025(frame):
+    return frame.assign(ts=pd.date_range("2025-01-01", "2025-12-31 12:00", periods=len(frame)))
+
+
+@pytest.mark.parametrize(
+    ("spread", "args", "severity", "printed"),
+    [
+        pytest.param(None, [], "warning",
+                     "ranges proposed as warnings: the profiled rows span 5 days, less than a year; "
+                     "pass --critical-ranges or profile a year (--days 365)", id="five-days-warn"),
+        pytest.param(None, ["--critical-ranges"], "critical",
+                     "ranges proposed as critical: asked for (the profiled rows span 5 days, less than a year)",
+                     id="critical-ranges-asked-for"),
+        pytest.param(_spread_over_2025, ["--days", "365", "--as-of", "2025-12-31"], "critical",
+                     "ranges proposed as critical: the profiled rows span 365 days, a full year", id="a-year-is-critical"),
+        pytest.param(_spread_over_2025, ["--from", "2025-01-01", "--to", "2025-12-30"], "warning",
+                     "ranges proposed as warnings: the profiled rows span 364 days, less than a year", id="364-days-warn"),
+    ],
+)
+def test_propose_suite_ranges_are_warnings_unless_a_year_or_asked(profiled, capsys, spread, args, severity, printed):
+    frame, config_path, output = profiled
+    if spread:
+        write_warehouse(config_path.parent / "warehouse.db", spread(frame))
+
+    assert _propose(config_path, output, *args) == 0
+
+    assert printed in capsys.readouterr().out
+    for column in ("x_num", "y_num"):
+        expectation = _kwargs(output, "expect_column_values_to_be_between", column)
+        assert expectation["severity"] == expectation["meta"]["severity"] == severity

@@ -26,8 +26,8 @@ from tests.conftest import small_frame, write_config
 
 @pytest.fixture
 def suite(config: Config, frame: pd.DataFrame) -> dict:
-    """The suite proposed from the clean frame, written where the config expects it."""
-    proposed = propose_suite(config, frame)
+    """The suite proposed from the clean frame, its ranges critical, written where the config expects it."""
+    proposed = propose_suite(config, frame, critical_ranges=True)
     write_suite(proposed, config.validation.suite)
     return proposed
 
@@ -70,6 +70,13 @@ def categories_critical(suite: dict) -> None:
             expectation["severity"] = expectation["meta"]["severity"] = "critical"
 
 
+def ranges_critical(suite: dict) -> None:
+    """What a reviewer does to a range proposed as a warning once it is checked against the seasons."""
+    for expectation in suite["expectations"]:
+        if expectation["type"] == "expect_column_values_to_be_between":
+            expectation["severity"] = expectation["meta"]["severity"] = "critical"
+
+
 FAILURES = [
     # (frame change, config sections, suite edit, passed, failed expectation, its severity, message parts, a sample value)
     pytest.param(
@@ -105,9 +112,14 @@ FAILURES = [
         id="nulls-above-ceiling",
     ),
     pytest.param(
-        x_num_out_of_range, {}, None, False,
+        x_num_out_of_range, {}, None, True,
+        "expect_column_values_to_be_between", "warning", ["column 'x_num'", "between", "5 of 400", "outside"], 1e6,
+        id="out-of-range-warning-under-a-year",
+    ),
+    pytest.param(
+        x_num_out_of_range, {}, ranges_critical, False,
         "expect_column_values_to_be_between", "critical", ["column 'x_num'", "between", "5 of 400", "outside"], 1e6,
-        id="out-of-range",
+        id="out-of-range-critical",
     ),
     pytest.param(
         purple_color, {}, None, True,
@@ -249,7 +261,12 @@ def test_proposed_suite_round_trips_and_holds_the_profile(config, frame, tmp_pat
     for expectation in proposed["expectations"]:
         assert expectation["severity"] == expectation["meta"]["severity"]
     warnings = {rule for rule, e in by_rule.items() if e["severity"] == "warning"}
-    assert warnings == {("expect_table_row_count_to_be_between", None), ("expect_column_values_to_be_in_set", "color")}
+    assert warnings == {
+        ("expect_table_row_count_to_be_between", None),
+        ("expect_column_values_to_be_in_set", "color"),
+        ("expect_column_values_to_be_between", "x_num"),  # ten days of rows do not cover a year
+        ("expect_column_values_to_be_between", "y_num"),
+    }
 
     x_min, x_max = frame["x_num"].min(), frame["x_num"].max()
     x_range = by_rule[("expect_column_values_to_be_between", "x_num")]["kwargs"]
@@ -272,6 +289,75 @@ def test_proposed_range_of_a_never_negative_column_stays_non_negative(config, fr
     }
     assert ranges["y_num"]["min_value"] == 0.0
     assert ranges["x_num"]["min_value"] < frame["x_num"].min()
+
+
+@pytest.mark.parametrize(
+    ("values", "low", "high"),
+    [
+        pytest.param(pd.Series([3, 7, 12] * 133 + [7]), 2, 13, id="integer-dtype"),
+        pytest.param(pd.Series([3.0, 7.0, None, 12.0] * 100), 2, 13, id="whole-floats-with-nulls"),
+        pytest.param(pd.Series([3, 7, None, 12] * 100, dtype="Int64"), 2, 13, id="nullable-integers"),
+        pytest.param(pd.Series([-3, 0, 4] * 133 + [0]), -4, 5, id="negative-integers"),
+        pytest.param(pd.Series([0, 4, 7] * 133 + [4]), 0, 8, id="never-negative-integers-stay-non-negative"),
+    ],
+)
+def test_proposed_range_of_whole_numbers_has_whole_bounds(config, frame, values, low, high):
+    ranges = {
+        e["kwargs"]["column"]: e["kwargs"]
+        for e in propose_suite(config, frame.assign(y_num=values))["expectations"]
+        if e["type"] == "expect_column_values_to_be_between"
+    }
+
+    assert (ranges["y_num"]["min_value"], ranges["y_num"]["max_value"]) == (low, high)  # GX keeps them as floats
+    assert not float(ranges["x_num"]["min_value"]).is_integer()  # a column with fractions keeps exact bounds
+
+
+def test_proposed_range_of_a_column_with_fractions_keeps_its_fractions(config, frame):
+    values = pd.Series([3.0, 7.5, 12.0] * 133 + [7.5])
+
+    y_range = next(
+        e["kwargs"] for e in propose_suite(config, frame.assign(y_num=values))["expectations"]
+        if e["type"] == "expect_column_values_to_be_between" and e["kwargs"]["column"] == "y_num"
+    )
+
+    assert (y_range["min_value"], y_range["max_value"]) == (pytest.approx(2.1), pytest.approx(12.9))
+
+
+def _spread(frame: pd.DataFrame, first: str, last: str) -> pd.DataFrame:
+    """The frame with its rows spread evenly from ``first`` to ``last``."""
+    return frame.assign(ts=pd.date_range(first, last, periods=len(frame)))
+
+
+@pytest.mark.parametrize(
+    ("spread", "critical_ranges", "severity", "reason"),
+    [
+        pytest.param(None, None, "warning", "the profiled rows span 10 days, less than a year", id="ten-days"),
+        pytest.param(("2025-01-02", "2025-12-31 23:00"), None, "warning",
+                     "the profiled rows span 364 days, less than a year", id="a-day-short-of-a-year"),
+        pytest.param(("2025-01-01", "2025-12-31 23:00"), None, "critical",
+                     "the profiled rows span 365 days, a full year", id="a-calendar-year"),
+        pytest.param(("2024-01-01", "2025-06-30"), None, "critical",
+                     "the profiled rows span 547 days, a full year", id="more-than-a-year"),
+        pytest.param(None, True, "critical", "asked for (the profiled rows span 10 days, less than a year)",
+                     id="critical-asked-for-on-ten-days"),
+        pytest.param(("2025-01-01", "2025-12-31"), False, "warning",
+                     "asked for (the profiled rows span 365 days, a full year)", id="warning-asked-for-on-a-year"),
+    ],
+)
+def test_ranges_are_critical_only_over_a_full_year_unless_asked(config, frame, spread, critical_ranges, severity, reason):
+    reference = _spread(frame, *spread) if spread else frame
+
+    proposed = propose_suite(config, reference, critical_ranges=critical_ranges)
+
+    ranges = [e for e in proposed["expectations"] if e["type"] == "expect_column_values_to_be_between"]
+    assert [e["kwargs"]["column"] for e in ranges] == ["x_num", "y_num"]
+    for expectation in ranges:
+        assert expectation["severity"] == expectation["meta"]["severity"] == severity
+        assert expectation["meta"]["severity_reason"] == reason
+        assert f"{severity}: {reason}" in expectation["notes"]
+    assert f"range severity {severity}: {reason}" in proposed["notes"]
+    dtype_checks = [e for e in proposed["expectations"] if e["type"] == "expect_column_values_to_be_in_type_list"]
+    assert {e["severity"] for e in dtype_checks} == {"critical"}
 
 
 def test_null_ceiling_follows_the_observed_null_share(config, frame):
