@@ -14,7 +14,7 @@ AIRFLOW_ENV := . scripts/airflow-env.sh
 AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW_HOME
 
-.PHONY: help venv seed run cycle backtest backtest-example airflow-init airflow status lint test bench mlflow-ui clean up down logs
+.PHONY: help venv seed run cycle backtest backtest-example airflow-init airflow status lint test bench bench-drift mlflow-ui clean up down logs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ test: lint ## Lint, type-check, then run the whole test suite (installs Debian's
 
 bench: venv ## Benchmark one cycle at 100k and 1M rows x 30 features (BENCH_ARGS="--rows 200000" for others)
 	$(PY) -m pipeline.bench $(BENCH_ARGS)
+
+bench-drift: venv ## Drift defaults' false alarms (200 to 1M rows), detection power and the verdict's cost at 1M rows
+	$(PY) -m pipeline.bench_drift $(BENCH_ARGS)
 
 mlflow-ui: venv ## Open the MLflow UI on http://127.0.0.1:5000 for the demo's tracking store
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///data/mlflow.db

@@ -296,12 +296,15 @@ def _wants_training(policy: Policy, champion: Champion | None, drifted: bool | N
 
 
 def _drifted(config, frame, current, champions, policies, directory: Path) -> bool:
-    """The drift check of the ``drift`` policy, against its champion's training window."""
+    """The drift check of the ``drift`` policy, against the reference ``drift.reference`` names for its champion."""
     from pipeline import data
     from pipeline.drift import detect_drift
 
     [champion] = [champions[p.name] for p in policies if p.kind == "drift"]
-    reference = data.read_window(config.source, data.WindowSpec("reference", champion.window_start, champion.window_end))
+    champion_window = (champion.window_start, champion.window_end)
+    reference = data.read_window(config.source, data.reference_window(config, current, champion_window))
+    if config.drift.reference == "same_period_last_year" and len(reference) < config.windows.min_rows:
+        reference = data.read_window(config.source, data.champion_reference(config, current, champion_window))
     report = directory / "drift" / f"{current.end.isoformat()}.html"
     report.parent.mkdir(parents=True, exist_ok=True)
     return detect_drift(config, reference, frame, report).dataset_drift

@@ -24,9 +24,6 @@ Task = Literal["classification", "regression"]
 Metric = Literal["roc_auc", "log_loss", "f1", "rmse", "mae", "r2"]
 Device = Literal["auto", "cpu", "cuda"]
 Severity = Literal["critical", "warning"]
-DriftMethod = Literal[
-    "ks", "wasserstein", "jensenshannon", "psi", "chisquare", "z", "kl_div", "hellinger", "mannw", "anderson", "ed"
-]
 
 CLASSIFICATION_METRICS: tuple[Metric, ...] = ("roc_auc", "log_loss", "f1")
 REGRESSION_METRICS: tuple[Metric, ...] = ("rmse", "mae", "r2")
@@ -115,19 +112,38 @@ class Validation(_Strict):
 
 
 class FeatureDrift(_Strict):
-    method: DriftMethod | None = None
-    threshold: float | None = None
+    floor: float | None = Field(default=None, ge=0, description="This feature's distance floor; None: its kind's.")
 
 
 class Drift(_Strict):
-    dataset_drift_share: float = Field(default=0.3, gt=0, le=1, description="Dataset drifts when this share of features drift.")
-    num_method: DriftMethod = "wasserstein"
-    cat_method: DriftMethod = "jensenshannon"
-    num_threshold: float = 0.1
-    cat_threshold: float = 0.1
+    """When a feature, and the dataset, drift (pipeline/drift.py): a significant shift at least a floor large."""
+
+    alpha: float = Field(
+        default=0.01, gt=0, lt=1,
+        description="Chance that two windows of one distribution raise a dataset alarm; each feature is tested "
+                    "at alpha / features (Bonferroni).",
+    )
+    numeric_floor: float = Field(
+        default=0.1, ge=0, description="Wasserstein distance, in reference standard deviations, a numeric drift must reach."
+    )
+    categorical_floor: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Jensen-Shannon distance (base 2, 0..1) a categorical drift must reach: +10 points of one "
+                    "category scores 0.085-0.12, a new category of 1 % 0.07, +5 points 0.04.",
+    )
+    dataset_rule: Literal["any", "share"] = Field(
+        default="any", description="any: one drifted feature is dataset drift; share: dataset_drift_share of them."
+    )
+    dataset_drift_share: float = Field(default=0.3, gt=0, le=1, description="The share rule's share of features.")
+    reference: Literal["champion_window", "previous_window", "same_period_last_year"] = Field(
+        default="champion_window",
+        description="What the current window is compared with: the champion's training window, the window just "
+                    "before the current one, or the current window 52 weeks earlier (seasonal data; the champion's "
+                    "window while the history is shorter).",
+    )
     per_feature: dict[str, FeatureDrift] = Field(default_factory=dict)
     sample_rows: int | None = Field(
-        default=50_000, gt=0, description="Sample each window to this many rows before drift (None: all rows)."
+        default=50_000, gt=0, description="Rows of each window in Evidently's report (None: all); the verdict uses every row."
     )
     top_features: int = Field(default=5, gt=0)
 

@@ -50,7 +50,7 @@ from pipeline.record import (
     snapshot_file,
 )
 from pipeline.registry import CycleKind
-from pipeline.results import DriftResult, EvaluationResult, GateVerdict, ValidationResult, Windows
+from pipeline.results import DriftResult, EvaluationResult, GateVerdict, ValidationResult, Windows, WindowSnapshot
 
 STAGES = ("load", "validate", "drift", "train", "gate", "register", "promote")
 
@@ -76,25 +76,29 @@ def resume_cycle(
 
 
 def load_stage(cycle: CycleRecord) -> Windows:
-    """Snapshot the current window and the reference window (the champion's training window, if any)."""
+    """Snapshot the current window and the reference window (``drift.reference``: by default the champion's training window)."""
     config = cycle.config
     with cycle.stage("load"):
         current = data.current_window(config, cycle.as_of)
         champion = _champion_at_start(cycle)
         champion_version, champion_tags = champion if champion else (None, VersionTags())
-        if champion_tags.window is not None:
-            reference = data.WindowSpec("reference", *champion_tags.window)
-        else:
-            reference = data.initial_reference_window(config, current)
-        snapshots = {}
-        for window in (current, reference):
+        snapshots, notes = {}, []
+        for window in (current, data.reference_window(config, current, champion_tags.window)):
             with cycle.writing(snapshot_file(window.name)) as path:
                 snapshots[window.name] = data.snapshot_window(config.source, window, path)
-        notes = []
-        if champion_tags.window_sha256 not in (None, snapshots["reference"].sha256):
+        fallback = data.champion_reference(config, current, champion_tags.window)
+        if config.drift.reference == "same_period_last_year" and snapshots["reference"].rows < config.windows.min_rows:
+            notes.append(f"drift.reference same_period_last_year: {snapshots['reference'].label()} has "
+                         f"{snapshots['reference'].rows:,} rows (the history is shorter); compared with "
+                         f"{fallback.label()} instead")
+            with cycle.writing(snapshot_file("reference")) as path:
+                snapshots["reference"] = data.snapshot_window(config.source, fallback, path)
+        notes += reference_notes(snapshots["reference"])
+        if champion_tags.window_sha256 not in (None, snapshots["reference"].sha256) and (
+                snapshots["reference"].start, snapshots["reference"].end) == champion_tags.window:
             notes.append(
-                f"the rows of champion v{champion_version}'s window {reference.label()} changed in the source "
-                "since it was trained (sha256 differs)"
+                f"the rows of champion v{champion_version}'s window {snapshots['reference'].label()} changed in the "
+                "source since it was trained (sha256 differs)"
             )
         windows = Windows(snapshots["current"], snapshots["reference"], champion_version, notes)
         cycle.write(WINDOWS, windows)
@@ -102,6 +106,16 @@ def load_stage(cycle: CycleRecord) -> Windows:
     for note in notes:
         cycle.progress(f"[load] note: {note}")
     return windows
+
+
+def reference_notes(reference: WindowSnapshot) -> list[str]:
+    """What a person should know about the reference window before trusting drift on it."""
+    if not reference.rows:
+        return [f"the reference window {reference.label()} has no rows"]
+    if reference.first_day is not None and reference.first_day > reference.start:
+        return [f"the reference window {reference.label()} has rows only from {reference.first_day} "
+                f"({reference.rows:,} rows): the data starts later"]
+    return []
 
 
 def _champion_at_start(cycle: CycleRecord) -> tuple[str, VersionTags] | None:

@@ -54,6 +54,27 @@ def initial_reference_window(config: Config, current: WindowSpec) -> WindowSpec:
     return WindowSpec("reference", start, end)
 
 
+# 52 weeks: last year's window starts on the same weekday, so weekly patterns line up.
+YEAR = timedelta(weeks=52)
+
+
+def reference_window(config: Config, current: WindowSpec, champion_window: tuple[date, date] | None) -> WindowSpec:
+    """The window drift compares the current one with, as ``drift.reference`` says."""
+    choice = config.drift.reference
+    if choice == "previous_window":
+        return trailing_window("reference", current.start - timedelta(days=1), config.windows.current_days)
+    if choice == "same_period_last_year":
+        return WindowSpec("reference", current.start - YEAR, current.end - YEAR)
+    return champion_reference(config, current, champion_window)
+
+
+def champion_reference(config: Config, current: WindowSpec, champion_window: tuple[date, date] | None) -> WindowSpec:
+    """The champion's training window; before the first champion, the initial reference window."""
+    if champion_window is not None:
+        return WindowSpec("reference", *champion_window)
+    return initial_reference_window(config, current)
+
+
 def create_engine(url: str) -> sa.Engine:
     try:
         return sa.create_engine(url)
@@ -127,8 +148,10 @@ def snapshot_window(source: Source, window: WindowSpec, path: Path) -> WindowSna
     """Read a window and write it to ``path`` as Parquet."""
     frame = read_window(source, window)
     frame.to_parquet(path, index=False)
+    first = frame[source.timestamp_column].min() if len(frame) else None
     return WindowSnapshot(
         name=window.name, start=window.start, end=window.end, rows=len(frame), sha256=content_sha256(frame),
+        first_day=None if first is None or pd.isna(first) else pd.Timestamp(first).date(),
     )
 
 

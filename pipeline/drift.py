@@ -1,205 +1,229 @@
 """Drift: compare the current window's features with the reference window's.
 
-Evidently's DataDriftPreset computes one drift score per feature and a test per
-feature that fails when the feature drifted. Columns that Evidently cannot score
-(all null in a window, or constant in both) are left out of its run and
-reported as "degenerate": an all-empty column aborts the whole report, and a
-constant one gives NaN or raises depending on the method.
+The verdict is the pipeline's own, computed on every row of both windows
+(``pipeline.drift_stats``). A feature drifts when its shift is both significant and large
+enough to matter:
 
-Evidently is imported only when a report is computed: it takes seconds to import,
-and reading a stored result (``DriftResult.from_dict``) does not need it.
+- significant: its two-sample test's p-value is below ``drift.alpha`` divided by the number of
+  features (Bonferroni), so two windows drawn from one distribution raise a dataset alarm at most
+  at rate ``alpha`` whatever their size;
+- large enough: its distance reaches the floor of its kind (``numeric_floor`` reference standard
+  deviations of Wasserstein distance, ``categorical_floor`` of Jensen-Shannon distance), so a
+  window of millions of rows does not alarm on a trivial shift.
+
+The dataset drifts when any feature does (``dataset_rule: any``), or when ``dataset_drift_share``
+of the compared features do (``share``). Evidently renders the report, on samples of at most
+``drift.sample_rows`` rows, with the same distances and the thresholds that decided, and the
+report opens with the pipeline's verdict table. Evidently is imported only then: it takes
+seconds to import, and reading a stored result (``DriftResult.from_dict``) does not need it.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline import drift_stats
 from pipeline.config import Config
-from pipeline.errors import ConfigError
 from pipeline.results import DriftResult, FeatureDrift
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
-
-# Evidently raises for a method used on a kind it does not support; say so before computing anything.
-METHODS_BY_KIND = {
-    NUMERIC: frozenset({"ks", "wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "mannw", "anderson", "ed"}),
-    CATEGORICAL: frozenset({"jensenshannon", "psi", "chisquare", "z", "kl_div", "hellinger"}),
-}
+METHODS = {NUMERIC: "wasserstein", CATEGORICAL: "jensenshannon"}
+# Evidently's Jensen-Shannon distance is in natural-log units; the pipeline's is base 2 (0..1).
+EVIDENTLY_JS_FACTOR = math.sqrt(math.log(2))
 
 
 def detect_drift(config: Config, reference: pd.DataFrame, current: pd.DataFrame, report: Path) -> DriftResult:
-    """Compare the configured features of two windows; write the HTML report to ``report``."""
-    kinds = {name: NUMERIC for name in config.source.features.numeric}
-    kinds |= {name: CATEGORICAL for name in config.source.features.categorical}
-    settings = {name: _method_and_threshold(config, name, kind) for name, kind in kinds.items()}
-
-    sampled_reference = _prepare(reference, kinds, config)
-    sampled_current = _prepare(current, kinds, config)
-
-    notes = {name: _degenerate_note(sampled_reference[name], sampled_current[name]) for name in kinds}
-    compared = [name for name in kinds if not notes[name]]
-
-    scores = (
-        _run_evidently(
-            sampled_reference[compared], sampled_current[compared], kinds, settings,
-            config.drift.dataset_drift_share, report,
-        )
-        if compared
-        else {}
-    )
-
-    features = [
-        _feature_drift(name, kind, *settings[name], notes[name], scores.get(name)) for name, kind in kinds.items()
-    ]
-    computable = [f for f in features if f.status != "degenerate"]
-    drifted_share = sum(f.drifted for f in computable) / len(computable) if computable else 0.0
-    result = DriftResult(
-        features=features,
-        drifted_share=drifted_share,
-        dataset_drift=drifted_share >= config.drift.dataset_drift_share,
-        share_threshold=config.drift.dataset_drift_share,
-        reference_rows=len(reference),
-        current_rows=len(current),
-        sampled_reference_rows=len(sampled_reference),
-        sampled_current_rows=len(sampled_current),
-    )
-    if not compared:
-        report.write_text(_nothing_compared_html(result))
+    """Judge the configured features of two windows; write the HTML report to ``report``."""
+    result = judge_drift(config, reference, current)
+    compared = [f.feature for f in result.features if f.status != "degenerate" and f.score is not None]
+    if compared:
+        _run_evidently(config, reference, current, result, compared, report)
+    else:
+        report.write_text(_page("Data drift: no feature could be compared", result), encoding="utf-8")
     return result
 
 
-def _feature_drift(
-    name: str, kind: str, method: str, threshold: float, note: str, scored: tuple[float, bool] | None
-) -> FeatureDrift:
-    """The verdict on one feature; ``scored`` is Evidently's (score, drifted), None when it was not run."""
-    if scored is None or math.isnan(scored[0]):
-        note = note or f"Evidently returned no score (NaN) for method {method}"
-    if note or scored is None:
-        return FeatureDrift(name, kind, None, None, None, False, "degenerate", note)
-    score, drifted = scored
-    return FeatureDrift(name, kind, method, score, threshold, drifted, "drifted" if drifted else "stable", "")
-
-
-def _method_and_threshold(config: Config, feature: str, kind: str) -> tuple[str, float]:
-    drift = config.drift
-    default_method, default_threshold = (
-        (drift.num_method, drift.num_threshold) if kind == NUMERIC else (drift.cat_method, drift.cat_threshold)
-    )
-    override = drift.per_feature.get(feature)
-    method = (override and override.method) or default_method
-    threshold = default_threshold if override is None or override.threshold is None else override.threshold
-    if method not in METHODS_BY_KIND[kind]:
-        raise ConfigError(
-            f"drift method {method!r} does not apply to {kind} feature {feature!r}; "
-            f"use one of {sorted(METHODS_BY_KIND[kind])}"
-        )
-    return method, threshold
-
-
-def _prepare(frame: pd.DataFrame, kinds: dict[str, str], config: Config) -> pd.DataFrame:
-    """The feature columns, sampled to ``drift.sample_rows``, with one dtype per kind."""
-    features = frame[list(kinds)]
-    limit = config.drift.sample_rows
-    if limit is not None and len(features) > limit:
-        features = features.sample(n=limit, random_state=config.training.seed, ignore_index=True)
-    return pd.DataFrame(
-        {
-            name: _as_numbers(features[name]) if kind == NUMERIC else _as_strings(features[name])
+def judge_drift(config: Config, reference: pd.DataFrame, current: pd.DataFrame) -> DriftResult:
+    """The verdict on every configured feature of two windows, and on the dataset, from all their rows."""
+    started = time.perf_counter()
+    kinds = _kinds(config)
+    drift, minimum = config.drift, config.windows.min_rows
+    feature_alpha = drift.alpha / len(kinds)
+    notes = []
+    if len(reference) < minimum:
+        notes.append(f"the reference window has {len(reference):,} rows, below windows.min_rows {minimum:,}: "
+                     "drift is not judged on it")
+        features = [FeatureDrift(name, kind, METHODS[kind], None, None, False, "degenerate", notes[0])
+                    for name, kind in kinds.items()]
+    else:
+        features = [
+            judge_feature(name, kind, reference[name], current[name], _floor(config, name, kind), feature_alpha,
+                          config.training.seed)
             for name, kind in kinds.items()
-        }
+        ]
+    computable = [f for f in features if f.status != "degenerate"]
+    drifted = sum(f.drifted for f in computable)
+    share = drifted / len(computable) if computable else 0.0
+    dataset_drift = drifted > 0 if drift.dataset_rule == "any" else (bool(computable) and share >= drift.dataset_drift_share)
+    return DriftResult(
+        features=features, drifted_share=share, dataset_drift=dataset_drift, share_threshold=drift.dataset_drift_share,
+        reference_rows=len(reference), current_rows=len(current),
+        sampled_reference_rows=min(len(reference), drift.sample_rows or len(reference)),
+        sampled_current_rows=min(len(current), drift.sample_rows or len(current)),
+        rule=drift.dataset_rule, alpha=drift.alpha, notes=notes, seconds=round(time.perf_counter() - started, 3),
     )
 
 
-def _as_numbers(column: pd.Series) -> pd.Series:
-    # Type checks belong to validation; here a value that is not a number is simply missing.
-    return pd.to_numeric(column, errors="coerce").astype("float64")
+def _kinds(config: Config) -> dict[str, str]:
+    return {name: NUMERIC for name in config.source.features.numeric} | {
+        name: CATEGORICAL for name in config.source.features.categorical}
 
 
-def _as_strings(column: pd.Series) -> pd.Series:
-    """Each value as text, missing ones NaN; mixed types (1, "1", True) break Evidently's category counts.
-
-    Rows share one string object per category: Evidently hashes the values many times, and
-    per-row objects scattered by sampling a large frame made that 4x slower at 100k rows.
-    """
-    codes, labels = pd.factorize(column.astype(object).map(str, na_action="ignore"))
-    labels_then_missing = np.append(labels.astype(object), np.nan)  # missing values have code -1
-    return pd.Series(labels_then_missing[codes], index=column.index)
+def _floor(config: Config, feature: str, kind: str) -> float:
+    override = config.drift.per_feature.get(feature)
+    if override is not None and override.floor is not None:
+        return override.floor
+    return config.drift.numeric_floor if kind == NUMERIC else config.drift.categorical_floor
 
 
-def _degenerate_note(reference: pd.Series, current: pd.Series) -> str:
-    """Why a column cannot be scored, or "" when it can."""
-    empty = [window for window, column in (("reference", reference), ("current", current)) if column.isna().all()]
+def judge_feature(
+    name: str, kind: str, reference: pd.Series, current: pd.Series, floor: float, alpha: float, seed: int,
+) -> FeatureDrift:
+    """One feature's verdict: drifted when significant at ``alpha`` and at least ``floor`` apart."""
+    method = METHODS[kind]
+
+    def verdict(score: float, p_value: float, note: str = "") -> FeatureDrift:
+        drifted = p_value < alpha and score >= floor
+        return FeatureDrift(name, kind, method, score, floor, drifted, "drifted" if drifted else "stable", note,
+                            p_value=p_value, alpha=alpha)
+
+    if kind == CATEGORICAL:
+        counts = {"reference": drift_stats.category_counts(reference), "current": drift_stats.category_counts(current)}
+        empty = [window for window, rows in counts.items() if not rows.drop(drift_stats.MISSING, errors="ignore").any()]
+        if len(empty) == 2:
+            return FeatureDrift(name, kind, method, None, floor, False, "degenerate", "all values null in both windows")
+        binned = drift_stats.bin_categories(counts["reference"], counts["current"])
+        if len(binned.reference) == 1:
+            return verdict(0.0, 1.0, f"constant in both windows (value '{counts['reference'].index[-1]}')")
+        note = f"all values null in the {empty[0]} window only" if empty else ""
+        return verdict(drift_stats.jensen_shannon(binned), drift_stats.chi_square_p_value(binned), note)
+    reference_values, current_values = _numbers(reference), _numbers(current)
+    empty = [window for window, values in (("reference", reference_values), ("current", current_values)) if not len(values)]
+    if len(empty) == 2:
+        return FeatureDrift(name, kind, method, None, floor, False, "degenerate", "all values null in both windows")
     if empty:
-        return f"all values null in {' and '.join(empty)} window" + ("s" if len(empty) > 1 else "")
-    reference_values, current_values = reference.dropna().unique(), current.dropna().unique()
-    if len(reference_values) > 1 or len(current_values) > 1:
-        return ""
-    if reference_values[0] == current_values[0]:
-        return f"constant in both windows (value '{reference_values[0]}')"
-    return f"constant in both windows (reference '{reference_values[0]}', current '{current_values[0]}')"
+        # A column that stopped (or started) being filled is the largest drift there is.
+        return FeatureDrift(name, kind, method, None, floor, True, "drifted",
+                            f"all values null in the {empty[0]} window only", p_value=0.0, alpha=alpha)
+    binned = drift_stats.bin_numeric(reference_values, current_values, seed)
+    if len(binned.positions) == 1:  # type: ignore[arg-type]
+        return verdict(0.0, 1.0, f"constant in both windows (value {binned.positions[0]:g})")  # type: ignore[index]
+    return verdict(drift_stats.wasserstein(binned), drift_stats.ks_p_value(binned))
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    """The finite values; type checks belong to validation, here a value that is not a number is missing."""
+    if column.dtype.kind in "fiub":  # plain numpy numbers: no copy, no per-value work
+        values = column.to_numpy(dtype="float64", copy=False)
+    else:
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    finite = np.isfinite(values)
+    return values if finite.all() else values[finite]
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """Each value as text, missing ones NaN: 1, "1" and True are one category in both windows.
+
+    Converting the distinct values only is what keeps a million-row column cheap.
+    """
+    codes, labels = pd.factorize(column, use_na_sentinel=True)
+    text = np.append(np.array([str(label) for label in labels], dtype=object), np.nan)
+    return pd.Series(text[codes], index=column.index)
+
+
+def _sample(frame: pd.DataFrame, columns: list[str], limit: int | None, seed: int) -> pd.DataFrame:
+    features = frame[columns]
+    if limit is not None and len(features) > limit:
+        features = features.sample(n=limit, random_state=seed, ignore_index=True)
+    return features
 
 
 def _run_evidently(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    kinds: dict[str, str],
-    settings: dict[str, tuple[str, float]],
-    drift_share: float,
+    config: Config, reference: pd.DataFrame, current: pd.DataFrame, result: DriftResult, compared: list[str],
     report: Path,
-) -> dict[str, tuple[float, bool]]:
-    """Run the preset on the frames' columns, save its HTML, and return {feature: (score, drifted)}."""
+) -> None:
+    """Evidently's report of the compared features, with the pipeline's distances and floors, verdict table first."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    columns = list(reference.columns)
+    kinds = _kinds(config)
+    def prepared(frame: pd.DataFrame) -> pd.DataFrame:
+        sample = _sample(frame, compared, config.drift.sample_rows, config.training.seed)
+        return pd.DataFrame({name: pd.to_numeric(sample[name], errors="coerce").astype("float64")
+                             if kinds[name] == NUMERIC else _as_text(sample[name]) for name in compared})
+
+    floors = {f.feature: f.threshold for f in result.features if f.feature in compared}
     definition = DataDefinition(
-        numerical_columns=[n for n in columns if kinds[n] == NUMERIC],
-        categorical_columns=[n for n in columns if kinds[n] == CATEGORICAL],
+        numerical_columns=[n for n in compared if kinds[n] == NUMERIC],
+        categorical_columns=[n for n in compared if kinds[n] == CATEGORICAL],
     )
-    # Every column gets its method and threshold by name: Evidently's own defaults depend on the row count.
     preset = DataDriftPreset(
-        columns=columns,
-        drift_share=drift_share,
-        per_column_method={n: settings[n][0] for n in columns},
-        per_column_threshold={n: settings[n][1] for n in columns},
+        columns=compared,
+        drift_share=result.share_threshold,
+        per_column_method={n: METHODS[kinds[n]] for n in compared},
+        per_column_threshold={
+            n: (floors[n] or 0.0) * (EVIDENTLY_JS_FACTOR if kinds[n] == CATEGORICAL else 1.0) for n in compared
+        },
     )
     with warnings.catch_warnings():
         # A column constant in one window makes Evidently's plots divide by zero; the score is unaffected.
         warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
         snapshot = Report([preset], include_tests=True).run(
-            current_data=Dataset.from_pandas(current, data_definition=definition),
-            reference_data=Dataset.from_pandas(reference, data_definition=definition),
+            current_data=Dataset.from_pandas(prepared(current), data_definition=definition),
+            reference_data=Dataset.from_pandas(prepared(reference), data_definition=definition),
         )
         snapshot.save_html(str(report))
-    return _scores(snapshot.dict())
+    page = report.read_text(encoding="utf-8")
+    body = page.find("<body")
+    opening = page.find(">", body) + 1 if body >= 0 else 0
+    report.write_text(page[:opening] + _verdict_table(result) + page[opening:], encoding="utf-8")
 
 
-def _scores(snapshot: dict) -> dict[str, tuple[float, bool]]:
-    """Per column: the ValueDrift metric's score, and whether its test failed (Evidently's "drifted")."""
-    failed_metrics = {t["metric_config"]["metric_id"] for t in snapshot["tests"] if t["status"] == "FAIL"}
-    return {
-        m["config"]["column"]: (float(m["value"]), m["id"] in failed_metrics)
-        for m in snapshot["metrics"]
-        if m["config"]["type"].endswith(":ValueDrift")
-    }
-
-
-def _nothing_compared_html(result: DriftResult) -> str:
+def _verdict_table(result: DriftResult) -> str:
+    """The pipeline's verdict, the thresholds that decided and the rows they used."""
     rows = "".join(
-        f"<tr><td>{html.escape(f.feature)}</td><td>{f.kind}</td><td>{html.escape(f.note)}</td></tr>"
+        "<tr>"
+        f"<td>{html.escape(f.feature)}</td><td>{f.kind}</td><td>{f.status}</td>"
+        f"<td>{'' if f.score is None else f'{f.score:.4g}'}</td><td>{'' if f.threshold is None else f'{f.threshold:g}'}</td>"
+        f"<td>{'' if f.p_value is None else f'{f.p_value:.3g}'}</td><td>{'' if f.alpha is None else f'{f.alpha:.3g}'}</td>"
+        f"<td>{html.escape(f.note)}</td></tr>"
         for f in result.features
     )
+    notes = "".join(f"<p>{html.escape(note)}</p>" for note in result.notes)
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data drift</title></head><body>"
-        "<h1>Data drift: no feature could be compared</h1>"
-        f"<p>Reference rows: {result.reference_rows:,}; current rows: {result.current_rows:,}.</p>"
-        f"<table border='1'><tr><th>feature</th><th>kind</th><th>why</th></tr>{rows}</table>"
-        "</body></html>"
+        "<section style='font-family:sans-serif;margin:1em'>"
+        f"<h2>Pipeline verdict: dataset drift {'DETECTED' if result.dataset_drift else 'NOT DETECTED'}</h2>"
+        f"<p>{html.escape(result.rule_text())}. Every row compared: reference {result.reference_rows:,}, "
+        f"current {result.current_rows:,}; the Evidently report below uses samples of at most "
+        f"{max(result.sampled_reference_rows, result.sampled_current_rows):,} rows. A feature drifts when its "
+        "distance (Wasserstein in reference standard deviations; Jensen-Shannon, base 2) reaches its floor and "
+        "its test's p-value (Kolmogorov-Smirnov; chi-square) is below its alpha. Evidently shows Jensen-Shannon "
+        "in natural-log units: its threshold is the floor times 0.833.</p>"
+        f"{notes}<table border='1' cellpadding='3'><tr><th>feature</th><th>kind</th><th>verdict</th><th>distance</th>"
+        f"<th>floor</th><th>p-value</th><th>alpha</th><th>note</th></tr>{rows}</table></section>"
+    )
+
+
+def _page(title: str, result: DriftResult) -> str:
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data drift</title></head><body>"
+        f"<h1>{html.escape(title)}</h1>{_verdict_table(result)}</body></html>"
     )

@@ -15,10 +15,6 @@ from typing import Any
 
 CRITICAL = "critical"
 WARNING = "warning"
-# Drift methods whose score is a p-value: drift when the score is *below* the threshold.
-# Every other method scores a distance: drift when the score reaches the threshold.
-# Read from evidently/legacy/calculations/stattests/*.py (0.7.23); the tests check it against Evidently's verdicts.
-P_VALUE_METHODS = frozenset({"ks", "chisquare", "z", "mannw", "anderson"})
 
 
 def plural(count: int, word: str) -> str:
@@ -37,14 +33,18 @@ class WindowSnapshot:
     end: date
     rows: int
     sha256: str
+    first_day: date | None = None  # of its oldest row; None when it has none
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "start": self.start.isoformat(), "end": self.end.isoformat()}
+        return {**asdict(self), "start": self.start.isoformat(), "end": self.end.isoformat(),
+                "first_day": self.first_day.isoformat() if self.first_day else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowSnapshot:
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**{**fields, "start": date.fromisoformat(data["start"]), "end": date.fromisoformat(data["end"])})
+        first = fields.get("first_day")
+        return cls(**{**fields, "start": date.fromisoformat(data["start"]), "end": date.fromisoformat(data["end"]),
+                      "first_day": date.fromisoformat(first) if first else None})
 
     def label(self) -> str:
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
@@ -131,28 +131,32 @@ class ValidationResult:
 class FeatureDrift:
     feature: str
     kind: str  # "numeric" | "categorical"
-    method: str | None  # the Evidently method used; None when degenerate
-    score: float | None
-    threshold: float | None
+    method: str | None  # the distance: "wasserstein" (numbers) or "jensenshannon" (categories)
+    score: float | None  # the distance; None when it could not be computed
+    threshold: float | None  # the distance's floor
     drifted: bool
-    status: str  # "drifted" | "stable" | "degenerate"
-    note: str  # why a feature is degenerate; "" otherwise
+    status: str  # "drifted" | "stable" | "degenerate" (not compared)
+    note: str  # why a feature was not compared, or what is special about it; "" otherwise
+    p_value: float | None = None  # of the two-sample test (Kolmogorov-Smirnov; chi-square)
+    alpha: float | None = None  # the level it was tested at (drift.alpha over the features)
 
     @property
     def severity(self) -> float:
-        """How far past its threshold the score is (> 1 when drifted), comparable across methods."""
-        if self.score is None or self.threshold is None:
-            return 0.0
-        numerator, denominator = (
-            (self.threshold, self.score) if self.method in P_VALUE_METHODS else (self.score, self.threshold)
-        )
-        return numerator / denominator if denominator > 0 else math.inf
+        """How far past its floor the distance is (>= 1 when drifted); a column emptied in one window is infinite."""
+        if self.score is None:
+            return math.inf if self.drifted else 0.0
+        if not self.threshold:
+            return math.inf if self.score > 0 else 0.0
+        return self.score / self.threshold
 
     def describe(self) -> str:
-        if self.status == "degenerate":
+        if self.status == "degenerate" or self.score is None:
             return f"{self.feature}: {self.note}"
-        comparison = ("<" if self.method in P_VALUE_METHODS else ">=") if self.drifted else "vs"
-        return f"{self.feature}: {self.method} {self.score:.4g} {comparison} threshold {self.threshold:g}"
+        comparison = ">=" if self.score >= (self.threshold or 0.0) else "<"
+        significance = "" if self.p_value is None else (
+            f", p {self.p_value:.2g} {'<' if self.p_value < (self.alpha or 0.0) else '>='} {self.alpha:.2g}")
+        note = f" ({self.note})" if self.note else ""
+        return f"{self.feature}: {self.method} {self.score:.4g} {comparison} floor {self.threshold:g}{significance}{note}"
 
 
 @dataclass
@@ -163,8 +167,12 @@ class DriftResult:
     share_threshold: float
     reference_rows: int
     current_rows: int
-    sampled_reference_rows: int
+    sampled_reference_rows: int  # rows of Evidently's report; the verdict uses every row
     sampled_current_rows: int
+    rule: str = "share"  # drift.dataset_rule: "any" | "share"
+    alpha: float | None = None  # drift.alpha: the dataset's false-alarm rate
+    notes: list[str] = field(default_factory=list)
+    seconds: float | None = None  # the verdict's computation
 
     @property
     def drifted_features(self) -> list[str]:
@@ -175,9 +183,14 @@ class DriftResult:
         return [f for f in self.features if f.status == "degenerate"]
 
     def top_drifted(self, n: int | None = None) -> list[FeatureDrift]:
-        """Drifted features, largest drift first (the smallest p-value, the largest distance)."""
+        """Drifted features, largest drift first (relative to each one's floor)."""
         ranked = sorted((f for f in self.features if f.drifted), key=lambda f: f.severity, reverse=True)
         return ranked[:n]
+
+    def rule_text(self) -> str:
+        if self.rule == "any":
+            return "the dataset drifts when any feature drifts"
+        return f"the dataset drifts when {self.share_threshold:.0%} of the compared features drift"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,10 +206,10 @@ class DriftResult:
         verdict = "DETECTED" if self.dataset_drift else "NOT DETECTED"
         lines = [
             f"Dataset drift {verdict}: {len(self.drifted_features)} of {compared} compared features drifted "
-            f"(share {self.drifted_share:.0%}, dataset drifts at {self.share_threshold:.0%}); "
-            f"rows compared: reference {self.sampled_reference_rows:,} of {self.reference_rows:,}, "
-            f"current {self.sampled_current_rows:,} of {self.current_rows:,}"
+            f"(share {self.drifted_share:.0%}; {self.rule_text()}); "
+            f"rows compared: reference {self.reference_rows:,}, current {self.current_rows:,}"
         ]
+        lines += [f"note: {note}" for note in self.notes]
         drifted = self.top_drifted()
         if drifted:
             lines.append("drifted, largest first:")

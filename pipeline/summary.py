@@ -46,6 +46,7 @@ def format_outcome(outcome: CycleOutcome) -> str:
             f"  Data        current {current.label()}: {current.rows:,} rows · "
             f"reference {reference.label()}: {reference.rows:,} rows"
         )
+        lines += [f"      note: {note}" for note in outcome.windows.notes]
     if outcome.validation is not None:
         lines += _section("Validation", outcome.validation.summary())
     if outcome.drift is not None:

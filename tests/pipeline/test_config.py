@@ -44,7 +44,7 @@ def _with(tmp_path, section, key, value):
         pytest.param(lambda t: _with(t, "evaluation", "primary_metric", "rmse"), r"primary_metric 'rmse' is not one of", id="metric-of-other-task"),
         pytest.param(lambda t: _with(t, "gate", "floors", {"r2": 0.5}), r"gate\.floors names metrics \['r2'\]", id="floor-of-other-task"),
         pytest.param(lambda t: _with(t, "source", "query", "SELECT 1"), r"exactly one of `table` or `query`", id="table-and-query"),
-        pytest.param(lambda t: _with(t, "drift", "per_feature", {"nope": {"method": "ks"}}), r"not features: \['nope'\]", id="drift-override-of-unknown-feature"),
+        pytest.param(lambda t: _with(t, "drift", "per_feature", {"nope": {"floor": 0.2}}), r"not features: \['nope'\]", id="drift-override-of-unknown-feature"),
         pytest.param(lambda t: _with(t, "notifications", "events", ["drift_detected", "lunch"]), r"notifications\.events\.1: Input should be", id="unknown-notification-event"),
         pytest.param(lambda t: _with(t, "orchestration", "approval_timeout_hours", 0), r"orchestration\.approval_timeout_hours: Input should be greater than 0", id="approval-timeout-zero"),
         pytest.param(lambda t: _with(t, "orchestration", "scheduled_as_of", "tomorrow"), r"orchestration\.scheduled_as_of: Input should be", id="unknown-as-of-rule"),

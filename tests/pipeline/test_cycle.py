@@ -170,3 +170,36 @@ def test_feature_names_mlflow_refuses_still_get_a_drift_metric(tmp_path):
 
     metrics = registry.client(config).get_run(outcome.cycle.run_id).data.metrics
     assert "drift.score.price ___ ___" in metrics and odd in [f.feature for f in outcome.drift.features]
+
+
+@pytest.mark.parametrize(
+    ("reference", "notes"),
+    [
+        pytest.param("champion_window", ["the reference window 2025-12-29..2026-01-02 has rows only from 2026-01-01"],
+                     id="before-the-data-starts"),
+        pytest.param("same_period_last_year", [
+            "drift.reference same_period_last_year: 2025-01-04..2025-01-08 has 0 rows (the history is shorter); "
+            "compared with 2025-12-29..2026-01-02 instead",
+            "the reference window 2025-12-29..2026-01-02 has rows only from 2026-01-01"], id="no-history-a-year-back"),
+    ],
+)
+def test_the_summary_says_when_the_reference_window_is_not_what_was_asked(tmp_path, reference, notes):
+    import sqlalchemy as sa
+
+    from pipeline.validate import propose_suite, write_suite
+    from tests.conftest import small_frame
+
+    frame = small_frame(600, days=10)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    frame.to_sql("events", engine, index=False)
+    engine.dispose()
+    config = load_config(write_config(tmp_path, drift={"reference": reference}), environ={})
+    write_suite(propose_suite(config, frame), config.validation.suite)
+
+    outcome = run_cycle(config, date(2026, 1, 7), until="drift")
+
+    assert [note.split(" (")[0] if "rows only" in note else note for note in outcome.windows.notes] == notes
+    assert (outcome.windows.reference.start, outcome.windows.reference.first_day) == (date(2025, 12, 29),
+                                                                                      date(2026, 1, 1))
+    summary = format_outcome(outcome)
+    assert all(f"note: {note}" in summary for note in notes)

@@ -94,6 +94,26 @@ def test_windows_before_the_as_of_date(config):
     assert (reference.start, reference.end) == (date(2026, 3, 1), date(2026, 3, 5))
 
 
+@pytest.mark.parametrize(
+    ("choice", "champion_window", "expected"),
+    [
+        pytest.param("champion_window", (date(2026, 1, 1), date(2026, 1, 28)), (date(2026, 1, 1), date(2026, 1, 28)),
+                     id="the-champions"),
+        pytest.param("champion_window", None, (date(2026, 3, 1), date(2026, 3, 5)), id="initial-before-a-champion"),
+        pytest.param("previous_window", (date(2026, 1, 1), date(2026, 1, 28)), (date(2026, 3, 1), date(2026, 3, 5)),
+                     id="previous"),
+        pytest.param("same_period_last_year", None, (date(2025, 3, 7), date(2025, 3, 11)), id="52-weeks-back"),
+    ],
+)
+def test_the_reference_window_follows_drift_reference(tmp_path, choice, champion_window, expected):
+    config = load_config(write_config(tmp_path, drift={"reference": choice}), environ={})
+    current = data.current_window(config, date(2026, 3, 10))
+    reference = data.reference_window(config, current, champion_window)
+    assert (reference.start, reference.end) == expected
+    if choice == "same_period_last_year":
+        assert reference.start.weekday() == current.start.weekday()
+
+
 
 @pytest.fixture
 def postgres_url():

@@ -11,27 +11,26 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 import xgboost as xgb
-from scipy.spatial.distance import jensenshannon
-from scipy.stats import wasserstein_distance
 from sklearn.metrics import mean_squared_error, roc_auc_score
 
 import pipeline
 from pipeline import demo
 from pipeline.config import Config, load_config
 from pipeline.data import WindowSpec, content_sha256, read_window
+from pipeline.drift import judge_feature
 from pipeline.errors import DataSourceError
 
 CONFIGS = Path(pipeline.__file__).parent / "configs"
 SMALL = {"days": 14, "rows_per_day": (40, 80)}
 WINDOW_DAYS = 28
-DRIFT_THRESHOLD = 0.1  # the demo configs' num_threshold and cat_threshold
 
 
 def demo_config(name: str, url: str) -> Config:
     return load_config(CONFIGS / name, environ={"PIPELINE_SOURCE_URL": url})
 
 
-FEATURES = demo_config("demo.yaml", "sqlite://").source.features
+DEMO = demo_config("demo.yaml", "sqlite://")
+FEATURES = DEMO.source.features
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +45,15 @@ def window(frame: pd.DataFrame, start: date, days: int = WINDOW_DAYS) -> pd.Data
 
 
 def drifted_features(reference: pd.DataFrame, current: pd.DataFrame) -> set[str]:
-    """Features past the demo thresholds, scored as Evidently does.
-
-    Numeric: Wasserstein distance over the reference's std; categorical: Jensen-Shannon distance.
-    """
+    """Features the pipeline's drift verdict flags with the demo config's settings."""
+    drift = DEMO.drift
+    alpha = drift.alpha / len(FEATURES.all)
     flagged = set()
-    for name in FEATURES.numeric:
-        ref, cur = reference[name].dropna(), current[name].dropna()
-        if wasserstein_distance(ref, cur) / max(np.std(ref), 0.001) >= DRIFT_THRESHOLD:
-            flagged.add(name)
-    for name in FEATURES.categorical:
-        ref, cur = reference[name].value_counts(normalize=True), current[name].value_counts(normalize=True)
-        ref, cur = ref.align(cur, fill_value=0)
-        if jensenshannon(ref, cur) >= DRIFT_THRESHOLD:
-            flagged.add(name)
+    for kind, names, floor in (("numeric", FEATURES.numeric, drift.numeric_floor),
+                               ("categorical", FEATURES.categorical, drift.categorical_floor)):
+        for name in names:
+            if judge_feature(name, kind, reference[name], current[name], floor, alpha, seed=0).drifted:
+                flagged.add(name)
     return flagged
 
 
