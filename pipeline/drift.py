@@ -131,8 +131,8 @@ def judge_feature(
 
 def _numbers(column: pd.Series) -> np.ndarray:
     """The finite values; type checks belong to validation, here a value that is not a number is missing."""
-    if column.dtype.kind in "fiub":  # plain numpy numbers: no copy, no per-value work
-        values = column.to_numpy(dtype="float64", copy=False)
+    if column.dtype.kind in "fiub":  # plain numpy numbers: one contiguous copy at most (a frame's block is strided)
+        values = np.ascontiguousarray(column.to_numpy(dtype="float64", copy=False))
     else:
         values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     finite = np.isfinite(values)

@@ -249,3 +249,21 @@ def test_summary_names_the_rule_the_numbers_and_what_was_not_compared():
                            "drifts when any feature drifts)")
     assert "x: wasserstein 0.9 >= floor 0.1, p 1e-06 < 0.001" in text and "... and 1 more" in text
     assert "empty: all values null in both windows" in text
+
+
+def test_one_materially_drifted_feature_of_nine_sets_off_the_dataset_verdict(tmp_path):
+    """At 10k rows a complete replacement of one category of nine features: 11 % of the features."""
+    rng = np.random.default_rng(4)
+    numeric, categorical = [f"n{i}" for i in range(6)], ["c0", "c1", "season"]
+
+    def window(season: str) -> pd.DataFrame:
+        frame = pd.DataFrame({name: rng.normal(size=10_000) for name in numeric})
+        for name in categorical[:2]:
+            frame[name] = rng.choice(["a", "b", "c"], 10_000)
+        frame["season"] = season
+        return frame
+
+    config = make_config(tmp_path, source={"features": {"numeric": numeric, "categorical": categorical}})
+    result = detect_drift(config, window("fall"), window("winter"), tmp_path / "drift.html")
+    assert result.drifted_features == ["season"] and result.dataset_drift
+    assert result.top_drifted()[0].score == pytest.approx(1.0)
