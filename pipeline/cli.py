@@ -165,10 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     cycle_commands = {
-        "run": ("promote", "run a whole cycle: load, validate, drift, train, gate, register, promote"),
+        "run": ("promote", "run a whole cycle: load, validate, drift, quality, train, gate, register, promote"),
         "validate": ("validate", "load the windows and validate the current one"),
         "drift": ("drift", "load, validate and measure drift against the reference window"),
-        "train": ("gate", "load, validate, drift, k-fold train and gate (registers nothing)"),
+        "train": ("gate", "load, validate, drift, the champion's quality, k-fold train and gate (registers nothing)"),
     }
     for name, (until, help_text) in cycle_commands.items():
         cmd = sub.add_parser(name, parents=[common, actor], help=help_text, description=help_text)
