@@ -156,11 +156,14 @@ def quality_stage(cycle: CycleRecord, windows: Windows | None = None) -> ModelQu
 
     A monitoring cycle ends here: degraded, else drift detected or not.
     """
-    from pipeline.monitor import check_quality
+    from pipeline.monitor import check_quality, no_champion
 
     windows = windows or cycle.require(WINDOWS)
     with cycle.stage("quality"):
-        result = check_quality(cycle.config, cycle.frame("current"), _champion_of(cycle, windows), cycle.as_of)
+        champion = _champion_of(cycle, windows)
+        # Without a champion the snapshot is not even fetched (from an object store, it may be large).
+        result = no_champion(cycle.config) if champion is None else \
+            check_quality(cycle.config, cycle.frame("current"), champion, cycle.as_of)
         cycle.write(QUALITY, result)
         cycle.log_quality(result)
     if cycle.kind == "monitor":

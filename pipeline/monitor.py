@@ -117,14 +117,18 @@ def degradation_test(
     return DegradationTest(live_value, degradation, math.expm1(lower), p_value, count, p_value < monitoring.alpha)
 
 
-def check_quality(config: Config, frame: pd.DataFrame, champion: Champion | None, as_of: date) -> ModelQuality:
+def no_champion(config: Config) -> ModelQuality:
+    """The check without a champion: nothing to judge, and nothing to retrain for."""
+    monitoring = config.monitoring
+    return ModelQuality(primary_metric=config.primary_metric, champion_version=None, judged=False, degraded=False,
+                        reason="no champion yet: nothing to judge", margin=monitoring.degradation_margin,
+                        alpha=monitoring.alpha)
+
+
+def check_quality(config: Config, frame: pd.DataFrame, champion: Champion, as_of: date) -> ModelQuality:
     """Score the champion on the rows of ``frame`` (the current window) it never trained on whose labels are in."""
-    metric, monitoring = config.primary_metric, config.monitoring
+    metric, monitoring, source = config.primary_metric, config.monitoring, config.source
     numbers: dict[str, Any] = {"primary_metric": metric, "margin": monitoring.degradation_margin, "alpha": monitoring.alpha}
-    if champion is None:
-        return ModelQuality(champion_version=None, judged=False, degraded=False,
-                            reason="no champion yet: nothing to judge", **numbers)
-    source = config.source
     rows = live_rows(config, frame, champion, as_of)
     needed = minimum_live_rows(monitoring, len(frame))
     numbers |= {"rows": int(rows.sum()), "needed_rows": needed, "kfold_value": champion.kfold_value}
@@ -149,9 +153,9 @@ def check_quality(config: Config, frame: pd.DataFrame, champion: Champion | None
     y = encode_target(config, frame[source.target_column])[rows]
     test = degradation_test(metric, live[source.timestamp_column].to_numpy(), y,
                             predict_scores(champion.model, live, config.task), champion.kfold_value, monitoring)
-    numbers |= {"live_value": test.live_value}
     if math.isnan(test.live_value):
         return not_judged(f"{metric} is undefined on its {rows.sum():,} live rows (e.g. one class only)")
+    numbers |= {"live_value": test.live_value}
     reason = (
         f"{metric} {test.live_value:.4f} on {rows.sum():,} labelled rows of {numbers['live_start']}.."
         f"{numbers['live_end']} it never trained on vs its k-fold {champion.kfold_value:.4f}: error "

@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from pipeline.config import Monitoring, load_config
 from pipeline.evaluate import Champion, evaluate_kfold, metric_value
 from pipeline.gate import error_of
-from pipeline.monitor import check_quality, degradation_test, retrain_reasons
+from pipeline.monitor import check_quality, degradation_test, no_champion, retrain_reasons
 from pipeline.train import encode_target, fit_model
 from tests.conftest import small_frame, write_config
 
@@ -76,7 +76,6 @@ def _one_class_after_the_window(frame):
 @pytest.mark.parametrize(
     ("champion_of", "frame_of", "as_of", "reason"),
     [
-        pytest.param(lambda c: None, lambda f: f, AS_OF, "no champion yet", id="no-champion"),
         pytest.param(lambda c: Champion(c.version, c.model, c.window_start, c.window_end), lambda f: f, AS_OF,
                      "no k-fold roc_auc of it is on record", id="no-k-fold-estimate"),
         pytest.param(lambda c: Champion(c.version, c.model, c.window_start, c.window_end, 1.0), lambda f: f, AS_OF,
@@ -89,8 +88,14 @@ def _one_class_after_the_window(frame):
 def test_a_check_it_cannot_make_is_not_judged(trained, champion_of, frame_of, as_of, reason):
     config, frame, champion = trained
     quality = check_quality(config, frame_of(frame), champion_of(champion), as_of)
-    assert not quality.judged and not quality.degraded and reason in quality.reason
-    assert quality.verdict == ("no_champion" if quality.champion_version is None else "not_judged")
+    assert not quality.judged and not quality.degraded and reason in quality.reason and quality.verdict == "not_judged"
+
+
+def test_without_a_champion_there_is_nothing_to_judge(trained):
+    config, _, _ = trained
+    quality = no_champion(config)
+    assert (quality.verdict, quality.judged, quality.degraded) == ("no_champion", False, False)
+    assert quality.summary() == "Quality no champion yet: nothing to judge"
 
 
 def test_too_few_rows_for_the_share_of_the_window_are_not_judged(trained):
