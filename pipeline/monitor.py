@@ -50,8 +50,9 @@ WATCHED: dict[str, tuple[str, ...]] = {
 MEAN_LOSSES = ("rmse", "mae", "log_loss")  # means over rows: a block's removal is a subtraction of sums
 
 
-def retrain_reasons(retrain_on: RetrainOn, dataset_drift: bool, degraded: bool) -> list[str]:
-    """What of the checks' findings ``retrain_on`` retrains for: ``drift``, ``degradation``, both or none."""
+def retrain_reasons(retrain_on: RetrainOn | str, dataset_drift: bool, degraded: bool) -> list[str]:
+    """What of the checks' findings ``retrain_on`` (or the backtest policy of that name) retrains for:
+    ``drift``, ``degradation``, both or none."""
     found = {"drift": dataset_drift, "degradation": degraded}
     return [reason for reason in WATCHED[retrain_on] if found[reason]]
 
