@@ -252,6 +252,8 @@ def test_summaries_show_the_champions_live_quality_next_to_its_k_fold_estimate(m
     assert trend[0].startswith(f"  2026-01-20 monitor live {cycles['later'].quality.live_value:.4f} vs k-fold {kfold:.4f}")
     assert trend[0].endswith(": healthy  (test_model-monitor-v2)")
     assert trend[1].startswith("  2026-01-15 monitor live n/a") and ": not judged  (test_model-monitor-v2-at-once)" in trend[1]
+    [retrained] = [line for line in status.splitlines() if line.startswith("  test_model-2026-01-15 ")]
+    assert "quality: degraded" in retrained  # the cycle that trained v2 found v1 degraded
     summary = format_outcome(cycles["stale"])
     assert "  Quality     champion v1 DEGRADED: roc_auc " in summary
     assert "      trend of v1's roc_auc, newest first:" in summary and "retrain live" in summary  # the 01-15 retraining
