@@ -1,13 +1,17 @@
 """
-### Monitor drift
+### Monitor drift and the champion's quality
 
-load → validate → drift → signal_drift, on `orchestration.monitor_schedule`.
+load → validate → drift → monitor_model → signal_drift, on `orchestration.monitor_schedule`.
 
 Compares the current window (as of the run's date) with the champion's training window
-(or, before the first champion, the window just before it). When the dataset drifts,
-`signal_drift` emits an event on the model's `drift_detected` asset, carrying the drift
-share, the drifted features, the report's location and the cycle id; `retrain_model`
-runs on that event. No drift: no event. A validation failure fails the run, no event.
+(or, before the first champion, the window just before it), then scores the champion on the
+current window's labelled rows it never trained on against its k-fold estimate
+(`monitoring` in the config). When what was found is what `orchestration.retrain_on`
+retrains for — drift (`always`, `drift`), a degraded champion (`degradation`), either
+(`drift_or_degradation`) — `signal_drift` emits an event on the model's `drift_detected`
+asset, carrying the drift share, the drifted features, the report's location, the cycle id,
+the quality check and its `reasons`; `retrain_model` runs on that event. Otherwise: no event.
+A validation failure fails the run, no event.
 """
 
 from __future__ import annotations
@@ -22,8 +26,14 @@ CONFIG = runtime.parse_time_config()
 DRIFT_DETECTED = Asset(runtime.drift_asset_name(CONFIG))
 
 
-def signal_when_drifted(context: dict, summary: dict) -> str | None:
-    return "signal_drift" if summary["dataset_drift"] else None
+def signal_when_retrain_on_asks(context: dict, drift: dict, quality: dict) -> str | None:
+    from orchestration import stages
+
+    reasons = stages.retrain_reasons(context, drift, quality)
+    if not reasons:
+        return None
+    context["ti"].xcom_push(key="event", value={**drift, "quality": quality, "reasons": reasons})
+    return "signal_drift"
 
 
 @dag(
@@ -44,11 +54,11 @@ def signal_when_drifted(context: dict, summary: dict) -> str | None:
 def monitor_drift():
     @task(outlets=[DRIFT_DETECTED], on_success_callback=PipelineNotifier("drift_detected", kind="monitor"))
     def signal_drift(**context):
-        summary = context["ti"].xcom_pull(task_ids="drift", key="summary")
-        context["outlet_events"][DRIFT_DETECTED].extra = summary
-        return summary
+        event = context["ti"].xcom_pull(task_ids="monitor_model", key="event")
+        context["outlet_events"][DRIFT_DETECTED].extra = event
+        return event
 
-    _, checked = data_checks("monitor", signal_when_drifted)
+    _, checked = data_checks("monitor", signal_when_retrain_on_asks)
     checked >> signal_drift()
 
 

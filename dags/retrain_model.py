@@ -1,10 +1,13 @@
 """
-### Retrain the model: nightly, on drift, or by hand
+### Retrain the model: nightly, on drift or degradation, or by hand
 
-load → validate → drift → train (k-fold) → gate → register (`challenger`) → approval → promote
+load → validate → drift → monitor_model → train (k-fold) → gate → register (`challenger`) → approval → promote
 
 * **When**: every night (`orchestration.retrain_schedule`) *and* whenever `monitor_drift`
-  reports drift (its asset event); or from the trigger form.
+  emits its event (drift, or a degraded champion, as `orchestration.retrain_on` says); or from
+  the trigger form. With `retrain_on` other than `always`, a run trains only when its own checks
+  find what `retrain_on` names (drift, the champion's live quality degraded, either), or when
+  the form forces it; otherwise it ends at `no_training`.
 * **Gate**: the candidate must clear the floors and beat the champion on the same k folds
   (corrected resampled t-test). A rejection ends the run here, recorded; nothing is asked.
 * **Approval**: the registered challenger waits under *Required Actions*. Approve → promoted
@@ -31,10 +34,10 @@ ORCHESTRATION = CONFIG.orchestration
 TRAIN_QUEUE = {"queue": CONFIG.training.queue} if CONFIG.training.queue else {}
 
 
-def train_or_stop(context: dict, summary: dict) -> str:
+def train_or_stop(context: dict, drift: dict, quality: dict) -> str:
     from orchestration import stages
 
-    return "train" if stages.needs_training(context, summary) else "no_drift"
+    return "train" if stages.needs_training(context, drift, quality) else "no_training"
 
 
 @dag(
@@ -54,7 +57,7 @@ def train_or_stop(context: dict, summary: dict) -> str:
         "as_of": Param(None, type=["null", "string"], format="date", title="As of",
                        description="Last day of the training window. Empty: the newest day in the source."),
         "force": Param(False, type="boolean", title="Force retrain",
-                       description="Train even when nothing drifted and the config retrains only on drift."),
+                       description="Train even when the checks find nothing the config's retrain_on retrains for."),
         "family": Param(CONFIG.training.family, type="string", enum=runtime.families_for(CONFIG.task), title="Model family"),
         "k": Param(CONFIG.evaluation.k, type="integer", minimum=2, maximum=20, title="Folds (k)"),
         "auto_approve": Param(CONFIG.promotion.approval == "auto", type="boolean", title="Auto-approve",
@@ -65,7 +68,7 @@ def train_or_stop(context: dict, summary: dict) -> str:
 )
 def retrain_model():
     @task
-    def no_drift(handle, **context):
+    def no_training(handle, **context):
         from orchestration import stages
 
         stages.finish_without_training(context, handle)
@@ -120,7 +123,7 @@ def retrain_model():
     # success would let `promote`'s trigger rule start it after a gate rejection.
     handle, checked = data_checks("retrain", train_or_stop)
     trained = train(handle)
-    checked >> [no_drift(handle), trained]
+    checked >> [no_training(handle), trained]
     registered = register(handle)
     trained >> gate(handle) >> registered
     routed = route_approval(registered)

@@ -10,6 +10,9 @@ Policies:
   always  every step's candidate replaces the champion
   gate    the configured gate decides (``gate[...]`` variants: the same gate with other settings)
   drift   trains only when the drift check flags the data, then the configured gate decides
+  degradation           trains only when its champion's quality check (``pipeline.monitor``, on the
+                        step's window rows after the champion's window) says degraded, then the gate decides
+  drift_or_degradation  trains when its champion's data drifted or its quality degraded, then the gate decides
 Every policy's first champion is the first candidate that passes the floors.
 
 Policies share one candidate per step: it is fitted once (its k folds and the final fit) and
@@ -26,7 +29,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,8 +42,10 @@ from pipeline.record import recorded_config
 
 if TYPE_CHECKING:
     from pipeline.evaluate import Champion
+    from pipeline.results import ModelQuality
 
-POLICY_KINDS = ("never", "always", "gate", "drift")
+POLICY_KINDS = ("never", "always", "gate", "drift", "degradation", "drift_or_degradation")
+QUALITY_KINDS = ("degradation", "drift_or_degradation")  # the policies that check their champion's quality
 # What a policy did at a step.
 FIRST, PROMOTED, KEPT, REJECTED, IDLE, STOPPED = "first", "promoted", "kept", "rejected", "idle", "stopped"
 CHANGES = (FIRST, PROMOTED)
@@ -93,6 +98,8 @@ class PolicyStep:
     replaced_next_error: float | None = None  # a promotion: the replaced model's, on the same rows
     harmful: bool = False  # a promotion whose model did worse on the next rows than the one it replaced
     missed: bool = False  # a rejection whose candidate would have done better on the next rows
+    degraded: bool | None = None  # the quality policies: their champion's check said degraded
+    drifted: bool | None = None  # drift_or_degradation: drift against its own champion's window
 
 
 @dataclass
@@ -106,6 +113,7 @@ class Step:
     seconds: float
     policies: dict[str, PolicyStep]
     candidate_next_error: float | None = None  # the step's candidate on the next rows, promoted or not
+    candidate_kfold: float | None = None  # its k-fold primary metric: what it promises, as a champion, to the quality check
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -206,6 +214,7 @@ def run_backtest(
 
     models, metric = _Models(directory), config.primary_metric
     champions: dict[str, Champion | None] = {p.name: None for p in policies}
+    kfold_of: dict[str, float | None] = {}  # each candidate's k-fold estimate, by its model id
     steps: list[Step] = []
     bar = _Bar(len(dates), progress)
     for as_of in dates:
@@ -220,13 +229,15 @@ def run_backtest(
             temporary.write_text(json.dumps(step.to_dict(), indent=2))
             temporary.replace(path)
             bar.advance(as_of, _describe(step))
+        if step.trained:
+            kfold_of[as_of.isoformat()] = step.candidate_kfold
         for policy in policies:
             in_force = step.policies[policy.name].model
             current = champions[policy.name]
             if in_force is not None and (current is None or current.version != in_force):
                 end = date.fromisoformat(in_force)
                 start = end - timedelta(days=config.windows.current_days - 1)
-                champions[policy.name] = Champion(in_force, models.load(in_force), start, end)
+                champions[policy.name] = Champion(in_force, models.load(in_force), start, end, kfold_of.get(in_force))
         steps.append(step)
     bar.close()
     result = BacktestResult(metric, steps, _summaries(config, policies, steps), directory)
@@ -275,24 +286,64 @@ def _run_step(
     else:
         if any(p.kind == "drift" and champions[p.name] is not None for p in policies):
             drifted = _drifted(config, frame, current, champions, policies, directory)
-        wanting = [p for p in policies if _wants_training(p, champions[p.name], drifted)]
+        checks = _quality_checks(config, frame, current, as_of, policies, champions, drifted, directory)
+        wanting = [p for p in policies if _wants_training(p, champions[p.name], drifted, checks.get(p.name))]
         candidate = None
         if wanting:
             candidate = _train(config, frame, resolve_device(config), as_of, models)
             trained = True
         for policy in policies:
             decisions[policy.name] = _decide(config, policy, champions[policy.name], candidate, frame, as_of,
-                                             policy in wanting)
+                                             policy in wanting, checks.get(policy.name))
     candidate_next_error = _score_next(config, following, decisions, champions, models,
                                        as_of.isoformat() if trained else None)
     return Step(as_of, len(frame), len(following), validation.passed, drifted, trained,
-                time.perf_counter() - started, decisions, candidate_next_error)
+                time.perf_counter() - started, decisions, candidate_next_error,
+                candidate.kfold_value if candidate else None)
 
 
-def _wants_training(policy: Policy, champion: Champion | None, drifted: bool | None) -> bool:
-    if champion is None:
+@dataclass(frozen=True)
+class _Checks:
+    """What a quality policy's champion showed at a step: its quality and (drift_or_degradation) its data's drift."""
+
+    quality: ModelQuality
+    drifted: bool | None = None
+
+
+def _quality_checks(
+    config: Config, frame, current, as_of: date, policies: list[Policy], champions: dict[str, Champion | None],
+    drifted: bool | None, directory: Path,
+) -> dict[str, _Checks]:
+    """Each quality policy's checks of its own champion, on the step's window; drift found once per champion."""
+    from pipeline.monitor import check_quality
+
+    drift_policy_champion = next((champions[p.name] for p in policies if p.kind == "drift"), None)
+    drift_of = {drift_policy_champion.version: drifted} if drift_policy_champion and drifted is not None else {}
+    checks = {}
+    for policy in policies:
+        champion = champions[policy.name]
+        if policy.kind not in QUALITY_KINDS or champion is None:
+            continue
+        own_drift = None
+        if policy.kind == "drift_or_degradation":
+            if champion.version not in drift_of:
+                # The drift policy's own check, given this policy as the one drift policy (its report under its name).
+                as_drift = replace(policy, kind="drift")
+                drift_of[champion.version] = _drifted(config, frame, current, {policy.name: champion}, [as_drift],
+                                                      directory / policy.name)
+            own_drift = drift_of[champion.version]
+        checks[policy.name] = _Checks(check_quality(config, frame, champion, as_of), own_drift)
+    return checks
+
+
+def _wants_training(policy: Policy, champion: Champion | None, drifted: bool | None, checks: _Checks | None) -> bool:
+    from pipeline.monitor import retrain_reasons
+
+    if champion is None or policy.kind in ("always", "gate"):
         return True
-    return policy.kind in ("always", "gate") or (policy.kind == "drift" and bool(drifted))
+    if policy.kind == "drift":
+        return bool(drifted)
+    return checks is not None and bool(retrain_reasons(policy.kind, bool(checks.drifted), checks.quality.degraded))
 
 
 def _drifted(config, frame, current, champions, policies, directory: Path) -> bool:
@@ -314,28 +365,41 @@ def _drifted(config, frame, current, champions, policies, directory: Path) -> bo
 class _Candidate:
     model_id: str
     folds: Any  # evaluate.CandidateFolds
+    kfold_value: float  # the k-fold mean of the primary metric, as a cycle records it on the version
 
 
 def _train(config: Config, frame, device: str, as_of: date, models: _Models) -> _Candidate:
+    import numpy as np
+
     from pipeline.evaluate import fit_folds
     from pipeline.train import encode_target, fit_model
 
     folds = fit_folds(config, frame, device)
     model, _ = fit_model(config, frame, encode_target(config, frame[config.source.target_column]), device)
     models.save(as_of.isoformat(), model)
-    return _Candidate(as_of.isoformat(), folds)
+    return _Candidate(as_of.isoformat(), folds, float(np.nanmean([f.metrics[config.primary_metric] for f in folds.folds])))
+
+
+def _idle_reason(policy: Policy, checks: _Checks | None) -> str:
+    if policy.kind == "drift":
+        return "no drift: nothing trained"
+    if checks is None:
+        return ""
+    drift = "no drift, " if policy.kind == "drift_or_degradation" else ""
+    return f"{drift}not degraded: nothing trained ({checks.quality.summary()})"[:500]
 
 
 def _decide(
     config: Config, policy: Policy, champion: Champion | None, candidate: _Candidate | None, frame, as_of: date,
-    trains: bool,
+    trains: bool, checks: _Checks | None = None,
 ) -> PolicyStep:
     from pipeline.evaluate import compare_with_champion
     from pipeline.gate import decide
 
     kept = champion.version if champion else None
+    degraded, drifted = (checks.quality.degraded, checks.drifted) if checks else (None, None)
     if not trains or candidate is None:
-        return PolicyStep(IDLE, kept, "no drift: nothing trained" if policy.kind == "drift" else "")
+        return PolicyStep(IDLE, kept, _idle_reason(policy, checks), degraded=degraded, drifted=drifted)
     evaluation, compared = compare_with_champion(config, frame, candidate.folds, champion)
     verdict = decide(evaluation, policy.gate, f"{policy.name}@{as_of}", compared)
     if champion is None:
@@ -346,7 +410,7 @@ def _decide(
         decision = PROMOTED if verdict.passed else REJECTED
     model = candidate.model_id if decision in CHANGES else kept
     return PolicyStep(decision, model, "; ".join(verdict.failures)[:500], compare_rows=verdict.compare_rows or None,
-                      improvement=verdict.improvement, p_value=verdict.p_value)
+                      improvement=verdict.improvement, p_value=verdict.p_value, degraded=degraded, drifted=drifted)
 
 
 def _score_next(

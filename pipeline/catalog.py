@@ -1,4 +1,5 @@
-"""What the review pages list, read from what the pipeline recorded: cycles, drift over time, pending approvals, reports.
+"""What the review pages list, read from what the pipeline recorded: cycles, drift and quality over time, pending
+approvals, reports.
 
 Every lookup starts from a cycle id recorded in MLflow, never from a path a caller
 supplies: a report is served only if it is one of the known report files of a
@@ -40,7 +41,7 @@ def cycles(config: Config, kinds: tuple[registry.CycleKind, ...] = KINDS, limit:
     """The newest ``limit`` recorded cycles, newest first: what a list page shows."""
     found = [RunSummary.of(run, kind) for kind in kinds
              for run in registry.find_runs(config, kind, "tags.cycle_id != ''", max_results=limit)]
-    return sorted(found, key=lambda c: c.started, reverse=True)[:limit]
+    return sorted(found, key=lambda c: (c.as_of, c.started), reverse=True)[:limit]
 
 
 def cycle(config: Config, cycle_id: str) -> RunSummary:
@@ -61,6 +62,14 @@ def drift_history(summaries: list[RunSummary]) -> dict[str, list[tuple[RunSummar
         for feature, score in summary.drift_scores.items():
             history.setdefault(feature, []).append((summary, score))
     return history
+
+
+def quality_trend(config: Config, version: str, limit: int = 5) -> list[RunSummary]:
+    """The newest ``limit`` cycles, of either kind, that checked champion ``version``'s live quality; newest as-of first."""
+    where = f"tags.`quality.champion_version` = '{version}'"
+    found = [RunSummary.of(run, kind) for kind in KINDS
+             for run in registry.find_runs(config, kind, where, max_results=limit)]
+    return sorted(found, key=lambda c: (c.as_of, c.started), reverse=True)[:limit]
 
 
 def pending_approvals(config: Config) -> list[RunSummary]:

@@ -212,10 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     cycle_commands = {
-        "run": ("promote", "run a whole cycle: load, validate, drift, train, gate, register, promote"),
+        "run": ("promote", "run a whole cycle: load, validate, drift, quality, train, gate, register, promote"),
         "validate": ("validate", "load the windows and validate the current one"),
         "drift": ("drift", "load, validate and measure drift against the reference window"),
-        "train": ("gate", "load, validate, drift, k-fold train and gate (registers nothing)"),
+        "train": ("gate", "load, validate, drift, the champion's quality, k-fold train and gate (registers nothing)"),
     }
     for name, (until, help_text) in cycle_commands.items():
         cmd = sub.add_parser(name, parents=[common, actor], help=help_text, description=help_text)
@@ -261,12 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--output", help="where to write the suite (default: the config's validation.suite)")
     cmd.set_defaults(func=cmd_propose_suite)
 
-    help_text = "replay history: what never/always/gate/drift retraining would have cost, one step ahead"
+    help_text = "replay history: what each retraining policy would have cost, one step ahead"
     cmd = sub.add_parser("backtest", parents=[common], help=help_text, description=help_text)
     cmd.add_argument("--start", help="first as-of date (default: the first day with a full current window)")
     cmd.add_argument("--end", default="latest", help="last day of data to use (default: the newest day in the source)")
     cmd.add_argument("--step-days", type=int, default=7, help="days between steps, and the days each model is scored on")
-    cmd.add_argument("--policies", default="never,always,gate,drift", help="comma-separated: never, always, gate, drift")
+    cmd.add_argument("--policies", default="never,always,gate,drift",
+                     help="comma-separated: never, always, gate, drift, degradation, drift_or_degradation")
     cmd.add_argument("--gate", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                      help="add the gate with these settings changed as a policy, e.g. alpha=0.2 (repeatable)")
     cmd.add_argument("--out", help="output directory (default: backtests/<model>-<start>-<end>-<step>d); reruns resume")

@@ -24,6 +24,7 @@ Task = Literal["classification", "regression"]
 Metric = Literal["roc_auc", "log_loss", "f1", "rmse", "mae", "r2"]
 Device = Literal["auto", "cpu", "cuda"]
 Severity = Literal["critical", "warning"]
+RetrainOn = Literal["always", "drift", "degradation", "drift_or_degradation"]
 
 CLASSIFICATION_METRICS: tuple[Metric, ...] = ("roc_auc", "log_loss", "f1")
 REGRESSION_METRICS: tuple[Metric, ...] = ("rmse", "mae", "r2")
@@ -223,6 +224,26 @@ class Gate(_Strict):
     min_compare_rows: int | None = Field(default=None, ge=1, description="Fewest compared rows, absolute (opt-in).")
 
 
+class Monitoring(_Strict):
+    """The champion's live quality check: its error on the newest labelled rows it never trained on, against the
+    k-fold estimate recorded when it was trained. Every default is relative, so it fits any data."""
+
+    label_delay_days: int = Field(
+        default=0, ge=0, description="Labels arrive this many days after their rows: the newest days are not scored.",
+    )
+    degradation_margin: float = Field(
+        default=0.1, gt=0,
+        description="Degraded: the live error exceeds the k-fold error by more than this share, with confidence "
+                    "1 - alpha (error = the metric for losses, 1 - the metric for scores).",
+    )
+    alpha: float = Field(default=0.01, gt=0, lt=1, description="Rate at which a champion as good as its estimate is "
+                                                                  "called degraded at most.")
+    blocks: int = Field(default=20, ge=2, description="Contiguous time blocks of the jackknife over the live rows.")
+    min_live_share: float = Field(
+        default=0.01, ge=0, le=1, description="Fewest live rows as a share of the current window; fewer: not judged.",
+    )
+
+
 class Registry(_Strict):
     # Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() writes that variable, so a process that ran
     # one config would silently send the next config's runs to the first one's store.
@@ -268,8 +289,11 @@ class Orchestration(_Strict):
         default="previous_day",
         description="As-of date of a scheduled run: the last full day before it, or the newest day in the source.",
     )
-    retrain_on: Literal["always", "drift"] = Field(
-        default="always", description="`drift`: a retrain run stops after the drift check when nothing drifted."
+    retrain_on: RetrainOn = Field(
+        default="always",
+        description="always: every retrain run trains, and drift starts one early; drift / degradation / "
+                    "drift_or_degradation: a retrain run trains, and monitor_drift starts one, only when the data "
+                    "drifted / the champion's live quality degraded / either.",
     )
     approval_timeout_hours: float = Field(default=24, gt=0, description="An unanswered approval counts as rejected.")
     approvers: list[str] = Field(default_factory=list, description="Airflow users who may answer; empty: any with access.")
@@ -290,6 +314,7 @@ class Config(_Strict):
     training: Training = Training()
     evaluation: Evaluation = Evaluation()
     gate: Gate = Gate()
+    monitoring: Monitoring = Monitoring()
     registry: Registry
     promotion: Promotion
     storage: Storage
@@ -347,6 +372,18 @@ class Config(_Strict):
         if gate.detectable_improvement <= gate.min_improvement:
             found.append(f"gate.detectable_improvement {gate.detectable_improvement:.0%} is not above "
                          f"gate.min_improvement {gate.min_improvement:.0%}: the gate would pass it at most at rate alpha")
+        return found
+
+    def monitoring_warnings(self) -> list[str]:
+        """Settings under which the quality check can never call a champion degraded."""
+        monitoring, found = self.monitoring, []
+        if monitoring.label_delay_days >= self.windows.current_days:
+            found.append(f"monitoring.label_delay_days {monitoring.label_delay_days} is not below windows.current_days "
+                         f"{self.windows.current_days}: no row of the current window is ever labelled")
+        if 2.0 ** -monitoring.blocks > monitoring.alpha:
+            found.append(f"monitoring.blocks {monitoring.blocks}: the sign-flip test's smallest p is "
+                         f"2^-{monitoring.blocks} = {2.0 ** -monitoring.blocks:.2g}, above monitoring.alpha "
+                         f"{monitoring.alpha:g}: no champion is ever called degraded")
         return found
 
 
@@ -407,6 +444,6 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
         raise ConfigError(f"{path}: invalid configuration: {problems}") from None
     if not config.validation.suite.is_absolute():
         config.validation.suite = (path.parent / config.validation.suite).resolve()
-    for warning in config.gate_warnings():
+    for warning in [*config.gate_warnings(), *config.monitoring_warnings()]:
         log.warning("%s: %s", path, warning)
     return config

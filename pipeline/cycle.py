@@ -1,4 +1,6 @@
-"""One retraining cycle as of a date: load → validate → drift → train (k-fold) → gate → register → promote.
+"""One retraining cycle as of a date: load → validate → drift → quality → train (k-fold) → gate → register → promote.
+
+A monitoring cycle is its first four stages: the data's drift and the champion's live quality.
 
 Each stage is a function of the cycle's record (``pipeline.record``): it takes the results of
 earlier stages in memory, or reads them from the record when it runs as a task of its own,
@@ -31,6 +33,7 @@ from pipeline.record import (
     EVALUATION,
     FAILED_BATCH,
     GATE,
+    QUALITY,
     REGISTRATION,
     STATUS,
     VALIDATION,
@@ -50,9 +53,17 @@ from pipeline.record import (
     snapshot_file,
 )
 from pipeline.registry import CycleKind
-from pipeline.results import DriftResult, EvaluationResult, GateVerdict, ValidationResult, Windows, WindowSnapshot
+from pipeline.results import (
+    DriftResult,
+    EvaluationResult,
+    GateVerdict,
+    ModelQuality,
+    ValidationResult,
+    Windows,
+    WindowSnapshot,
+)
 
-STAGES = ("load", "validate", "drift", "train", "gate", "register", "promote")
+STAGES = ("load", "validate", "drift", "quality", "train", "gate", "register", "promote")
 
 
 @contextmanager
@@ -151,7 +162,7 @@ def validate_stage(cycle: CycleRecord, windows: Windows | None = None) -> Valida
 
 
 def drift_stage(cycle: CycleRecord) -> DriftResult:
-    """Measure drift between the windows' snapshots; a monitoring cycle ends here."""
+    """Measure drift between the windows' snapshots."""
     from pipeline.drift import detect_drift
 
     with cycle.stage("drift"):
@@ -159,14 +170,37 @@ def drift_stage(cycle: CycleRecord) -> DriftResult:
             result = detect_drift(cycle.config, cycle.frame("reference"), cycle.frame("current"), report)
         cycle.write(DRIFT, result)
         cycle.log_drift(result)
+    return result
+
+
+def quality_stage(cycle: CycleRecord, windows: Windows | None = None) -> ModelQuality:
+    """Score the champion the cycle started with on the current window's labelled rows it never trained on.
+
+    A monitoring cycle ends here: degraded, else drift detected or not.
+    """
+    from pipeline.monitor import check_quality, no_champion
+
+    windows = windows or cycle.require(WINDOWS)
+    with cycle.stage("quality"):
+        champion = _champion_of(cycle, windows)
+        # Without a champion the snapshot is not even fetched (from an object store, it may be large).
+        result = no_champion(cycle.config) if champion is None else \
+            check_quality(cycle.config, cycle.frame("current"), champion, cycle.as_of)
+        cycle.write(QUALITY, result)
+        cycle.log_quality(result)
     if cycle.kind == "monitor":
-        cycle.set_status(Status.DRIFT_DETECTED if result.dataset_drift else Status.NO_DRIFT)
+        drifted = cycle.require(DRIFT).dataset_drift
+        cycle.set_status(Status.DEGRADED if result.degraded else Status.DRIFT_DETECTED if drifted else Status.NO_DRIFT)
     return result
 
 
 def finish_without_training(cycle: CycleRecord) -> None:
-    """``orchestration.retrain_on: drift`` and nothing drifted: the cycle ends after the drift check."""
-    cycle.set_status(Status.NO_DRIFT)
+    """``orchestration.retrain_on`` found nothing it retrains for: the cycle ends after the checks."""
+    if cycle.config.orchestration.retrain_on in ("degradation", "drift_or_degradation"):
+        quality = cycle.read(QUALITY)
+        cycle.set_status(Status.NOT_DEGRADED, detail=quality.summary() if quality else None)
+    else:
+        cycle.set_status(Status.NO_DRIFT)
 
 
 def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> EvaluationResult:
@@ -181,7 +215,7 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
     with cycle.stage("train"):
         device = resolve_device(config)
         frame = cycle.frame("current")
-        champion = _champion_for_evaluation(cycle, windows)
+        champion = _champion_of(cycle, windows)
         evaluation, compared = evaluate_kfold(
             config, frame, device, champion, progress=lambda m: cycle.progress(f"[train] {m}")
         )
@@ -197,16 +231,20 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
     return evaluation
 
 
-def _champion_for_evaluation(cycle: CycleRecord, windows: Windows):
+def _champion_of(cycle: CycleRecord, windows: Windows):
+    """The champion the cycle started with, loaded, with its k-fold estimate of the primary metric if one is on record."""
     from pipeline.evaluate import Champion
 
     if windows.champion_version is None:
         return None
     config = cycle.config
-    window = VersionTags.of(registry.get_version(config, windows.champion_version)).window
-    if window is None:
+    tags = VersionTags.of(registry.get_version(config, windows.champion_version))
+    if tags.window is None:
         return None
-    return Champion(windows.champion_version, registry.load_model(config, windows.champion_version), *window)
+    # An estimate of another metric (the config's primary metric changed since) promises nothing about this one.
+    kfold_value = tags.candidate_mean if tags.primary_metric == config.primary_metric else None
+    model = registry.load_model(config, windows.champion_version)
+    return Champion(windows.champion_version, model, *tags.window, kfold_value=kfold_value)
 
 
 def gate_stage(cycle: CycleRecord, evaluation: EvaluationResult | None = None) -> GateVerdict:
@@ -325,6 +363,8 @@ def _run_stages(cycle: CycleRecord, outcome: CycleOutcome, stages: tuple[str, ..
             return
     if "drift" in stages:
         outcome.drift = drift_stage(cycle)
+    if "quality" in stages:
+        outcome.quality = quality_stage(cycle, outcome.windows)
     if "train" in stages:
         outcome.evaluation = train_stage(cycle, outcome.windows)
     if "gate" in stages:

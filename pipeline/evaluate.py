@@ -55,12 +55,14 @@ def task_metrics(task: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Champion:
-    """The current champion, as the evaluation needs it: a fitted model and the days it was trained on."""
+    """The current champion, as the evaluation and the quality check need it: a fitted model, the days it was
+    trained on and the k-fold primary metric recorded at its training (None when none is on record)."""
 
     version: str
     model: Any
     window_start: date
     window_end: date
+    kfold_value: float | None = None
 
 
 def fold_indices(config: Config, frame: pd.DataFrame, y: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -107,6 +107,16 @@ def log_error_ratio(metric: str, candidate: Any, champion: Any) -> Any:
         return np.log(error_of(metric, champion)) - np.log(error_of(metric, candidate))
 
 
+def time_blocks(timestamps: np.ndarray, blocks: int) -> tuple[np.ndarray, int]:
+    """Each row's block: ``blocks`` contiguous runs of rows in time order (fewer when there are fewer rows), and their count."""
+    order = np.argsort(timestamps, kind="stable")
+    count = min(blocks, len(order))
+    block = np.empty(len(order), dtype="int64")
+    for number, rows in enumerate(np.array_split(order, count)):
+        block[rows] = number
+    return block, count
+
+
 @dataclass(frozen=True)
 class BlockTest:
     """The blocked test's numbers, all as log error ratios (> 0: the candidate's error is lower)."""
@@ -138,11 +148,7 @@ def block_test(metric: str, compared: ComparedRows, blocks: int) -> BlockTest:
     flipping their signs at random draws the null distribution of their mean. Blocks are contiguous
     in time, so errors that run together (an hour is like the next) stay together.
     """
-    order = np.argsort(compared.timestamps, kind="stable")
-    count = min(blocks, len(order))
-    block = np.empty(len(order), dtype="int64")
-    for number, rows in enumerate(np.array_split(order, count)):
-        block[rows] = number
+    block, count = time_blocks(compared.timestamps, blocks)
     y = compared.y.astype("float64")
     if metric == "roc_auc":  # not a sum over rows: computed anew without each block
         everything = float(log_error_ratio(metric, metric_value(metric, y, compared.candidate),

@@ -39,6 +39,7 @@ from pipeline.results import (
     DriftResult,
     EvaluationResult,
     GateVerdict,
+    ModelQuality,
     ValidationResult,
     Windows,
     WindowSnapshot,
@@ -74,6 +75,8 @@ class Status(StrEnum):
     VALIDATION_STOPPED = "validation_stopped"
     NO_DRIFT = "no_drift"
     DRIFT_DETECTED = "drift_detected"  # a monitoring cycle ends here
+    DEGRADED = "degraded"  # a monitoring cycle whose champion's live error rose beyond the margin (drifted or not)
+    NOT_DEGRADED = "not_degraded"  # retrain_on: degradation (or drift_or_degradation): nothing called for training
     GATE_REJECTED = "gate_rejected"
     AWAITING_APPROVAL = "awaiting_approval"
     PROMOTED = "promoted"
@@ -83,7 +86,8 @@ class Status(StrEnum):
 
 
 ENDINGS = frozenset({Status.PAUSED, Status.VALIDATION_STOPPED, Status.NO_DRIFT, Status.DRIFT_DETECTED,
-                     Status.GATE_REJECTED, Status.AWAITING_APPROVAL, Status.PROMOTED, Status.REJECTED, Status.FAILED})
+                     Status.DEGRADED, Status.NOT_DEGRADED, Status.GATE_REJECTED, Status.AWAITING_APPROVAL,
+                     Status.PROMOTED, Status.REJECTED, Status.FAILED})
 # Where each status may go next. Re-running a cycle (back to RUNNING) is allowed from every status but
 # SUPERSEDED: its version is no longer the challenger, and re-registering it would take that from the newer one.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -145,13 +149,27 @@ class Trigger:
         for event in self.events:
             extra = event.extra
             features = ", ".join(extra.get("drifted_features", [])) or "none"
-            lines.append(
-                f"drift event from {event.source}: share {extra.get('drift_share', 0):.0%} "
-                f"(cycle {extra.get('cycle_id', '?')}, as of {extra.get('as_of', '?')}); drifted: {features}"
-            )
+            # Events from before the quality check carry no reasons: drift was the only one.
+            reasons = extra.get("reasons", ["drift"])
+            where = f"(cycle {extra.get('cycle_id', '?')}, as of {extra.get('as_of', '?')})"
+            if "drift" in reasons:
+                lines.append(f"drift event from {event.source}: share {extra.get('drift_share', 0):.0%} {where}; "
+                             f"drifted: {features}")
+            if "degradation" in reasons:
+                quality = extra.get("quality", {})
+                lines.append(
+                    f"degradation event from {event.source}: champion v{quality.get('champion_version', '?')} "
+                    f"{quality.get('primary_metric', 'metric')} {_number(quality.get('live_value'))} live vs "
+                    f"{_number(quality.get('kfold_value'))} k-fold, error {_number(quality.get('degradation'), '+.1%')} "
+                    f"{where}"
+                )
         if self.note:
             lines.append(f"note: {self.note}")
         return "\n".join(lines)
+
+
+def _number(value: Any, spec: str = ".4f") -> str:
+    return "?" if value is None else format(value, spec)
 
 
 @dataclass(frozen=True)
@@ -279,6 +297,7 @@ TRIGGER = JsonFile("trigger.json", Trigger.from_dict, Trigger.to_dict)
 WINDOWS = JsonFile("windows.json", Windows.from_dict, Windows.to_dict)
 VALIDATION = JsonFile("validation.json", ValidationResult.from_dict, ValidationResult.to_dict)
 DRIFT = JsonFile("drift.json", DriftResult.from_dict, DriftResult.to_dict)
+QUALITY = JsonFile("quality.json", ModelQuality.from_dict, ModelQuality.to_dict)
 EVALUATION = JsonFile("evaluation.json", EvaluationResult.from_dict, EvaluationResult.to_dict)
 GATE = JsonFile("gate.json", GateVerdict.from_dict, GateVerdict.to_dict)
 REGISTRATION = JsonFile("registered.json", Registration.from_dict, Registration.to_dict)
@@ -399,11 +418,19 @@ class RunSummary:
     gate: str | None = None
     airflow_dag_id: str | None = None
     airflow_run_id: str | None = None
+    # The quality check of the champion the cycle started with: its verdict, the version, its metric live and k-fold.
+    quality: str | None = None
+    quality_champion: str | None = None
+    live_value: float | None = None
+    live_rows: int | None = None
+    kfold_value: float | None = None
+    degradation: float | None = None
 
     @classmethod
     def of(cls, run, kind: str) -> RunSummary:
         tags, metrics = run.data.tags, run.data.metrics
         drift = tags.get("drift.verdict")
+        live_rows = metrics.get("quality.rows")
         return cls(
             cycle_id=tags["cycle_id"], kind=kind, as_of=date.fromisoformat(tags["as_of"]),
             started=datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC),
@@ -413,7 +440,10 @@ class RunSummary:
             drifted_features=[f for f in tags.get("drift.drifted_features", "").split(",") if f],
             drift_scores={k.removeprefix("drift.score."): v for k, v in metrics.items() if k.startswith("drift.score.")},
             gate=tags.get("gate.verdict"), airflow_dag_id=tags.get("airflow.dag_id"),
-            airflow_run_id=tags.get("airflow.run_id"),
+            airflow_run_id=tags.get("airflow.run_id"), quality=tags.get("quality.verdict"),
+            quality_champion=tags.get("quality.champion_version"), live_value=metrics.get("quality.live"),
+            live_rows=None if live_rows is None else int(live_rows), kfold_value=metrics.get("quality.kfold"),
+            degradation=metrics.get("quality.degradation"),
         )
 
 
@@ -621,6 +651,16 @@ class CycleRecord:
             artifacts=[self.local_path(DRIFT_REPORT), self.local_path(DRIFT.name)],
         )
 
+    def log_quality(self, result: ModelQuality) -> None:
+        self.log(
+            metrics={"quality.live": result.live_value, "quality.kfold": result.kfold_value, "quality.rows": result.rows,
+                     "quality.degradation": result.degradation, "quality.degradation_lower": result.degradation_lower,
+                     "quality.p_value": result.p_value, "quality.degraded": float(result.degraded)},
+            tags={"quality.verdict": result.verdict, "quality.champion_version": result.champion_version or "none",
+                  "quality.reason": result.reason[:4500]},
+            artifacts=[self.local_path(QUALITY.name)],
+        )
+
     def log_evaluation(self, evaluation: EvaluationResult, best_iteration: int | None, fit_seconds: float) -> None:
         config, names = self.config, list(evaluation.metric_means)
         self.log(
@@ -661,6 +701,7 @@ class CycleOutcome:
     windows: Windows | None = None
     validation: ValidationResult | None = None
     drift: DriftResult | None = None
+    quality: ModelQuality | None = None
     evaluation: EvaluationResult | None = None
     verdict: GateVerdict | None = None
     version: registry.VersionInfo | None = None
@@ -675,7 +716,7 @@ class CycleOutcome:
         current = status.status if status else Status.RUNNING
         return cls(
             cycle, current, trigger=cycle.read(TRIGGER), windows=cycle.read(WINDOWS), validation=cycle.read(VALIDATION),
-            drift=cycle.read(DRIFT), evaluation=cycle.read(EVALUATION), verdict=cycle.read(GATE),
+            drift=cycle.read(DRIFT), quality=cycle.read(QUALITY), evaluation=cycle.read(EVALUATION), verdict=cycle.read(GATE),
             version=registry.get_version(cycle.config, registered.version) if registered else None,
             decision=cycle.read(APPROVAL), detail=status.detail if status else None,
         )

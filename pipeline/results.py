@@ -327,3 +327,59 @@ class GateVerdict:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GateVerdict:
         return cls(**{**data, "checks": [GateCheck(**c) for c in data["checks"]]})
+
+
+# ---------------------------------------------------------------------------- quality (monitoring)
+
+
+@dataclass(frozen=True)
+class ModelQuality:
+    """The champion's primary metric on the labelled rows it never trained on, against its k-fold estimate.
+
+    ``degradation`` is relative, in error (the metric for losses, 1 - the metric for scores): 0.3 is
+    30 % more error than the k-fold estimate promised. ``degraded``: its one-sided lower confidence
+    bound lies above ``margin`` (p < alpha). Without a champion, or with too few live rows, the
+    check is not judged and ``reason`` says why.
+    """
+
+    primary_metric: str
+    champion_version: str | None
+    judged: bool
+    degraded: bool
+    reason: str
+    rows: int = 0
+    needed_rows: int = 0
+    live_start: date | None = None  # the first and last day of the rows scored
+    live_end: date | None = None
+    live_value: float | None = None
+    kfold_value: float | None = None
+    degradation: float | None = None
+    degradation_lower: float | None = None
+    p_value: float | None = None
+    margin: float = 0.0
+    alpha: float = 0.0
+    blocks: int | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.champion_version is None:
+            return "no_champion"
+        if not self.judged:
+            return "not_judged"
+        return "degraded" if self.degraded else "healthy"
+
+    def to_dict(self) -> dict[str, Any]:
+        days = {name: getattr(self, name) for name in ("live_start", "live_end")}
+        return {**asdict(self), **{name: day.isoformat() if day else None for name, day in days.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelQuality:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        days = {name: date.fromisoformat(fields[name]) if fields.get(name) else None for name in ("live_start", "live_end")}
+        return cls(**{**fields, **days})
+
+    def summary(self) -> str:
+        if self.champion_version is None:
+            return f"Quality {self.reason}"
+        head = {"not_judged": "not judged", "degraded": "DEGRADED", "healthy": "healthy"}[self.verdict]
+        return f"Quality champion v{self.champion_version} {head}: {self.reason}"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline import registry
+from pipeline import catalog, registry
 from pipeline.errors import PipelineError
 from pipeline.record import DRIFT_REPORT, VALIDATION_REPORT, CycleOutcome, CycleRecord
-from pipeline.summary import format_number
+from pipeline.summary import QUALITY_TREND_CYCLES, format_number
 
 
 def mlflow_run_url(cycle: CycleRecord, artifact: str | None = None) -> str | None:
@@ -69,6 +69,7 @@ def approval_body(outcome: CycleOutcome) -> str:
         drift = outcome.drift
         lines += ["", "### Drift", drift.summary(top=cycle.config.drift.top_features).splitlines()[0]]
         lines += [f"- {feature.describe()}" for feature in drift.top_drifted(cycle.config.drift.top_features)]
+    lines += _quality_section(outcome)
     if outcome.trigger is not None:
         lines += ["", "### Trigger", *[f"- {line}" for line in outcome.trigger.describe().splitlines()]]
     lines += ["", "### Reports", _report_link(cycle, "Drift report", DRIFT_REPORT),
@@ -76,6 +77,24 @@ def approval_body(outcome: CycleOutcome) -> str:
     run_url = mlflow_run_url(cycle)
     lines.append(f"- {'[MLflow run](' + run_url + ')' if run_url else 'MLflow run'}: `{cycle.run_id}`")
     return "\n".join(lines)
+
+
+def _quality_section(outcome: CycleOutcome) -> list[str]:
+    """The champion's live quality: this cycle's check and its newest checks, next to its k-fold estimate."""
+    quality, verdict = outcome.quality, outcome.verdict
+    version = quality.champion_version if quality is not None else verdict.champion_version if verdict else None
+    if version is None:
+        return []
+    lines = ["", f"### Champion v{version} live quality"]
+    if quality is not None:
+        lines.append(quality.summary().removeprefix("Quality "))
+    lines += ["", "| as of | cycle | live | k-fold | rows | error | verdict |", "|---|---|---:|---:|---:|---:|---|"]
+    for check in catalog.quality_trend(outcome.cycle.config, version, QUALITY_TREND_CYCLES):
+        rows = "-" if check.live_rows is None else f"{check.live_rows:,}"
+        lines.append(f"| {check.as_of} | {check.kind} `{check.cycle_id}` | {format_number(check.live_value)} | "
+                     f"{format_number(check.kfold_value)} | {rows} | {_percent(check.degradation)} | "
+                     f"{(check.quality or '-').replace('_', ' ')} |")
+    return lines
 
 
 @dataclass(frozen=True)

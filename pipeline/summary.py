@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
-from pipeline import locks, promote, registry
+from pipeline import catalog, locks, promote, registry
 from pipeline.config import Config, redact_url
 from pipeline.record import (
     DRIFT_REPORT,
     EVALUATION,
     FAILED_BATCH,
     GATE,
+    QUALITY,
     VALIDATION_REPORT,
     CycleOutcome,
     RunSummary,
@@ -26,6 +27,24 @@ def format_number(value: float | None, digits: int = 4) -> str:
 def _section(label: str, text: str) -> list[str]:
     first, *rest = text.splitlines()
     return [f"  {label:<11} {first.removeprefix(label).strip()}", *(f"      {line.strip()}" for line in rest)]
+
+
+QUALITY_TREND_CYCLES = 5  # how many of a champion's newest quality checks a summary lists
+
+
+def quality_trend_lines(config: Config, version: str, limit: int = QUALITY_TREND_CYCLES) -> list[str]:
+    """The champion's newest quality checks, newest first: its live metric next to its k-fold estimate."""
+    trend = catalog.quality_trend(config, version, limit)
+    if not trend:
+        return ["no quality check yet"]
+    lines = []
+    for check in trend:
+        error = "n/a" if check.degradation is None else f"{check.degradation:+.1%}"
+        rows = "-" if check.live_rows is None else f"{check.live_rows:,}"
+        lines.append(f"{check.as_of} {check.kind:<7} live {format_number(check.live_value)} vs k-fold "
+                     f"{format_number(check.kfold_value)} on {rows} rows, error {error}: "
+                     f"{(check.quality or '-').replace('_', ' ')}  ({check.cycle_id})")
+    return lines
 
 
 def describe_status(outcome: CycleOutcome) -> str:
@@ -51,6 +70,11 @@ def format_outcome(outcome: CycleOutcome) -> str:
         lines += _section("Validation", outcome.validation.summary())
     if outcome.drift is not None:
         lines += _section("Drift", outcome.drift.summary(top=config.drift.top_features))
+    if outcome.quality is not None:
+        lines += _section("Quality", outcome.quality.summary())
+        if outcome.quality.champion_version is not None:
+            lines.append(f"      trend of v{outcome.quality.champion_version}'s {outcome.quality.primary_metric}, newest first:")
+            lines += [f"        {line}" for line in quality_trend_lines(config, outcome.quality.champion_version)]
     if outcome.evaluation is not None:
         ev = outcome.evaluation
         per_fold = ", ".join(format_number(f.metrics[ev.primary_metric]) for f in ev.folds)
@@ -86,7 +110,7 @@ def format_outcome(outcome: CycleOutcome) -> str:
     lines.append("  Reports")
     stopped = outcome.validation is not None and not outcome.validation.passed
     recorded = {VALIDATION_REPORT: outcome.validation, FAILED_BATCH: stopped or None, DRIFT_REPORT: outcome.drift,
-                EVALUATION.name: outcome.evaluation, GATE.name: outcome.verdict}
+                QUALITY.name: outcome.quality, EVALUATION.name: outcome.evaluation, GATE.name: outcome.verdict}
     lines += [f"      {name:<20} {cycle.url_of(name)}" for name, result in recorded.items() if result is not None]
     lines.append(f"      {'MLflow run':<20} {redact_url(config.registry.tracking_uri)} run {cycle.run_id}")
     return "\n".join(lines)
@@ -111,11 +135,18 @@ def format_status(config: Config, cycles: int = 5) -> str:
                 f"  {'':<18} gate improvement {format_number(tags.improvement)}, p={p_value}"
                 f" → pipeline promote --version {info.version} | pipeline reject --version {info.version} --reason ..."
             )
+    champion = current[registry.CHAMPION]
+    if champion is not None:
+        tags = VersionTags.of(champion)
+        lines.append(f"Champion v{champion.version} live quality ({tags.primary_metric or 'metric'} "
+                     f"{format_number(tags.candidate_mean)} k-fold when trained; newest first)")
+        lines += [f"  {line}" for line in quality_trend_lines(config, champion.version)]
     lines.append("Last cycles")
     runs = registry.find_runs(config, "retrain", max_results=cycles)
     for summary in (RunSummary.of(run, "retrain") for run in runs):
         drift = {True: "drift", False: "no_drift", None: "-"}[summary.dataset_drift]
-        lines.append(f"  {summary.cycle_id:<28} {summary.status:<20} drift: {drift:<9} gate: {summary.gate or '-'}")
+        lines.append(f"  {summary.cycle_id:<28} {summary.status:<20} drift: {drift:<9} "
+                     f"quality: {summary.quality or '-':<11} gate: {summary.gate or '-'}")
     if not runs:
         lines.append("  none")
     lines.append("Promotion log (newest first)")

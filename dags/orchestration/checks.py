@@ -1,8 +1,9 @@
-"""load → validate → drift: the first three tasks of both DAGs, made by one factory.
+"""load → validate → drift → monitor_model: the first four tasks of both DAGs, made by one factory.
 
 ``load`` starts the run's cycle and returns its handle; the tasks after it take that handle
-as an argument, so the graph shows what flows where. ``drift`` is a branch: the DAG passes
-the function that picks what follows from the drift summary.
+as an argument, so the graph shows what flows where. ``monitor_model`` checks the champion's
+live quality and is a branch: the DAG passes the function that picks what follows from the
+drift and quality summaries.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from airflow.sdk.definitions.xcom_arg import XComArg
 
 from orchestration.links import with_report_link
 
-AfterDrift = Callable[[dict, dict[str, Any]], str | None]
+AfterChecks = Callable[[dict, dict[str, Any], dict[str, Any]], str | None]
 
 
-def data_checks(kind: str, after_drift: AfterDrift) -> tuple[XComArg, XComArg]:
-    """Add the three tasks to the DAG being defined; returns the cycle's handle and the drift branch."""
+def data_checks(kind: str, after_checks: AfterChecks) -> tuple[XComArg, XComArg]:
+    """Add the four tasks to the DAG being defined; returns the cycle's handle and the branch after the checks."""
 
     @task(task_id="load")
     def load(**context) -> dict[str, Any]:
@@ -33,16 +34,22 @@ def data_checks(kind: str, after_drift: AfterDrift) -> tuple[XComArg, XComArg]:
 
         return stages.validate(context, handle)
 
-    @task.branch(task_id="drift")
-    def drift(handle: dict[str, Any], **context) -> str | None:
+    @task(task_id="drift")
+    def drift(handle: dict[str, Any], **context) -> dict[str, Any]:
         from orchestration import stages
 
-        summary = stages.drift(context, handle)
+        return stages.drift(context, handle)
+
+    @task.branch(task_id="monitor_model")
+    def monitor_model(handle: dict[str, Any], drift_summary: dict[str, Any], **context) -> str | None:
+        from orchestration import stages
+
+        summary = stages.quality(context, handle)
         context["ti"].xcom_push(key="summary", value=summary)
-        return after_drift(context, summary)
+        return after_checks(context, drift_summary, summary)
 
     handle = load()
     validated = with_report_link(validate(handle), "validation", kind)
-    checked = with_report_link(drift(handle), "drift", kind)
-    validated >> checked
-    return handle, checked
+    drifted = with_report_link(drift(handle), "drift", kind)
+    validated >> drifted
+    return handle, monitor_model(handle, drifted)

@@ -131,12 +131,19 @@ def trigger_of(context: dict):
 
     dag_run, params = context["dag_run"], context["params"]
     run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
+    kind = _events_kind(dag_run.consumed_asset_events) if run_type == "asset_triggered" else TRIGGERS.get(run_type, run_type)
     return Trigger(
-        kind=TRIGGERS.get(run_type, run_type), user=dag_run.triggering_user_name, dag_id=dag_run.dag_id,
+        kind=kind, user=dag_run.triggering_user_name, dag_id=dag_run.dag_id,
         run_id=dag_run.run_id, note=params.get("note") or None,
         events=[TriggerEvent(e.asset.name, f"{e.source_dag_id}/{e.source_run_id}", dict(e.extra))
                 for e in dag_run.consumed_asset_events],
     )
+
+
+def _events_kind(events) -> str:
+    """What the monitoring events reported: drift, degradation or drift+degradation (an event without reasons: drift)."""
+    reasons = {reason for event in events for reason in event.extra.get("reasons", ["drift"])}
+    return "+".join(reason for reason in ("drift", "degradation") if reason in reasons) or TRIGGERS["asset_triggered"]
 
 
 @contextmanager

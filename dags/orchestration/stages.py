@@ -2,8 +2,8 @@
 
 The data stays in the cycle's run directory; XCom carries the first task's handle (where the
 cycle is) and a few numbers. A verdict becomes a branch or a failure here, in one place each:
-a stopped validation fails its task (not retried), no drift or a gate rejection ends the run
-through the branch.
+a stopped validation fails its task (not retried); nothing ``retrain_on`` retrains for, or a gate
+rejection, ends the run through the branch.
 """
 
 from __future__ import annotations
@@ -54,13 +54,31 @@ def drift(context: dict, handle: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def needs_training(context: dict, drift_summary: dict[str, Any]) -> bool:
+def quality(context: dict, handle: dict[str, Any]) -> dict[str, Any]:
+    """The champion's live quality; no champion, or too few live rows, is a summary too (not judged)."""
+    from pipeline.cycle import quality_stage
+
+    with runtime.held_cycle(context, handle) as cycle:
+        result = quality_stage(cycle)
+    return {**result.to_dict(), "verdict": result.verdict}
+
+
+def retrain_reasons(context: dict, drift_summary: dict[str, Any], quality_summary: dict[str, Any]) -> list[str]:
+    """What of the checks' findings the config's ``orchestration.retrain_on`` retrains for."""
+    from pipeline.monitor import retrain_reasons as reasons
+
     config = runtime.task_config(context["params"])
-    return config.orchestration.retrain_on == "always" or drift_summary["dataset_drift"] or bool(context["params"].get("force"))
+    return reasons(config.orchestration.retrain_on, drift_summary["dataset_drift"], quality_summary["degraded"])
+
+
+def needs_training(context: dict, drift_summary: dict[str, Any], quality_summary: dict[str, Any]) -> bool:
+    config = runtime.task_config(context["params"])
+    return (config.orchestration.retrain_on == "always" or bool(context["params"].get("force"))
+            or bool(retrain_reasons(context, drift_summary, quality_summary)))
 
 
 def finish_without_training(context: dict, handle: dict[str, Any]) -> None:
-    """``retrain_on: drift`` and nothing drifted: the cycle ends here, recorded, with nothing to train."""
+    """``retrain_on`` found nothing to retrain for: the cycle ends here, recorded, with nothing to train."""
     from pipeline.cycle import finish_without_training as finish
 
     with runtime.held_cycle(context, handle) as cycle:

@@ -14,11 +14,13 @@ from tests.dags.harness import DAGS, DEMO_CONFIG
 # Tasks that take the cycle's handle from `load` (or the registration from `register`) hang from it.
 EXPECTED_EDGES = {
     "monitor_drift": {
-        "load": {"validate", "drift"}, "validate": {"drift"}, "drift": {"signal_drift"}, "signal_drift": set(),
+        "load": {"validate", "drift", "monitor_model"}, "validate": {"drift"}, "drift": {"monitor_model"},
+        "monitor_model": {"signal_drift"}, "signal_drift": set(),
     },
     "retrain_model": {
-        "load": {"validate", "drift", "no_drift", "train", "gate", "register"}, "validate": {"drift"},
-        "drift": {"train", "no_drift"}, "no_drift": set(), "train": {"gate"}, "gate": {"register"},
+        "load": {"validate", "drift", "monitor_model", "no_training", "train", "gate", "register"},
+        "validate": {"drift"}, "drift": {"monitor_model"}, "monitor_model": {"train", "no_training"},
+        "no_training": set(), "train": {"gate"}, "gate": {"register"},
         "register": {"route_approval", "promote", "record_rejection"},
         "route_approval": {"review", "promote"}, "review": {"promote", "record_rejection"},
         "promote": set(), "record_rejection": set(),

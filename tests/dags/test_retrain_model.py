@@ -1,7 +1,8 @@
 """retrain_model and monitor_drift end to end under ``dag.test()``, on the demo warehouse's dated drift.
 
 The first tests share one model's history, in order: first champion → a gate rejection →
-drift monitoring without and with drift → an approved promotion. (Clearing and re-running
+drift monitoring without and with drift → an approved promotion. Monitoring a champion's quality
+for ``retrain_on: degradation`` has stores of its own. (Clearing and re-running
 a DAG run is tested on the real scheduler, in test_server.py: dag.test() always makes a new run.) Notifications go to a local SMTP server and a local webhook. The approval
 tests at the end start from empty stores.
 """
@@ -73,7 +74,7 @@ def test_first_cycle_promotes_the_first_champion(story):
 
     states = task_states(dag_run)
     assert str(dag_run.state) == "success"
-    assert states["promote"] == "success" and states["review"] == "skipped" and states["no_drift"] == "skipped"
+    assert states["promote"] == "success" and states["review"] == "skipped" and states["no_training"] == "skipped"
     config = load_config(story["config"])
     assert registry.alias_version(config, registry.CHAMPION).version == "1"
     [entry] = promote.history(config)
@@ -106,7 +107,7 @@ def test_monitor_without_drift_emits_no_event(story):
 
     states = task_states(dag_run)
     assert str(dag_run.state) == "success"
-    assert states["drift"] == "success" and states["signal_drift"] == "skipped"
+    assert states["drift"] == "success" and states["monitor_model"] == "success" and states["signal_drift"] == "skipped"
     assert _asset_events() == []
     assert _events(story["webhook"], "drift_detected") == []
 
@@ -120,6 +121,8 @@ def test_monitor_with_drift_emits_an_event_that_queues_retraining(story):
     assert extra["dataset_drift"] is True and extra["as_of"] == "2026-05-28"
     assert {"payment_method", "data_usage_gb", "monthly_charges"} <= set(extra["drifted_features"])
     assert extra["drift_share"] >= 0.2
+    # retrain_on: always starts a run early on drift; the champion's quality check rides along.
+    assert extra["reasons"] == ["drift"] and extra["quality"]["champion_version"] == "1"
     assert extra["cycle_id"].startswith("demo_churn-monitor-manual__")
     assert Path(extra["report"]).name == "drift.html" and Path(extra["report"]).exists()
     assert event["source_dag_id"] == "monitor_drift"
@@ -183,24 +186,26 @@ def test_no_approval_leaves_the_champion_and_records_why(tmp_path, airflow_db, w
 
 
 @pytest.mark.parametrize(
-    "force, trained",
+    "retrain_on, force, status",
     [
-        pytest.param(False, False, id="no-drift-no-training"),
-        pytest.param(True, True, id="forced-from-the-form"),
+        pytest.param("drift", False, "no_drift", id="no-drift-no-training"),
+        pytest.param("drift", True, "promoted", id="forced-from-the-form"),
+        pytest.param("degradation", False, "not_degraded", id="no-champion-to-degrade-no-training"),
     ],
 )
-def test_retrain_on_drift_only_trains_when_drifted_or_forced(tmp_path, airflow_db, warehouse, monkeypatch, force, trained):
-    config = dag_config(tmp_path, warehouse, orchestration={"retrain_on": "drift"})
+def test_retrain_on_a_check_only_trains_when_it_finds_something_or_forced(tmp_path, airflow_db, warehouse, monkeypatch,
+                                                                          retrain_on, force, status):
+    config = dag_config(tmp_path, warehouse, orchestration={"retrain_on": retrain_on})
     monkeypatch.setenv("PIPELINE_CONFIG", str(config))
 
     dag_run = run_dag("retrain_model", {**as_of("2026-02-26"), "force": force, "auto_approve": True})
 
     states = task_states(dag_run)
     assert str(dag_run.state) == "success"
-    assert (states["train"], states["no_drift"]) == (("success", "skipped") if trained else ("skipped", "success"))
+    trained = status == "promoted"
+    assert (states["train"], states["no_training"]) == (("success", "skipped") if trained else ("skipped", "success"))
     [cycle_dir] = (tmp_path / "runs" / "demo_churn").iterdir()
-    status = json.loads((cycle_dir / "status.json").read_text())["status"]
-    assert status == ("promoted" if trained else "no_drift")
+    assert json.loads((cycle_dir / "status.json").read_text())["status"] == status
 
 
 def test_validation_failure_fails_fast_and_emits_nothing(tmp_path, airflow_db, warehouse, monkeypatch, receivers):
@@ -323,5 +328,49 @@ def test_each_task_parses_the_config_once_and_fetches_only_what_it_reads(tmp_pat
     assert {t for t, _ in parquet} == {"validate", "drift", "train", "register"}, sorted(fetched)
     for decision_task in ("gate", "route_approval", "review", "promote"):
         assert {name for t, name in fetched if t == decision_task} <= {
-            "status.json", "trigger.json", "windows.json", "validation.json", "drift.json", "evaluation.json",
-            "gate.json", "registered.json", "approval.json"}, decision_task
+            "status.json", "trigger.json", "windows.json", "validation.json", "drift.json", "quality.json",
+            "evaluation.json", "gate.json", "registered.json", "approval.json"}, decision_task
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory, airflow_db, warehouse):
+    """``retrain_on: degradation`` with champion v1, trained on 02-13..02-26, before the demo's concept drift of 05-01."""
+    from datetime import date
+
+    from pipeline.cycle import run_cycle
+
+    config = dag_config(tmp_path_factory.mktemp("watched"), warehouse, orchestration={"retrain_on": "degradation"},
+                        promotion={"approval": "auto"})
+    assert run_cycle(load_config(config), date(2026, 2, 26)).version.version == "1"
+    return config
+
+
+@pytest.mark.parametrize(
+    "day, status",
+    [
+        pytest.param("2026-05-28", "degraded", id="a-degraded-champion-emits-the-event"),
+        # The covariate shift of 03-01 drifts the data, but the relation holds: the champion does too.
+        pytest.param("2026-03-28", "drift_detected", id="a-healthy-champion-does-not-even-under-drift"),
+    ],
+)
+def test_retrain_on_degradation_signals_only_a_degraded_champion(watched, monkeypatch, day, status):
+    monkeypatch.setenv("PIPELINE_CONFIG", str(watched))
+    events_before = len(_asset_events())
+
+    dag_run = run_dag("monitor_drift", as_of(day))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "success" and states["monitor_model"] == "success"
+    [cycle] = [c for c in catalog.cycles(load_config(watched), kinds=("monitor",)) if c.airflow_run_id == dag_run.run_id]
+    assert cycle.status == status and cycle.quality_champion == "1" and cycle.live_value is not None
+    events = _asset_events()[events_before:]
+    if status != "degraded":
+        assert cycle.dataset_drift and cycle.quality == "healthy"
+        assert states["signal_drift"] == "skipped" and events == []
+        return
+    assert states["signal_drift"] == "success"
+    [event] = events
+    quality = event["extra"]["quality"]
+    assert event["extra"]["reasons"] == ["degradation"] and event["extra"]["as_of"] == day
+    assert quality["degraded"] and quality["champion_version"] == "1" and quality["degradation_lower"] > 0.1
+    assert quality["live_value"] == pytest.approx(cycle.live_value) and quality["kfold_value"] > quality["live_value"]

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from orchestration import runtime, stages
 from pipeline.record import Trigger, TriggerEvent
@@ -82,6 +83,41 @@ def test_the_trigger_records_the_drift_events():
                                            {"as_of": "2026-05-28", "drift_share": 0.33})]
     assert Trigger.from_dict(trigger.to_dict()) == trigger
     assert runtime.trigger_of(_context("manual")).kind == "manual"
+
+
+@pytest.mark.parametrize(
+    ("events", "kind"),
+    [
+        pytest.param([{"as_of": "2026-05-28"}], "drift", id="an-event-from-before-the-quality-check"),
+        pytest.param([{"reasons": ["degradation"]}], "degradation", id="degradation"),
+        pytest.param([{"reasons": ["degradation"]}, {"reasons": ["drift"]}], "drift+degradation", id="both"),
+    ],
+)
+def test_an_event_triggered_run_says_what_its_events_reported(events, kind):
+    assert runtime.trigger_of(_context("asset_triggered", events=events)).kind == kind
+
+
+@pytest.mark.parametrize(
+    ("retrain_on", "drift", "degraded", "force", "trains"),
+    [
+        pytest.param("always", False, False, False, True, id="always"),
+        pytest.param("drift", True, False, False, True, id="drift-drifted"),
+        pytest.param("drift", False, True, False, False, id="drift-ignores-a-degraded-champion"),
+        pytest.param("degradation", False, True, False, True, id="degradation-degraded"),
+        pytest.param("degradation", True, False, False, False, id="degradation-ignores-drift"),
+        pytest.param("degradation", False, False, True, True, id="degradation-forced"),
+        pytest.param("drift_or_degradation", False, True, False, True, id="either-degraded"),
+        pytest.param("drift_or_degradation", False, False, False, False, id="either-neither"),
+    ],
+)
+def test_a_retrain_run_trains_for_what_retrain_on_names(tmp_path, monkeypatch, retrain_on, drift, degraded, force, trains):
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["validation"]["suite"] = str(DEMO_CONFIG.parent / raw["validation"]["suite"])
+    raw["orchestration"]["retrain_on"] = retrain_on
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("PIPELINE_CONFIG", str(tmp_path / "config.yaml"))
+    context = _context("scheduled", {"force": force})
+    assert stages.needs_training(context, {"dataset_drift": drift}, {"degraded": degraded}) == trains
 
 
 class _TaskInstance:

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 
 from pipeline import backtest, evaluate
-from pipeline.backtest import FIRST, PROMOTED, policies_for, run_backtest
+from pipeline.backtest import FIRST, IDLE, PROMOTED, policies_for, run_backtest
 from pipeline.cli import main
 from pipeline.errors import ConfigError, PipelineError
 from tests.conftest import label_flip_store
@@ -79,6 +79,38 @@ def test_replay_scores_each_policy_one_step_ahead_and_touches_no_real_store(stor
     assert _digest(tmp_path / "mlflow.db") == registry_before
     assert not (tmp_path / "pipeline.db").exists() and not (tmp_path / "runs").exists()
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_the_degradation_policy_trains_only_when_its_champion_degraded(store, tmp_path, fits):
+    out = tmp_path / "backtest"
+    result = run_backtest(store, date(2026, 1, 5), date(2026, 1, 15), 5, policies_for(store, ["degradation"]), out,
+                          progress=lambda _: None)
+    mine = [step.policies["degradation"] for step in result.steps]
+    assert [p.decision for p in mine] == [FIRST, IDLE, PROMOTED]
+    # 01-10: the first champion on the rows after its window, as good as its k-fold promised; 01-15: the labels turned.
+    assert [p.degraded for p in mine] == [None, False, True]  # the first step has no champion to check
+    assert mine[1].reason.startswith("not degraded: nothing trained (Quality champion v2026-01-05 healthy: roc_auc ")
+    assert [step.trained for step in result.steps] == [True, False, True] and len(fits) == 2
+    assert result.steps[0].candidate_kfold > 0.7  # the k-fold estimate the next steps' checks compare with
+
+
+def test_quality_policies_share_the_steps_one_training(store, tmp_path, fits):
+    out = tmp_path / "backtest"
+    code = main(["backtest", "--config", str(tmp_path / "config.yaml"), "--start", "2026-01-05", "--end", "2026-01-20",
+                 "--step-days", "5", "--policies", "never,gate,degradation,drift_or_degradation", "--out", str(out),
+                 "--quiet"])
+    assert code == 0
+    result = json.loads((out / "backtest.json").read_text())
+    summaries = {s["policy"]: s for s in result["summaries"]}
+    assert len(fits) == 3  # the gate trains at every step; the quality policies take its candidate when they want one
+    assert summaries["gate"]["trainings"] == 3 and summaries["never"]["trainings"] == 1
+    for step in result["steps"][1:]:  # each with a champion to check
+        only, either = step["policies"]["degradation"], step["policies"]["drift_or_degradation"]
+        assert step["trained"] and (only["decision"] != IDLE) == only["degraded"]
+        assert (either["decision"] != IDLE) == (either["drifted"] or either["degraded"])
+    assert [step["policies"]["degradation"]["degraded"] for step in result["steps"]] == [None, False, True]
+    assert summaries["degradation"]["trainings"] == 2
+    assert list((out / "drift_or_degradation" / "drift").glob("*.html"))  # its own drift check, against its champion
 
 
 def test_a_rerun_skips_finished_steps(store, tmp_path, fits):

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from pipeline import catalog, registry
 from pipeline.approval import decide_version, reviewer_decision
 from pipeline.config import load_config
-from pipeline.cycle import drift_stage, load_stage, open_cycle, run_cycle, validate_stage
+from pipeline.cycle import drift_stage, load_stage, open_cycle, quality_stage, run_cycle, validate_stage
 from pipeline.record import Status, Trigger
 from pipeline.validate import propose_suite, write_suite
 from tests.conftest import small_frame, write_config
@@ -38,6 +38,7 @@ def recorded(tmp_path_factory):
         windows = load_stage(monitor)
         validate_stage(monitor, windows)
         drift_stage(monitor)
+        quality_stage(monitor, windows)
     return config, retrain, monitor
 
 

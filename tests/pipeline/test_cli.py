@@ -177,6 +177,7 @@ def test_status_shows_champion_and_log(established, capsys):
     assert main(["status", "--config", str(root / "config.yaml")]) == 0
     out = capsys.readouterr().out
     assert "champion           v1" in out and "alice: promote v- -> v1" in out
+    assert "Champion v1 live quality (roc_auc " in out and "k-fold when trained; newest first)" in out
 
 
 def test_manual_approval_flow_reject_refuse_override_rollback(tmp_path, capsys):

@@ -48,6 +48,9 @@ def _with(tmp_path, section, key, value):
         pytest.param(lambda t: _with(t, "notifications", "events", ["drift_detected", "lunch"]), r"notifications\.events\.1: Input should be", id="unknown-notification-event"),
         pytest.param(lambda t: _with(t, "orchestration", "approval_timeout_hours", 0), r"orchestration\.approval_timeout_hours: Input should be greater than 0", id="approval-timeout-zero"),
         pytest.param(lambda t: _with(t, "orchestration", "scheduled_as_of", "tomorrow"), r"orchestration\.scheduled_as_of: Input should be", id="unknown-as-of-rule"),
+        pytest.param(lambda t: _with(t, "orchestration", "retrain_on", "sometimes"), r"orchestration\.retrain_on: Input should be", id="unknown-retrain-rule"),
+        pytest.param(lambda t: _with(t, "monitoring", "label_delay", 2), r"monitoring\.label_delay: Extra inputs", id="unknown-monitoring-key"),
+        pytest.param(lambda t: _with(t, "monitoring", "degradation_margin", 0), r"monitoring\.degradation_margin: Input should be greater than 0", id="degradation-margin-zero"),
         pytest.param(lambda t: "model_name: [unclosed", r"not valid YAML", id="malformed-yaml"),
         pytest.param(lambda t: "- a\n- b\n", r"expected a mapping", id="not-a-mapping"),
     ],
@@ -89,6 +92,12 @@ def test_orchestration_defaults_are_safe_for_real_configs(tmp_path):
     assert config.orchestration.approval_timeout_hours == 24 and config.orchestration.retries == 2
     assert config.orchestration.scheduled_as_of == "previous_day" and config.orchestration.retrain_on == "always"
     assert config.notifications.email_to == [] and config.notifications.webhook_conn_id is None  # off
+
+
+def test_monitoring_defaults_are_relative(tmp_path):
+    monitoring = load_config(_write(tmp_path, config_dict(tmp_path)), environ={}).monitoring
+    assert (monitoring.label_delay_days, monitoring.degradation_margin, monitoring.alpha) == (0, 0.1, 0.01)
+    assert (monitoring.blocks, monitoring.min_live_share) == (20, 0.01)
 
 
 def test_regression_defaults(tmp_path):
@@ -136,3 +145,23 @@ def test_a_gate_that_cannot_pass_at_its_cadence_is_a_warning_at_load_time(tmp_pa
 def test_the_shipped_configs_gates_can_pass_at_their_cadence():
     for path in DEMO_CONFIGS:
         assert load_config(path, environ={}).gate_warnings() == [], path
+
+
+@pytest.mark.parametrize(
+    ("monitoring", "message"),
+    [
+        pytest.param({"label_delay_days": 5}, "no row of the current window is ever labelled", id="delay-covers-the-window"),
+        pytest.param({"blocks": 6}, "no champion is ever called degraded", id="too-few-blocks-for-alpha"),
+    ],
+)
+def test_a_quality_check_that_cannot_find_degradation_is_a_warning_at_load_time(tmp_path, caplog, monitoring, message):
+    path = _write(tmp_path, config_dict(tmp_path, monitoring=monitoring))  # a 5-day window
+    with caplog.at_level("WARNING", logger="pipeline.config"):
+        config = load_config(path, environ={})
+    assert any(message in record.getMessage() and str(path) in record.getMessage() for record in caplog.records)
+    assert config.monitoring_warnings()
+
+
+def test_the_shipped_configs_quality_checks_can_find_degradation():
+    for path in DEMO_CONFIGS:
+        assert load_config(path, environ={}).monitoring_warnings() == [], path

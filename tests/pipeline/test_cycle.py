@@ -203,3 +203,107 @@ def test_the_summary_says_when_the_reference_window_is_not_what_was_asked(tmp_pa
                                                                                       date(2026, 1, 1))
     summary = format_outcome(outcome)
     assert all(f"note: {note}" in summary for note in notes)
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory):
+    """Champion v1 as of 01-10, the labels turn on 01-11, v2 as of 01-15; monitoring cycles of both champions.
+
+    Each monitoring cycle runs the stages its DAG runs: load, validate, drift, quality.
+    """
+    from pipeline.approval import decide_version, reviewer_decision
+    from pipeline.cycle import drift_stage, load_stage, open_cycle, quality_stage, validate_stage
+    from pipeline.record import CycleOutcome, Trigger
+    from tests.conftest import label_flip_store
+
+    config = label_flip_store(tmp_path_factory.mktemp("monitored"))
+
+    def retrain(as_of: date):
+        outcome = run_cycle(config, as_of)
+        decide_version(config, outcome.version.version, reviewer_decision(True, "alice", "cli"))
+        return outcome
+
+    def monitor(as_of: date, name: str) -> CycleOutcome:
+        with open_cycle(config, as_of, f"test_model-monitor-{name}", kind="monitor", trigger=Trigger("nightly")) as cycle:
+            windows = load_stage(cycle)
+            validate_stage(cycle, windows)
+            drift_stage(cycle)
+            quality_stage(cycle, windows)
+        return CycleOutcome.read(cycle)
+
+    first = retrain(date(2026, 1, 10))
+    stale = monitor(date(2026, 1, 20), "v1")
+    second = retrain(date(2026, 1, 15))
+    fresh = monitor(date(2026, 1, 15), "v2-at-once")
+    later = monitor(date(2026, 1, 20), "v2")
+    return config, {"first": first, "stale": stale, "second": second, "fresh": fresh, "later": later}
+
+
+def test_a_monitoring_cycle_ends_degraded_when_its_champion_is(monitored):
+    from pipeline import catalog
+
+    config, cycles = monitored
+    stale = cycles["stale"]
+    assert stale.status == Status.DEGRADED, format_outcome(stale)
+    quality = stale.quality
+    assert quality.champion_version == "1" and quality.degraded and quality.rows == stale.windows.current.rows
+    assert quality.kfold_value == pytest.approx(cycles["first"].evaluation.primary_mean, abs=1e-6)
+    assert (stale.cycle.storage.local_dir / "quality.json").is_file()
+    run = registry.client(config).get_run(stale.cycle.run_id)
+    assert run.data.metrics["quality.live"] == pytest.approx(quality.live_value)
+    assert run.data.tags["quality.verdict"] == "degraded" and run.data.tags["quality.champion_version"] == "1"
+    assert catalog.cycle(config, stale.cycle.cycle_id).quality == "degraded"
+
+
+def test_a_retraining_cycle_checks_the_champion_it_starts_with(monitored):
+    _, cycles = monitored
+    first, second = cycles["first"], cycles["second"]
+    assert first.quality.verdict == "no_champion" and "no champion yet" in format_outcome(first)
+    assert second.quality.champion_version == "1" and second.quality.degraded  # the labels turned on 01-11
+    assert second.verdict.champion_version == "1" and second.verdict.passed
+
+
+@pytest.mark.parametrize(
+    ("cycle", "status", "verdict", "reason"),
+    [
+        pytest.param("later", Status.NO_DRIFT, "healthy", "sign-flip test", id="healthy"),
+        pytest.param("fresh", Status.NO_DRIFT, "not_judged", "only 0 labelled rows", id="no-rows-since-its-window"),
+    ],
+)
+def test_a_monitoring_cycle_of_a_sound_champion_ends_on_its_drift(monitored, cycle, status, verdict, reason):
+    outcome = monitored[1][cycle]
+    assert outcome.status == status and outcome.quality.champion_version == "2"
+    assert outcome.quality.verdict == verdict and reason in outcome.quality.reason
+
+
+def test_summaries_show_the_champions_live_quality_next_to_its_k_fold_estimate(monitored):
+    config, cycles = monitored
+    status = format_status(config)
+    kfold = cycles["second"].evaluation.primary_mean
+    assert f"Champion v2 live quality (roc_auc {kfold:.4f} k-fold when trained; newest first)" in status
+    trend = status.split("live quality", 1)[1].splitlines()[1:3]
+    assert trend[0].startswith(f"  2026-01-20 monitor live {cycles['later'].quality.live_value:.4f} vs k-fold {kfold:.4f}")
+    assert trend[0].endswith(": healthy  (test_model-monitor-v2)")
+    assert trend[1].startswith("  2026-01-15 monitor live n/a") and ": not judged  (test_model-monitor-v2-at-once)" in trend[1]
+    [retrained] = [line for line in status.splitlines() if line.startswith("  test_model-2026-01-15 ")]
+    assert "quality: degraded" in retrained  # the cycle that trained v2 found v1 degraded
+    summary = format_outcome(cycles["stale"])
+    assert "  Quality     champion v1 DEGRADED: roc_auc " in summary
+    assert "      trend of v1's roc_auc, newest first:" in summary and "retrain live" in summary  # the 01-15 retraining
+    assert "quality.json" in summary
+
+
+def test_retraining_only_on_degradation_ends_without_training_when_the_champion_holds(monitored):
+    from pipeline.cycle import drift_stage, finish_without_training, load_stage, open_cycle, quality_stage, validate_stage
+
+    config, _ = monitored
+    watching = config.model_copy(update={"orchestration": config.orchestration.model_copy(
+        update={"retrain_on": "degradation"})})
+    with open_cycle(watching, date(2026, 1, 20), "test_model-degradation-only") as cycle:
+        windows = load_stage(cycle)
+        validate_stage(cycle, windows)
+        drift_stage(cycle)
+        quality = quality_stage(cycle, windows)
+        finish_without_training(cycle)
+    recorded = cycle.status()
+    assert not quality.degraded and recorded.status == Status.NOT_DEGRADED and recorded.detail == quality.summary()

@@ -10,6 +10,7 @@ from pipeline import registry
 from pipeline.errors import ConfigError, PipelineError, PromotionRefused, StorageError
 from pipeline.record import (
     APPROVAL,
+    QUALITY,
     STATUS,
     TRIGGER,
     Approval,
@@ -23,6 +24,7 @@ from pipeline.record import (
     check_cycle_id,
     check_transition,
 )
+from pipeline.results import ModelQuality
 
 
 @pytest.mark.parametrize("cycle_id", ["demo_churn-2026-05-28", "m-retrain-manual__2026-11-22T18-31-33.870509-00-00_x"])
@@ -129,6 +131,32 @@ def test_records_read_back_as_written(record):
     decision = Decision(Approval("approved", "alice", "airflow", "looks good", at), "2", entry)
     record.write(APPROVAL, decision)
     assert CycleRecord.find(record.config, record.cycle_id).read(APPROVAL) == decision
+    quality = ModelQuality("roc_auc", "1", True, True, "why", rows=700, live_start=date(2026, 1, 6),
+                           live_end=date(2026, 1, 10), live_value=0.61, kfold_value=0.8, degradation=0.95)
+    record.write(QUALITY, quality)
+    assert CycleRecord.find(record.config, record.cycle_id).read(QUALITY) == quality
+
+
+DRIFT_EXTRA = {"drift_share": 0.4, "drifted_features": ["x_num"], "cycle_id": "m-1", "as_of": "2026-01-10"}
+QUALITY_EXTRA = {"champion_version": "1", "primary_metric": "roc_auc", "live_value": 0.6, "kfold_value": 0.8,
+                 "degradation": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("extra", "lines"),
+    [
+        pytest.param(DRIFT_EXTRA, ["drift event from monitor_drift/r1: share 40% (cycle m-1, as of 2026-01-10); "
+                                   "drifted: x_num"], id="drift-event-before-reasons"),
+        pytest.param({**DRIFT_EXTRA, "reasons": ["degradation"], "quality": QUALITY_EXTRA},
+                     ["degradation event from monitor_drift/r1: champion v1 roc_auc 0.6000 live vs 0.8000 k-fold, "
+                      "error +100.0% (cycle m-1, as of 2026-01-10)"], id="degradation-event"),
+        pytest.param({**DRIFT_EXTRA, "reasons": ["drift", "degradation"], "quality": QUALITY_EXTRA},
+                     ["drift event from", "degradation event from"], id="both"),
+    ],
+)
+def test_a_trigger_says_what_each_event_reported(extra, lines):
+    described = Trigger("drift", events=[TriggerEvent("m.drift_detected", "monitor_drift/r1", extra)]).describe()
+    assert [line[:len(expected)] for line, expected in zip(described.splitlines()[1:], lines, strict=True)] == lines
 
 
 def test_a_damaged_record_is_a_clear_error(record):

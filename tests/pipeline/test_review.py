@@ -45,9 +45,16 @@ def test_the_approval_shows_fold_numbers_data_drift_and_links(cycles):
     assert f"### Gate {'PASSED' if verdict.passed else 'REJECTED'} — roc_auc" in body
     assert f"on the same {verdict.compare_rows:,} unseen rows" in body and "p = " in body
     assert "| fold | candidate | champion v1 |" in body
-    assert body.count("\n| ") == 1 + len(verdict.fold_candidate)  # header + one row per fold
+    assert body.split("### Data")[0].count("\n| ") == 1 + len(verdict.fold_candidate)  # header + one row per fold
     assert f"| 1 | {verdict.fold_candidate[0]:.4f} | {verdict.fold_champion[0]:.4f} |" in body
     assert "- current: 2026-01-16..2026-01-20" in body and "Validation PASSED" in body and "### Drift" in body
+    # The champion it would replace, on the rows it never saw: its live roc_auc next to what its k-fold promised.
+    quality = outcome.quality
+    assert quality.champion_version == "1" and quality.degraded  # the label relation flipped on 01-11
+    assert f"### Champion v1 live quality\nchampion v1 DEGRADED: roc_auc {quality.live_value:.4f}" in body
+    assert "| as of | cycle | live | k-fold | rows | error | verdict |" in body
+    assert (f"| 2026-01-20 | retrain `{second.cycle.cycle_id}` | {quality.live_value:.4f} | {quality.kfold_value:.4f} | "
+            f"{quality.rows:,} | {quality.degradation:+.1%} | degraded |") in body
     experiment_run = "http://mlflow.example:5000/#/experiments/"
     assert f"[Drift report]({experiment_run}" in body and f"/runs/{second.cycle.run_id}/artifacts/drift.html)" in body
     assert f"[MLflow run]({experiment_run}" in body
