@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--start", help="first as-of date (default: the first day with a full current window)")
     cmd.add_argument("--end", default="latest", help="last day of data to use (default: the newest day in the source)")
     cmd.add_argument("--step-days", type=int, default=7, help="days between steps, and the days each model is scored on")
-    cmd.add_argument("--policies", default="never,always,gate,drift",
+    cmd.add_argument("--policies", default="never,always,gate,drift,degradation,drift_or_degradation",
                      help="comma-separated: never, always, gate, drift, degradation, drift_or_degradation")
     cmd.add_argument("--gate", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                      help="add the gate with these settings changed as a policy, e.g. alpha=0.2 (repeatable)")
