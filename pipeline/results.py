@@ -153,8 +153,11 @@ class FeatureDrift:
         if self.status == "degenerate" or self.score is None:
             return f"{self.feature}: {self.note}"
         comparison = ">=" if self.score >= (self.threshold or 0.0) else "<"
-        significance = "" if self.p_value is None else (
-            f", p {self.p_value:.2g} {'<' if self.p_value < (self.alpha or 0.0) else '>='} {self.alpha:.2g}")
+        significance = ""
+        if self.p_value is not None:
+            p_text = "p < 1e-16" if self.p_value < 1e-16 else f"p={self.p_value:.2g}"
+            verdict = "significant" if self.p_value < (self.alpha or 0.0) else "not significant"
+            significance = f", {p_text}, {verdict} at {self.alpha:.2g}"
         note = f" ({self.note})" if self.note else ""
         return f"{self.feature}: {self.method} {self.score:.4g} {comparison} floor {self.threshold:g}{significance}{note}"
 

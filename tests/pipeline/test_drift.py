@@ -247,7 +247,7 @@ def test_summary_names_the_rule_the_numbers_and_what_was_not_compared():
     text = result.summary(top=1)
     assert text.startswith("Dataset drift DETECTED: 2 of 2 compared features drifted (share 100%; the dataset "
                            "drifts when any feature drifts)")
-    assert "x: wasserstein 0.9 >= floor 0.1, p 1e-06 < 0.001" in text and "... and 1 more" in text
+    assert "x: wasserstein 0.9 >= floor 0.1, p=1e-06, significant at 0.001" in text and "... and 1 more" in text
     assert "empty: all values null in both windows" in text
 
 
