@@ -8,8 +8,9 @@ load → validate → drift → monitor_model → train (k-fold) → gate → re
   the trigger form. With `retrain_on` other than `always`, a run trains only when its own checks
   find what `retrain_on` names (drift, the champion's live quality degraded, either), or when
   the form forces it; otherwise it ends at `no_training`.
-* **Gate**: the candidate must clear the floors and beat the champion on the same k folds
-  (corrected resampled t-test). A rejection ends the run here, recorded; nothing is asked.
+* **Gate**: the candidate must clear the floors and beat the champion, by more than
+  `gate.min_improvement`, on the rows neither model trained on (a sign-flip test over time
+  blocks). A rejection ends the run here, recorded; nothing is asked.
 * **Approval**: the registered challenger waits under *Required Actions*. Approve → promoted
   (the promotion log names you); Reject, or no answer within `orchestration.approval_timeout_hours`
   → recorded as rejected, the champion untouched. Auto-approval only when the config says
