@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(900)
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_CLAIM = "airflow-celery-test:claimed-by"
 # Every task the first run executes on a worker before it parks at the review.
-BEFORE_REVIEW = ("load", "validate", "drift", "train", "gate", "register", "route_approval")
+BEFORE_REVIEW = ("load", "validate", "drift", "monitor_model", "train", "gate", "register", "route_approval")
 
 
 def _claim_redis_db(token: str):

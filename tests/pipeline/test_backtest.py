@@ -49,7 +49,7 @@ def test_replay_scores_each_policy_one_step_ahead_and_touches_no_real_store(stor
 
     result = json.loads((out / "backtest.json").read_text())
     summaries = {s["policy"]: s for s in result["summaries"]}
-    assert set(summaries) == {"never", "always", "gate", "drift", "gate[alpha=0.2]"}
+    assert set(summaries) == {"never", "always", "gate", "drift", "degradation", "drift_or_degradation", "gate[alpha=0.2]"}
     steps = result["steps"]
     assert [s["as_of"] for s in steps] == ["2026-01-05", "2026-01-10", "2026-01-15"]
     assert all(s["next_rows"] > 0 for s in steps)
