@@ -43,9 +43,17 @@ def _as_of(config, value: str) -> date:
             return date.fromisoformat(value)
         except ValueError:
             raise PipelineError(f"--as-of must be YYYY-MM-DD or 'latest', got {value!r}") from None
-    from pipeline.data import latest_day
+    from pipeline.data import latest_day, rows_after
 
-    return latest_day(config.source)
+    # A few rows dated years ahead (a typo, a default of 2099) must not move every window into the future.
+    today = date.today()
+    until = today + timedelta(days=config.windows.future_tolerance_days)
+    ignored, newest = rows_after(config.source, until)
+    if ignored:
+        print(f"note: --as-of latest ignores {ignored:,} future-dated rows (after {until}: today {today} plus "
+              f"windows.future_tolerance_days={config.windows.future_tolerance_days}; the newest is dated {newest})",
+              file=sys.stderr)
+    return latest_day(config.source, until)
 
 
 def cmd_cycle(args) -> int:
