@@ -37,23 +37,18 @@ def _config(args):
 
 
 def _as_of(config, value: str) -> date:
-    """A date, or ``latest``: the day of the newest row in the source, resolved once and recorded in the cycle id."""
+    """A date, or ``latest``: the day of the newest row not dated in the future, resolved once and recorded in the cycle id."""
     if value != "latest":
         try:
             return date.fromisoformat(value)
         except ValueError:
             raise PipelineError(f"--as-of must be YYYY-MM-DD or 'latest', got {value!r}") from None
-    from pipeline.data import latest_day, rows_after
+    from pipeline.data import latest_present_day
 
-    # A few rows dated years ahead (a typo, a default of 2099) must not move every window into the future.
-    today = date.today()
-    until = today + timedelta(days=config.windows.future_tolerance_days)
-    ignored, newest = rows_after(config.source, until)
-    if ignored:
-        print(f"note: --as-of latest ignores {ignored:,} future-dated rows (after {until}: today {today} plus "
-              f"windows.future_tolerance_days={config.windows.future_tolerance_days}; the newest is dated {newest})",
-              file=sys.stderr)
-    return latest_day(config.source, until)
+    day, note = latest_present_day(config, date.today())
+    if note:
+        print(f"note: --as-of latest {note}", file=sys.stderr)
+    return day
 
 
 def cmd_cycle(args) -> int:

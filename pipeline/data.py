@@ -189,6 +189,22 @@ def latest_day(source: Source, until: date | None = None) -> date:
     return _edge_day(source, "MAX", until)
 
 
+def latest_present_day(config: Config, today: date) -> tuple[date, str | None]:
+    """What ``as of latest`` means: the newest day with rows, ignoring rows dated after today plus
+    ``windows.future_tolerance_days``; and a note saying which rows that ignored ("ignores 3 ..."), if any.
+
+    A few rows dated years ahead (a typo, a default of 2099) must not move every window into the future.
+    """
+    tolerance = config.windows.future_tolerance_days
+    until = today + timedelta(days=tolerance)
+    ignored, newest = rows_after(config.source, until)
+    note = None if not ignored else (
+        f"ignores {ignored:,} future-dated rows (after {until}: today {today} plus "
+        f"windows.future_tolerance_days={tolerance}; the newest is dated {newest})"
+    )
+    return latest_day(config.source, until), note
+
+
 def rows_after(source: Source, day: date) -> tuple[int, date | None]:
     """How many rows are dated after ``day``, and the newest one's day."""
     engine = create_engine(source.url)
@@ -201,7 +217,7 @@ def rows_after(source: Source, day: date) -> tuple[int, date | None]:
         raise DataSourceError(_explain(source, exc)) from None
     finally:
         engine.dispose()
-    return int(count), None if newest is None else pd.Timestamp(newest).date()
+    return int(count), None if newest is None else _day_of(source, newest, "newest")
 
 
 def earliest_day(source: Source) -> date:
@@ -209,7 +225,40 @@ def earliest_day(source: Source) -> date:
     return _edge_day(source, "MIN")
 
 
+def empty_window_note(source: Source, window: WindowSpec) -> str:
+    """Why a window may have no rows: where the source's rows lie, or that its timestamps are no dates at all."""
+    first, last = _edge(source, "MIN"), _edge(source, "MAX")
+    if first is None:
+        return f"the {window.name} window {window.label()} has no rows: the source has none"
+    try:
+        span = f"the source's rows are dated {_day_of(source, first, 'oldest')} to {_day_of(source, last, 'newest')}"
+    except DataSourceError as exc:
+        span = str(exc)
+    return f"the {window.name} window {window.label()} has no rows: {span}"
+
+
 def _edge_day(source: Source, aggregate: str, until: date | None = None) -> date:
+    edge = _edge(source, aggregate, until)
+    if edge is None:
+        dated = f" dated {until} or earlier" if until else ""
+        raise DataSourceError(f"{source.table or 'the query'} in {redact_url(source.url)} has no rows{dated}")
+    return _day_of(source, edge, "newest" if aggregate == "MAX" else "oldest")
+
+
+def _day_of(source: Source, edge: object, which: str) -> date:
+    """The day of a timestamp as the database returned it; a number or a text that is no timestamp is named."""
+    where = f"the {which} value of {source.timestamp_column!r}, {edge!r},"
+    if isinstance(edge, (int, float)):
+        # SQLite orders numbers before any text, so a date window never holds a row dated by a number.
+        raise DataSourceError(f"{where} is a number, not a timestamp")
+    try:
+        return pd.Timestamp(edge).date()
+    except (ValueError, TypeError):
+        raise DataSourceError(f"{where} is not a timestamp") from None
+
+
+def _edge(source: Source, aggregate: str, until: date | None = None):
+    """The MIN or MAX of the timestamp column as the database returns it (None without rows)."""
     engine = create_engine(source.url)
     ts = engine.dialect.identifier_preparer.quote(source.timestamp_column)
     where, params = (f" WHERE {ts} < :before", {"before": until + timedelta(days=1)}) if until else ("", {})
@@ -220,7 +269,4 @@ def _edge_day(source: Source, aggregate: str, until: date | None = None) -> date
         raise DataSourceError(_explain(source, exc)) from None
     finally:
         engine.dispose()
-    if edge is None:
-        dated = f" dated {until} or earlier" if until else ""
-        raise DataSourceError(f"{source.table or 'the query'} in {redact_url(source.url)} has no rows{dated}")
-    return pd.Timestamp(edge).date()
+    return edge

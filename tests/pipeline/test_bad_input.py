@@ -177,27 +177,41 @@ def test_bad_values_stop_the_cycle_with_the_batch_kept(established, tmp_path, ca
     assert_models_untouched(config_path)
 
 
-@pytest.mark.parametrize(("as_of", "expected"), [
-    pytest.param("2025-01-01", "the window is empty (0 rows)", id="as-of-before-the-data-starts"),
-    pytest.param("2027-01-01", "the window is empty (0 rows)", id="as-of-after-the-data-ends"),
+def epoch_seconds(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(ts=frame["ts"].astype("int64") // 10**9)
+
+
+@pytest.mark.parametrize(("mutate", "as_of", "expected"), [
+    pytest.param(lambda f: f, "2025-01-01", "the source's rows are dated 2026-01-01 to 2026-01-10",
+                 id="as-of-before-the-data-starts"),
+    pytest.param(lambda f: f, "2027-01-01", "the source's rows are dated 2026-01-01 to 2026-01-10",
+                 id="as-of-after-the-data-ends"),
+    # SQLite orders every number before any text date, so epoch seconds fall outside every window.
+    pytest.param(epoch_seconds, AS_OF, "the oldest value of 'ts', 1767225693, is a number, not a timestamp",
+                 id="timestamps-stored-as-epoch-seconds"),
 ])
-def test_an_empty_window_stops_the_cycle(established, tmp_path, capsys, as_of, expected):
+def test_an_empty_window_stops_the_cycle_saying_why(established, tmp_path, capsys, mutate, as_of, expected):
     _, frame, _ = established
-    write_warehouse(tmp_path / "warehouse.db", frame)
+    write_warehouse(tmp_path / "warehouse.db", mutate(frame.copy()))
     config_path = case_config(established, tmp_path)
     code, text = run_cli(capsys, "run", "--config", str(config_path), "--as-of", as_of, "--cycle-id", "case")
-    assert code == 3 and expected in text, text
+    assert code == 3, text
+    assert "the window is empty (0 rows)" in text and expected in text, text
     assert (tmp_path / "runs" / "test_model" / "case" / "failed_batch.parquet").is_file()
     assert_models_untouched(config_path)
 
 
-def test_integer_timestamps_find_no_rows_in_a_date_window(established, tmp_path, capsys):
-    """SQLite orders every integer before any text date, so epoch seconds fall outside every window."""
+@pytest.mark.parametrize(("mutate", "expected"), [
+    pytest.param(epoch_seconds, "the newest value of 'ts', 1768089", id="latest-of-epoch-seconds"),
+    pytest.param(lambda f: unparsable_timestamp(f).sort_values("ts"), "the newest value of 'ts', "
+                 "'2026-01-10 not-a-time', is not a timestamp", id="latest-of-an-unparsable-timestamp"),
+])
+def test_as_of_latest_names_a_newest_value_that_is_no_timestamp(established, tmp_path, capsys, mutate, expected):
     _, frame, _ = established
-    write_warehouse(tmp_path / "warehouse.db", frame.assign(ts=frame["ts"].astype("int64") // 10**9))
+    write_warehouse(tmp_path / "warehouse.db", mutate(frame.copy()))
     config_path = case_config(established, tmp_path)
-    code, text = run_cli(capsys, "run", "--config", str(config_path), "--as-of", AS_OF, "--cycle-id", "case")
-    assert code == 3 and "the window is empty (0 rows)" in text, text
+    code, text = run_cli(capsys, "run", "--config", str(config_path), "--as-of", "latest")
+    assert code == 1 and f"error: {expected}" in text, text
     assert_models_untouched(config_path)
 
 
