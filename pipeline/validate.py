@@ -2,8 +2,9 @@
 
 Two sets of expectations run together: the reviewed suite file (proposed once from a
 reference window by ``propose_suite``) and checks derived from the config at run time
-(schema, row count, key uniqueness, dtypes), so every config gets them. Each expectation
-is ``critical`` (a failure stops the cycle) or ``warning`` (reported only).
+(schema, row count, key uniqueness, dtypes, finite numbers, timestamps that parse in one
+offset and are not dated in the future), so every config gets them. Each expectation is
+``critical`` (a failure stops the cycle) or ``warning`` (reported only).
 
 Validation never raises on bad data: it reports. Only a missing or invalid suite file
 (a configuration fault) raises.
@@ -72,8 +73,9 @@ MAX_SAMPLE_ROWS = 3
 # A sample string longer than this is cut (its length shown), so one huge value cannot flood a console or a record.
 MAX_SAMPLE_CHARS = 80
 
-# What the config-derived finiteness check looks for; NaN is a null, which the null checks count.
-NON_FINITE = [math.inf, -math.inf]
+# The finiteness check's bound: models train on 32-bit floats (XGBoost casts), so a larger number
+# becomes inf there and stops the training as surely as inf itself. NaN is a null: the null checks count it.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Timestamp checks the pipeline computes itself: GX has no expectation for "parses as a timestamp
 # in one time-zone offset" nor for "dated no later than today". They report like GX's.
@@ -87,7 +89,6 @@ _UNEXPECTED_VERBS = {
     "expect_column_values_to_not_be_null": "null",
     "expect_column_values_to_be_in_type_list": "of another type",
     "expect_compound_columns_to_be_unique": "duplicated",
-    "expect_column_values_to_not_be_in_set": "infinite",
     TIMESTAMPS_CHECK: "not timestamps",
     FUTURE_CHECK: "future-dated",
 }
@@ -298,7 +299,9 @@ def _observed_values(series: pd.Series) -> list:
 
 def validate_window(config: Config, frame: pd.DataFrame, today: date | None = None) -> ValidationResult:
     """Run the suite file plus the config-derived checks on ``frame``; ``today`` (default: the clock's) dates the future."""
-    expectations = _merge_duplicates([*_config_expectations(config), *load_suite(config.validation.suite).expectations])
+    expectations = _merge_duplicates(
+        [*_config_expectations(config, frame), *load_suite(config.validation.suite).expectations]
+    )
     present = set(frame.columns)
     builder = _OutcomeBuilder(frame=frame, target=config.source.target_column, key=config.source.key_column,
                               timestamp=config.source.timestamp_column)
@@ -318,8 +321,8 @@ def validate_window(config: Config, frame: pd.DataFrame, today: date | None = No
     )
 
 
-def _config_expectations(config: Config) -> list[gxe.Expectation]:
-    """Checks every config gets, whatever its suite says."""
+def _config_expectations(config: Config, frame: pd.DataFrame) -> list[gxe.Expectation]:
+    """Checks every config gets, whatever its suite says; ``frame`` tells which columns are numbers to check as such."""
     source, critical = config.source, FailureSeverity.CRITICAL
     schema = source.schema_columns
     expectations: list[gxe.Expectation] = [gxe.ExpectColumnToExist(column=c, severity=critical) for c in schema]
@@ -341,10 +344,11 @@ def _config_expectations(config: Config) -> list[gxe.Expectation]:
         for c in source.features.numeric
     ]
     # ±inf passes the dtype check and most ranges' tolerance, then stops the training with a raw error.
+    # Columns of another dtype fail the dtype check (a feature) or are classes (a target): not numbers to bound.
     expectations += [
-        gxe.ExpectColumnValuesToNotBeInSet(column=c, value_set=NON_FINITE,
-                                           severity=FailureSeverity(config.validation.non_finite))
-        for c in [*source.features.numeric, source.target_column]
+        gxe.ExpectColumnValuesToBeBetween(column=c, min_value=-FLOAT32_MAX, max_value=FLOAT32_MAX,
+                                          severity=FailureSeverity(config.validation.non_finite))
+        for c in [*source.features.numeric, source.target_column] if c in frame.columns and _is_numeric(frame[c])
     ]
     return expectations
 
@@ -571,7 +575,7 @@ class _OutcomeBuilder:
             return _distinct(values.tolist())
         if kind == "expect_table_columns_to_match_set":
             return _distinct(details.get("details", {}).get("mismatched", {}).get("unexpected", []))
-        if kind == "expect_column_values_to_not_be_in_set" and kwargs.get("value_set") == _jsonable(NON_FINITE):
+        if _is_finiteness_check(kind, kwargs):
             return self._sample_rows(kwargs["column"], details.get("partial_unexpected_index_list") or [])
         if kind == "expect_column_values_to_be_in_type_list":
             # A text column from SQL holds numbers as strings too: show the values that are not numbers at all.
@@ -608,10 +612,8 @@ def _evidence(outcome: ExpectationOutcome, rows: int, details: dict) -> str:
             # rows would read as within the tolerance when it was not.
             counted = f"{details['element_count'] - details['missing_count']:,} non-null"
             percent = details.get("unexpected_percent")
-        found = (
-            f"{outcome.unexpected_count:,} of {counted} rows ({_percent(percent, _allowed_percent(mostly))}) "
-            f"{_UNEXPECTED_VERBS.get(kind, 'unexpected')}"
-        )
+        verb = "not finite" if _is_finiteness_check(kind, outcome.kwargs) else _UNEXPECTED_VERBS.get(kind, "unexpected")
+        found = f"{outcome.unexpected_count:,} of {counted} rows ({_percent(percent, _allowed_percent(mostly))}) {verb}"
         if samples:
             found += f", e.g. {_short_list(samples)}"
         if kind == "expect_column_values_to_be_in_type_list":
@@ -660,12 +662,10 @@ def rule_text(
         if mostly >= 1:
             return "values must not be null"
         return f"at most {_percent(_allowed_percent(mostly), unexpected_percent)} of values may be null"
+    if _is_finiteness_check(kind, kwargs):
+        return f"values must be finite (within ±{FLOAT32_MAX:.6g}, the largest 32-bit float)"
     if kind == "expect_column_values_to_be_between":
         return f"values must be {_bounds_text(kwargs, observed)}{_mostly_text(kwargs, unexpected_percent)}"
-    if kind == "expect_column_values_to_not_be_in_set":
-        if kwargs.get("value_set") == _jsonable(NON_FINITE):
-            return "values must be finite"
-        return f"values must not be one of {_short_list(kwargs['value_set'])}{_mostly_text(kwargs, unexpected_percent)}"
     if kind == TIMESTAMPS_CHECK:
         return "values must be timestamps in one time-zone offset"
     if kind == FUTURE_CHECK:
@@ -675,6 +675,11 @@ def rule_text(
         return f"values must be one of {_short_list(kwargs['value_set'])}{_mostly_text(kwargs, unexpected_percent)}"
     described = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("column", "column_list"))
     return kind.removeprefix("expect_").replace("_", " ") + (f" ({described})" if described else "")
+
+
+def _is_finiteness_check(kind: str, kwargs: dict) -> bool:
+    return kind == "expect_column_values_to_be_between" and (kwargs.get("min_value"), kwargs.get("max_value")) == (
+        -FLOAT32_MAX, FLOAT32_MAX)
 
 
 def _bounds_text(kwargs: dict, observed: Sequence[object] = ()) -> str:

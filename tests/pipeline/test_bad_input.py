@@ -141,10 +141,14 @@ GHOST_EXPECTATION = {"type": "expect_column_values_to_not_be_null", "kwargs": {"
 
 STOPPED_CASES = [
     pytest.param(one_inf_in_3000_rows, [], ["column 'x_num': values must be finite", "1 critical failure",
-                                            "1 of 2,997 rows (0.033%) infinite, e.g. [{'id': 2137, 'ts': '2026-01-06T00:02:35', 'x_num': 'inf'}]"], id="inf-in-one-row-in-3000"),
+                                            "1 of 2,997 rows (0.033%) not finite, e.g. [{'id': 2137, 'ts': '2026-01-06T00:02:35', 'x_num': 'inf'}]"], id="inf-in-one-row-in-3000"),
     pytest.param(infinite("y_num", -np.inf, rows=3), [], ["column 'y_num': values must be finite", "3 of", "-inf"],
                  id="minus-inf-in-a-feature"),
     pytest.param(infinite("label", np.inf), [], ["target 'label': values must be finite", "1 of"], id="inf-in-the-target"),
+    # XGBoost trains on 32-bit floats: 1e39 turns into inf there.
+    pytest.param(infinite("y_num", 1e39, rows=2), [], ["column 'y_num': values must be finite (within ±3.40282e+38, "
+                                                        "the largest 32-bit float) — 2 of", "1e+39"],
+                 id="number-too-large-for-32-bit-floats"),
     pytest.param(unparsable_timestamp, [], ["column 'ts': values must be timestamps", "1 of", "2026-01-10 not-a-time"],
                  id="unparsable-timestamp"),
     pytest.param(mixed_offsets, [], ["column 'ts': values must be timestamps in one time-zone offset", "4 of",
@@ -221,7 +225,7 @@ def test_infinity_as_a_warning_is_reported_and_does_not_stop_validation(establis
     config_path = case_config(established, tmp_path, extra={"validation": {"non_finite": "warning"}})
     code, text = run_cli(capsys, "validate", "--config", str(config_path), "--as-of", AS_OF, "--cycle-id", "case")
     assert code == 0, text
-    assert "column 'x_num': values must be finite — 1 of" in text
+    assert "[warning] column 'x_num': values must be finite (within ±3.40282e+38, the largest 32-bit float) — 1 of" in text
     assert not (tmp_path / "runs" / "test_model" / "case" / "failed_batch.parquet").exists()
 
 
@@ -388,7 +392,7 @@ def test_a_regression_target_must_be_a_finite_number(tmp_path, frame, value, rul
     result = validate_window(config, frame)
     assert not result.passed
     messages = [o.message for o in result.critical_failures]
-    assert any(m.startswith(f"target 'label': {rule} — 2 of 400 rows") for m in messages), messages
+    assert any(m.startswith(f"target 'label': {rule}") and " — 2 of 400 rows" in m for m in messages), messages
 
 
 # ---------------------------------------------------------------------------- redacted URLs
