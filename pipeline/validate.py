@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -362,14 +362,13 @@ def _timestamp_outcomes(config: Config, frame: pd.DataFrame, today: date) -> lis
     if column not in frame.columns:
         return []
     values = frame[column]
-    parsed = pd.api.types.is_datetime64_any_dtype(values)
-    outcomes = [_timestamps_outcome(column, values, role=_role(column, config.source.target_column))]
-    if parsed:
-        outcomes.append(_future_outcome(config, values, today))
+    outcomes = [_timestamps_outcome(column, values)]
+    if pd.api.types.is_datetime64_any_dtype(values):
+        outcomes.append(_future_outcome(config, column, values, today))
     return outcomes
 
 
-def _timestamps_outcome(column: str, values: pd.Series, role: str) -> ExpectationOutcome:
+def _timestamps_outcome(column: str, values: pd.Series) -> ExpectationOutcome:
     rows, kwargs = len(values), {"column": column}
     present = values.dropna()
     if pd.api.types.is_datetime64_any_dtype(values):
@@ -384,14 +383,14 @@ def _timestamps_outcome(column: str, values: pd.Series, role: str) -> Expectatio
         observed_value=observed, sample_values=_distinct(bad.drop_duplicates().head(MAX_SAMPLE_VALUES).tolist()),
         message="",
     )
-    outcome.message = f"{role} {column!r}: {rule_text(TIMESTAMPS_CHECK, kwargs)} — {_evidence(outcome, rows, {})}"
+    outcome.message = f"column {column!r}: {rule_text(TIMESTAMPS_CHECK, kwargs)} — {_evidence(outcome, rows, {})}"
     return outcome
 
 
 def _unparsable_or_other_offset(values: pd.Series) -> tuple[pd.Series, str]:
     """The text values that are no timestamp; if all are, those in another offset than the most common one."""
-    parsed = {text: _parse(text) for text in values.astype(str).unique()}
     texts = values.astype(str)
+    parsed = {text: _parse(text) for text in texts.unique()}  # each distinct text once: a window repeats them
     unparsable = texts.map(parsed).isna()
     if unparsable.any():
         return values[unparsable.to_numpy()], "text, not all timestamps"
@@ -417,21 +416,22 @@ def _parse(text: str) -> pd.Timestamp | None:
     return None if pd.isna(stamp) else stamp
 
 
-def _future_outcome(config: Config, stamps: pd.Series, today: date) -> ExpectationOutcome:
+def _future_outcome(config: Config, column: str, stamps: pd.Series, today: date) -> ExpectationOutcome:
     tolerance = config.windows.future_tolerance_days
-    latest = today + pd.Timedelta(days=tolerance)
-    kwargs = {"column": stamps.name, "max_value": latest.isoformat(), "today": today.isoformat(),
+    latest = today + timedelta(days=tolerance)
+    kwargs = {"column": column, "max_value": latest.isoformat(), "today": today.isoformat(),
               "future_tolerance_days": tolerance}
-    naive = stamps.dt.tz_localize(None) if stamps.dt.tz is not None else stamps
-    future = stamps[(naive >= pd.Timestamp(latest) + pd.Timedelta(days=1)).to_numpy()]
+    # Compared by the days as written: a row's local day is the one its window counts it in.
+    local = stamps.dt.tz_localize(None) if stamps.dt.tz is not None else stamps
+    future = stamps[(local >= pd.Timestamp(latest + timedelta(days=1))).to_numpy()]
     rows = len(stamps)
     outcome = ExpectationOutcome(
-        expectation=FUTURE_CHECK, column=str(stamps.name), kwargs=kwargs, severity=config.validation.future_rows,
+        expectation=FUTURE_CHECK, column=column, kwargs=kwargs, severity=config.validation.future_rows,
         success=future.empty, unexpected_count=len(future), unexpected_percent=100 * len(future) / rows if rows else 0.0,
         observed_value=None, sample_values=_distinct(future.drop_duplicates().head(MAX_SAMPLE_VALUES).tolist()),
         message="",
     )
-    outcome.message = f"column {stamps.name!r}: {rule_text(FUTURE_CHECK, kwargs)} — {_evidence(outcome, rows, {})}"
+    outcome.message = f"column {column!r}: {rule_text(FUTURE_CHECK, kwargs)} — {_evidence(outcome, rows, {})}"
     return outcome
 
 
