@@ -185,6 +185,21 @@ def epoch_seconds(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(ts=frame["ts"].astype("int64") // 10**9)
 
 
+@pytest.mark.parametrize("mutate", [
+    pytest.param(unparsable_timestamp, id="kept-with-the-unparsable-timestamp"),
+    pytest.param(mixed_offsets, id="kept-with-mixed-offsets"),
+])
+def test_the_failing_batch_keeps_timestamps_as_read(established, tmp_path, capsys, mutate):
+    _, frame, _ = established
+    written = mutate(frame.copy())
+    write_warehouse(tmp_path / "warehouse.db", written)
+    config_path = case_config(established, tmp_path)
+    code, text = run_cli(capsys, "validate", "--config", str(config_path), "--as-of", AS_OF, "--cycle-id", "case")
+    assert code == 3, text
+    kept = pd.read_parquet(tmp_path / "runs" / "test_model" / "case" / "failed_batch.parquet")
+    assert sorted(kept["ts"]) == sorted(written.loc[written["ts"] >= CURRENT_START, "ts"])
+
+
 @pytest.mark.parametrize(("mutate", "as_of", "expected"), [
     pytest.param(lambda f: f, "2025-01-01", "the source's rows are dated 2026-01-01 to 2026-01-10",
                  id="as-of-before-the-data-starts"),
@@ -242,8 +257,9 @@ def test_odd_category_values_are_reported_in_short(established, tmp_path, capsys
     code, text = run_cli(capsys, "validate", "--config", str(config_path), "--as-of", AS_OF, "--cycle-id", "case")
     assert code == 0, text  # a new category is a warning
     assert max(map(len, text.splitlines())) < 1_000
-    record = (tmp_path / "runs" / "test_model" / "case" / "validation.json").read_text()
-    assert len(record) < 50_000
+    run_dir = tmp_path / "runs" / "test_model" / "case"
+    record = (run_dir / "validation.json").read_text()
+    assert len(record) < 50_000 and (run_dir / "validation.html").stat().st_size < 100_000
     [outcome] = [o for o in json.loads(record)["outcomes"]
                  if o["column"] == "color" and o["expectation"] == "expect_column_values_to_be_in_set"]
     if value is LONG_VALUE:
