@@ -116,7 +116,9 @@ class Windows(_Strict):
 class Validation(_Strict):
     suite: Path = Field(description="Expectation suite JSON (relative paths resolve against the config file).")
     non_finite: Severity = Field(
-        default="critical", description="Severity of ±inf in a numeric feature or the target (models cannot train on it)."
+        default="critical",
+        description="Severity of ±inf, or a number beyond the largest 32-bit float, in a numeric feature or the target; "
+                    "as a warning the window goes on to a training that fails on it.",
     )
     future_rows: Severity = Field(
         default="warning", description="Severity of rows dated after today plus windows.future_tolerance_days."
