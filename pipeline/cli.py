@@ -37,15 +37,18 @@ def _config(args):
 
 
 def _as_of(config, value: str) -> date:
-    """A date, or ``latest``: the day of the newest row in the source, resolved once and recorded in the cycle id."""
+    """A date, or ``latest``: the day of the newest row not dated in the future, resolved once and recorded in the cycle id."""
     if value != "latest":
         try:
             return date.fromisoformat(value)
         except ValueError:
             raise PipelineError(f"--as-of must be YYYY-MM-DD or 'latest', got {value!r}") from None
-    from pipeline.data import latest_day
+    from pipeline.data import latest_present_day
 
-    return latest_day(config.source)
+    day, note = latest_present_day(config, date.today())
+    if note:
+        print(f"note: --as-of latest {note}", file=sys.stderr)
+    return day
 
 
 def cmd_cycle(args) -> int:

@@ -106,10 +106,23 @@ class Windows(_Strict):
         default=None, description="Fixed start of the first reference window instead of the days just before."
     )
     min_rows: int = Field(default=500, ge=1, description="A window with fewer rows stops the cycle.")
+    future_tolerance_days: int = Field(
+        default=1, ge=0,
+        description="Rows dated more than this many days after today are future-dated: `--as-of latest` ignores "
+                    "them and validation reports them (clocks and time zones put honest rows a little ahead).",
+    )
 
 
 class Validation(_Strict):
     suite: Path = Field(description="Expectation suite JSON (relative paths resolve against the config file).")
+    non_finite: Severity = Field(
+        default="critical",
+        description="Severity of ±inf, or a number beyond the largest 32-bit float, in a numeric feature or the target; "
+                    "as a warning the window goes on to a training that fails on it.",
+    )
+    future_rows: Severity = Field(
+        default="warning", description="Severity of rows dated after today plus windows.future_tolerance_days."
+    )
 
 
 class FeatureDrift(_Strict):
@@ -407,13 +420,23 @@ def default_config_path(environ: dict[str, str] | None = None) -> Path:
 
 
 def redact_url(url: str) -> str:
-    """A URL fit for records and messages: its password masked."""
-    from sqlalchemy.engine import make_url
+    """A URL fit for records and messages: its password masked, and a ``password=`` query parameter too.
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is reported as given, minus anything that looks like a password
-        return re.sub(r":[^:@/]+@", ":***@", url)
+    The URL is split by hand rather than parsed: a parser reads an unencoded ``@``, ``/`` or ``:`` in a
+    password as the start of the host or path and would print the rest of the secret as such. The
+    credentials end at the last ``@``, so any password ends up masked; where the query holds an ``@``
+    too, the host is masked along with it, which loses a little context but never a secret.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator and "@" in rest:
+        credentials, host = rest[: rest.rindex("@")], rest[rest.rindex("@") + 1:]
+        user, has_password, _ = credentials.partition(":")
+        if has_password:
+            rest = f"{user}:***@{host}"
+    return scheme + separator + _QUERY_PASSWORD.sub(r"\1***", rest)
+
+
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)[^&]*", re.IGNORECASE)
 
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:

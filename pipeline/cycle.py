@@ -104,6 +104,8 @@ def load_stage(cycle: CycleRecord) -> Windows:
                          f"{fallback.label()} instead")
             with cycle.writing(snapshot_file("reference")) as path:
                 snapshots["reference"] = data.snapshot_window(config.source, fallback, path)
+        if not snapshots["current"].rows:
+            notes.append(data.empty_window_note(config.source, current))
         notes += reference_notes(snapshots["reference"])
         if champion_tags.window_sha256 not in (None, snapshots["reference"].sha256) and (
                 snapshots["reference"].start, snapshots["reference"].end) == champion_tags.window:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -110,9 +111,35 @@ def read_window(source: Source, window: WindowSpec) -> pd.DataFrame:
     frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
     if frame.empty and not len(frame.columns):
         frame = _empty_frame(source, engine)
+    duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if duplicated:
+        # Which of two same-named columns is meant cannot be guessed, and a snapshot cannot hold both.
+        where = f"table {source.table!r}" if source.table else "the configured query"
+        raise DataSourceError(f"{where} returns the columns {duplicated} more than once; give each column one name")
     if source.timestamp_column in frame.columns:
-        frame[source.timestamp_column] = pd.to_datetime(frame[source.timestamp_column])
+        frame[source.timestamp_column] = parse_timestamps(frame[source.timestamp_column])
     return frame
+
+
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """The timestamp column as datetimes where every value is one, in one time-zone offset.
+
+    Otherwise the values stay as read (text as text), so the snapshot keeps them and validation
+    names the ones that are not timestamps. Numbers are never parsed: pandas would read them as
+    nanoseconds since 1970 and every row would silently fall on the first day of 1970.
+    """
+    if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return values
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # mixed offsets: checked below, by the dtype
+            parsed = pd.to_datetime(values)
+    except (ValueError, TypeError, OverflowError):
+        parsed = None
+    if parsed is not None and pd.api.types.is_datetime64_any_dtype(parsed):
+        return parsed
+    # SQLite keeps each value's own type: text for the snapshot, whatever was read.
+    return values.map(lambda value: value if pd.isna(value) else str(value))
 
 
 def _empty_frame(source: Source, engine: sa.Engine) -> pd.DataFrame:
@@ -148,16 +175,49 @@ def snapshot_window(source: Source, window: WindowSpec, path: Path) -> WindowSna
     """Read a window and write it to ``path`` as Parquet."""
     frame = read_window(source, window)
     frame.to_parquet(path, index=False)
-    first = frame[source.timestamp_column].min() if len(frame) else None
+    stamps = frame[source.timestamp_column]
+    # Timestamps that did not parse have no first day; validation reports them.
+    first = stamps.min() if len(frame) and pd.api.types.is_datetime64_any_dtype(stamps) else None
     return WindowSnapshot(
         name=window.name, start=window.start, end=window.end, rows=len(frame), sha256=content_sha256(frame),
         first_day=None if first is None or pd.isna(first) else pd.Timestamp(first).date(),
     )
 
 
-def latest_day(source: Source) -> date:
-    """The day of the newest row in the source."""
-    return _edge_day(source, "MAX")
+def latest_day(source: Source, until: date | None = None) -> date:
+    """The day of the newest row in the source, of those dated ``until`` or earlier when given."""
+    return _edge_day(source, "MAX", until)
+
+
+def latest_present_day(config: Config, today: date) -> tuple[date, str | None]:
+    """What ``as of latest`` means: the newest day with rows, ignoring rows dated after today plus
+    ``windows.future_tolerance_days``; and a note saying which rows that ignored ("ignores 3 ..."), if any.
+
+    A few rows dated years ahead (a typo, a default of 2099) must not move every window into the future.
+    """
+    tolerance = config.windows.future_tolerance_days
+    until = today + timedelta(days=tolerance)
+    ignored, newest = rows_after(config.source, until)
+    note = None if not ignored else (
+        f"ignores {ignored:,} future-dated rows (after {until}: today {today} plus "
+        f"windows.future_tolerance_days={tolerance}; the newest is dated {newest})"
+    )
+    return latest_day(config.source, until), note
+
+
+def rows_after(source: Source, day: date) -> tuple[int, date | None]:
+    """How many rows are dated after ``day``, and the newest one's day."""
+    engine = create_engine(source.url)
+    ts = engine.dialect.identifier_preparer.quote(source.timestamp_column)
+    query = sa.text(f"SELECT COUNT(*), MAX({ts}) FROM {_relation(source, engine)} WHERE {ts} >= :after")
+    try:
+        with engine.connect() as conn:
+            count, newest = conn.execute(query, {"after": day + timedelta(days=1)}).one()
+    except sa.exc.DBAPIError as exc:
+        raise DataSourceError(_explain(source, exc)) from None
+    finally:
+        engine.dispose()
+    return int(count), None if newest is None else _day_of(source, newest, "newest")
 
 
 def earliest_day(source: Source) -> date:
@@ -165,16 +225,48 @@ def earliest_day(source: Source) -> date:
     return _edge_day(source, "MIN")
 
 
-def _edge_day(source: Source, aggregate: str) -> date:
+def empty_window_note(source: Source, window: WindowSpec) -> str:
+    """Why a window may have no rows: where the source's rows lie, or that its timestamps are no dates at all."""
+    first, last = _edge(source, "MIN"), _edge(source, "MAX")
+    if first is None:
+        return f"the {window.name} window {window.label()} has no rows: the source has none"
+    try:
+        span = f"the source's rows are dated {_day_of(source, first, 'oldest')} to {_day_of(source, last, 'newest')}"
+    except DataSourceError as exc:
+        span = str(exc)
+    return f"the {window.name} window {window.label()} has no rows: {span}"
+
+
+def _edge_day(source: Source, aggregate: str, until: date | None = None) -> date:
+    edge = _edge(source, aggregate, until)
+    if edge is None:
+        dated = f" dated {until} or earlier" if until else ""
+        raise DataSourceError(f"{source.table or 'the query'} in {redact_url(source.url)} has no rows{dated}")
+    return _day_of(source, edge, "newest" if aggregate == "MAX" else "oldest")
+
+
+def _day_of(source: Source, edge: object, which: str) -> date:
+    """The day of a timestamp as the database returned it; a number or a text that is no timestamp is named."""
+    where = f"the {which} value of {source.timestamp_column!r}, {edge!r},"
+    if isinstance(edge, (int, float)):
+        # SQLite orders numbers before any text, so a date window never holds a row dated by a number.
+        raise DataSourceError(f"{where} is a number, not a timestamp")
+    try:
+        return pd.Timestamp(edge).date()
+    except (ValueError, TypeError):
+        raise DataSourceError(f"{where} is not a timestamp") from None
+
+
+def _edge(source: Source, aggregate: str, until: date | None = None):
+    """The MIN or MAX of the timestamp column as the database returns it (None without rows)."""
     engine = create_engine(source.url)
     ts = engine.dialect.identifier_preparer.quote(source.timestamp_column)
+    where, params = (f" WHERE {ts} < :before", {"before": until + timedelta(days=1)}) if until else ("", {})
     try:
         with engine.connect() as conn:
-            edge = conn.execute(sa.text(f"SELECT {aggregate}({ts}) FROM {_relation(source, engine)}")).scalar()
+            edge = conn.execute(sa.text(f"SELECT {aggregate}({ts}) FROM {_relation(source, engine)}{where}"), params).scalar()
     except sa.exc.DBAPIError as exc:
         raise DataSourceError(_explain(source, exc)) from None
     finally:
         engine.dispose()
-    if edge is None:
-        raise DataSourceError(f"{source.table or 'the query'} in {redact_url(source.url)} has no rows")
-    return pd.Timestamp(edge).date()
+    return edge

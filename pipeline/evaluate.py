@@ -74,6 +74,8 @@ def fold_indices(config: Config, frame: pd.DataFrame, y: np.ndarray) -> Iterator
     ``time`` trains on the past and tests on the block that follows.
     """
     evaluation, seed = config.evaluation, config.training.seed
+    if config.task == "classification" and evaluation.split != "time":
+        _check_class_counts(config, frame)
     if evaluation.split == "time":
         order = np.argsort(frame[config.source.timestamp_column].to_numpy(), kind="stable")
         for train, test in TimeSeriesSplit(n_splits=evaluation.k).split(order):
@@ -90,6 +92,22 @@ def fold_indices(config: Config, frame: pd.DataFrame, y: np.ndarray) -> Iterator
         yield from StratifiedKFold(n_splits=evaluation.k, shuffle=True, random_state=seed).split(frame, y)
     else:
         yield from KFold(n_splits=evaluation.k, shuffle=True, random_state=seed).split(frame)
+
+
+def _check_class_counts(config: Config, frame: pd.DataFrame) -> None:
+    """Every class needs a row in each of the k folds.
+
+    With fewer, scikit-learn only warns and leaves folds without the class, whose metrics (AUC of a
+    single class) are undefined: the estimate the gate judges would silently rest on fewer folds.
+    """
+    k, counts = config.evaluation.k, frame[config.source.target_column].value_counts()
+    rare = counts[counts < k]
+    if len(rare):
+        # Labels unwrapped from numpy, so they read as the data's values (1, not np.int64(1)).
+        classes = ", ".join(f"class {label.item() if isinstance(label, np.generic) else label!r} has {count:,} rows"
+                            for label, count in rare.items())
+        raise PipelineError(f"k-fold evaluation needs every class in each of evaluation.k={k} folds, but {classes} "
+                            f"in the window; lower evaluation.k or widen the window")
 
 
 def unseen_by_champion(config: Config, frame: pd.DataFrame, champion: Champion) -> np.ndarray:

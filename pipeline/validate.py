@@ -2,8 +2,9 @@
 
 Two sets of expectations run together: the reviewed suite file (proposed once from a
 reference window by ``propose_suite``) and checks derived from the config at run time
-(schema, row count, key uniqueness, dtypes), so every config gets them. Each expectation
-is ``critical`` (a failure stops the cycle) or ``warning`` (reported only).
+(schema, row count, key uniqueness, dtypes, finite numbers, timestamps that parse in one
+offset and are not dated in the future), so every config gets them. Each expectation is
+``critical`` (a failure stops the cycle) or ``warning`` (reported only).
 
 Validation never raises on bad data: it reports. Only a missing or invalid suite file
 (a configuration fault) raises.
@@ -17,7 +18,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -67,6 +68,19 @@ RANGE_MOSTLY = 0.999
 SEASON_CYCLE_DAYS = 365
 
 MAX_SAMPLE_VALUES = 10
+# Offending rows a message names by key and timestamp: enough to find them, short enough for one line.
+MAX_SAMPLE_ROWS = 3
+# A sample string longer than this is cut (its length shown), so one huge value cannot flood a console or a record.
+MAX_SAMPLE_CHARS = 80
+
+# The finiteness check's bound: models train on 32-bit floats (XGBoost casts), so a larger number
+# becomes inf there and stops the training as surely as inf itself. NaN is a null: the null checks count it.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# Timestamp checks the pipeline computes itself: GX has no expectation for "parses as a timestamp
+# in one time-zone offset" nor for "dated no later than today". They report like GX's.
+TIMESTAMPS_CHECK = "expect_column_values_to_be_timestamps"
+FUTURE_CHECK = "expect_column_values_to_not_be_in_the_future"
 
 # Verbs for "N of M rows (p%) <verb>" per expectation type.
 _UNEXPECTED_VERBS = {
@@ -75,6 +89,8 @@ _UNEXPECTED_VERBS = {
     "expect_column_values_to_not_be_null": "null",
     "expect_column_values_to_be_in_type_list": "of another type",
     "expect_compound_columns_to_be_unique": "duplicated",
+    TIMESTAMPS_CHECK: "not timestamps",
+    FUTURE_CHECK: "future-dated",
 }
 # Offending values that say nothing beyond the count.
 _NO_SAMPLES = {"expect_column_values_to_not_be_null"}
@@ -281,11 +297,14 @@ def _observed_values(series: pd.Series) -> list:
 # ---------------------------------------------------------------------------- validation
 
 
-def validate_window(config: Config, frame: pd.DataFrame) -> ValidationResult:
-    """Run the suite file plus the config-derived checks on ``frame``."""
-    expectations = _merge_duplicates([*_config_expectations(config), *load_suite(config.validation.suite).expectations])
+def validate_window(config: Config, frame: pd.DataFrame, today: date | None = None) -> ValidationResult:
+    """Run the suite file plus the config-derived checks on ``frame``; ``today`` (default: the clock's) dates the future."""
+    expectations = _merge_duplicates(
+        [*_config_expectations(config, frame), *load_suite(config.validation.suite).expectations]
+    )
     present = set(frame.columns)
-    builder = _OutcomeBuilder(frame=frame, target=config.source.target_column)
+    builder = _OutcomeBuilder(frame=frame, target=config.source.target_column, key=config.source.key_column,
+                              timestamp=config.source.timestamp_column)
     runnable, outcomes = [], []
     for expectation in expectations:
         missing = [c for c in _domain_columns(expectation) if c not in present]
@@ -294,6 +313,7 @@ def validate_window(config: Config, frame: pd.DataFrame) -> ValidationResult:
         else:
             runnable.append(expectation)
     outcomes = [builder.from_result(r) for r in _run_gx(runnable, frame)] + outcomes
+    outcomes += _timestamp_outcomes(config, frame, today or date.today())
     # Failed critical first, then failed warnings, then passed (a stable sort keeps each group's order).
     outcomes.sort(key=lambda o: (o.success, o.severity != CRITICAL))
     return ValidationResult(
@@ -301,8 +321,8 @@ def validate_window(config: Config, frame: pd.DataFrame) -> ValidationResult:
     )
 
 
-def _config_expectations(config: Config) -> list[gxe.Expectation]:
-    """Checks every config gets, whatever its suite says."""
+def _config_expectations(config: Config, frame: pd.DataFrame) -> list[gxe.Expectation]:
+    """Checks every config gets, whatever its suite says; ``frame`` tells which columns are numbers to check as such."""
     source, critical = config.source, FailureSeverity.CRITICAL
     schema = source.schema_columns
     expectations: list[gxe.Expectation] = [gxe.ExpectColumnToExist(column=c, severity=critical) for c in schema]
@@ -323,7 +343,100 @@ def _config_expectations(config: Config) -> list[gxe.Expectation]:
         gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES, severity=critical)
         for c in source.features.numeric
     ]
+    # ±inf passes the dtype check and most ranges' tolerance, then stops the training with a raw error.
+    # Columns of another dtype fail the dtype check (a feature) or are classes (a target): not numbers to bound.
+    expectations += [
+        gxe.ExpectColumnValuesToBeBetween(column=c, min_value=-FLOAT32_MAX, max_value=FLOAT32_MAX,
+                                          severity=FailureSeverity(config.validation.non_finite))
+        for c in [*source.features.numeric, source.target_column] if c in frame.columns and _is_numeric(frame[c])
+    ]
     return expectations
+
+
+def _timestamp_outcomes(config: Config, frame: pd.DataFrame, today: date) -> list[ExpectationOutcome]:
+    """The timestamp column's values are timestamps in one offset, and none is dated after today (plus the tolerance).
+
+    A column that is missing is reported by the existence check; the future is only checked on parsed timestamps.
+    """
+    column = config.source.timestamp_column
+    if column not in frame.columns:
+        return []
+    values = frame[column]
+    outcomes = [_timestamps_outcome(column, values)]
+    if pd.api.types.is_datetime64_any_dtype(values):
+        outcomes.append(_future_outcome(config, column, values, today))
+    return outcomes
+
+
+def _timestamps_outcome(column: str, values: pd.Series) -> ExpectationOutcome:
+    rows, kwargs = len(values), {"column": column}
+    present = values.dropna()
+    if pd.api.types.is_datetime64_any_dtype(values):
+        bad, observed = present.iloc[:0], f"dtype {values.dtype}"
+    elif pd.api.types.is_numeric_dtype(values):
+        bad, observed = present, f"dtype {values.dtype}: numbers, not timestamps"
+    else:
+        bad, observed = _unparsable_or_other_offset(present)
+    outcome = ExpectationOutcome(
+        expectation=TIMESTAMPS_CHECK, column=column, kwargs=kwargs, severity=CRITICAL, success=bad.empty,
+        unexpected_count=len(bad), unexpected_percent=100 * len(bad) / rows if rows else 0.0,
+        observed_value=observed, sample_values=_distinct(bad.drop_duplicates().head(MAX_SAMPLE_VALUES).tolist()),
+        message="",
+    )
+    outcome.message = f"column {column!r}: {rule_text(TIMESTAMPS_CHECK, kwargs)} — {_evidence(outcome, rows, {})}"
+    return outcome
+
+
+def _unparsable_or_other_offset(values: pd.Series) -> tuple[pd.Series, str]:
+    """The text values that are no timestamp; if all are, those in another offset than the most common one."""
+    texts = values.astype(str)
+    parsed = {text: _parse(text) for text in texts.unique()}  # each distinct text once: a window repeats them
+    unparsable = texts.map(parsed).isna()
+    if unparsable.any():
+        return values[unparsable.to_numpy()], "text, not all timestamps"
+    offsets = texts.map({text: _offset(stamp) for text, stamp in parsed.items() if stamp is not None})
+    usual = offsets.mode().iloc[0]
+    return values[(offsets != usual).to_numpy()], f"mixed time-zone offsets (most rows {usual})"
+
+
+def _offset(stamp: pd.Timestamp) -> str:
+    """A timestamp's offset from UTC as written in ISO 8601 (+01:00), or "no offset"."""
+    offset = stamp.utcoffset()
+    if offset is None:
+        return "no offset"
+    minutes = int(offset.total_seconds()) // 60
+    return f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _parse(text: str) -> pd.Timestamp | None:
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return None if pd.isna(stamp) else stamp
+
+
+def _future_outcome(config: Config, column: str, stamps: pd.Series, today: date) -> ExpectationOutcome:
+    tolerance = config.windows.future_tolerance_days
+    latest = today + timedelta(days=tolerance)
+    kwargs = {"column": column, "max_value": latest.isoformat(), "today": today.isoformat(),
+              "future_tolerance_days": tolerance}
+    # Compared by the days as written: a row's local day is the one its window counts it in.
+    local = stamps.dt.tz_localize(None) if stamps.dt.tz is not None else stamps
+    future = stamps[(local >= pd.Timestamp(latest + timedelta(days=1))).to_numpy()]
+    rows = len(stamps)
+    outcome = ExpectationOutcome(
+        expectation=FUTURE_CHECK, column=column, kwargs=kwargs, severity=config.validation.future_rows,
+        success=future.empty, unexpected_count=len(future), unexpected_percent=100 * len(future) / rows if rows else 0.0,
+        observed_value=None, sample_values=_distinct(future.drop_duplicates().head(MAX_SAMPLE_VALUES).tolist()),
+        message="",
+    )
+    outcome.message = f"column {column!r}: {rule_text(FUTURE_CHECK, kwargs)} — {_evidence(outcome, rows, {})}"
+    return outcome
+
+
+def _role(column: str, target: str) -> str:
+    return "target" if column == target else "column"
 
 
 def _merge_duplicates(expectations: list[gxe.Expectation]) -> list[gxe.Expectation]:
@@ -397,6 +510,8 @@ class _OutcomeBuilder:
 
     frame: pd.DataFrame
     target: str
+    key: str | None = None
+    timestamp: str | None = None
 
     @property
     def rows(self) -> int:
@@ -441,8 +556,7 @@ class _OutcomeBuilder:
 
     def _subject(self, kwargs: dict) -> str:
         if "column" in kwargs:
-            role = "target" if kwargs["column"] == self.target else "column"
-            return f"{role} {kwargs['column']!r}"
+            return f"{_role(kwargs['column'], self.target)} {kwargs['column']!r}"
         if "column_list" in kwargs:
             return f"columns ({', '.join(map(repr, kwargs['column_list']))})"
         return "table"
@@ -461,6 +575,8 @@ class _OutcomeBuilder:
             return _distinct(values.tolist())
         if kind == "expect_table_columns_to_match_set":
             return _distinct(details.get("details", {}).get("mismatched", {}).get("unexpected", []))
+        if _is_finiteness_check(kind, kwargs):
+            return self._sample_rows(kwargs["column"], details.get("partial_unexpected_index_list") or [])
         if kind == "expect_column_values_to_be_in_type_list":
             # A text column from SQL holds numbers as strings too: show the values that are not numbers at all.
             values = self.frame[kwargs["column"]].dropna()
@@ -468,6 +584,12 @@ class _OutcomeBuilder:
             shown = not_numbers if len(not_numbers) else values
             return _distinct(shown.drop_duplicates().head(MAX_SAMPLE_VALUES).tolist())
         return _distinct(details.get("partial_unexpected_list") or [])
+
+    def _sample_rows(self, column: str, index: list) -> list:
+        """The first offending rows, by key (when the config has one) and timestamp, with the offending value."""
+        named = [c for c in (self.key, self.timestamp) if c and c in self.frame.columns]
+        rows = self.frame.loc[index[:MAX_SAMPLE_ROWS], [*named, column]]
+        return [_jsonable(row) for row in rows.to_dict(orient="records")]
 
 
 def _evidence(outcome: ExpectationOutcome, rows: int, details: dict) -> str:
@@ -490,14 +612,14 @@ def _evidence(outcome: ExpectationOutcome, rows: int, details: dict) -> str:
             # rows would read as within the tolerance when it was not.
             counted = f"{details['element_count'] - details['missing_count']:,} non-null"
             percent = details.get("unexpected_percent")
-        found = (
-            f"{outcome.unexpected_count:,} of {counted} rows ({_percent(percent, _allowed_percent(mostly))}) "
-            f"{_UNEXPECTED_VERBS.get(kind, 'unexpected')}"
-        )
+        verb = "not finite" if _is_finiteness_check(kind, outcome.kwargs) else _UNEXPECTED_VERBS.get(kind, "unexpected")
+        found = f"{outcome.unexpected_count:,} of {counted} rows ({_percent(percent, _allowed_percent(mostly))}) {verb}"
         if samples:
             found += f", e.g. {_short_list(samples)}"
         if kind == "expect_column_values_to_be_in_type_list":
             found += f" (dtype {observed})"
+        if kind == TIMESTAMPS_CHECK:
+            found += f" ({observed})"
         return f"passed, {found} within tolerance" if success else found
     if success:
         return "passed"
@@ -540,12 +662,24 @@ def rule_text(
         if mostly >= 1:
             return "values must not be null"
         return f"at most {_percent(_allowed_percent(mostly), unexpected_percent)} of values may be null"
+    if _is_finiteness_check(kind, kwargs):
+        return f"values must be finite (within ±{FLOAT32_MAX:.6g}, the largest 32-bit float)"
     if kind == "expect_column_values_to_be_between":
         return f"values must be {_bounds_text(kwargs, observed)}{_mostly_text(kwargs, unexpected_percent)}"
+    if kind == TIMESTAMPS_CHECK:
+        return "values must be timestamps in one time-zone offset"
+    if kind == FUTURE_CHECK:
+        return (f"values must be dated no later than {kwargs['max_value']} (today {kwargs['today']} plus "
+                f"windows.future_tolerance_days={kwargs['future_tolerance_days']})")
     if kind == "expect_column_values_to_be_in_set":
         return f"values must be one of {_short_list(kwargs['value_set'])}{_mostly_text(kwargs, unexpected_percent)}"
     described = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("column", "column_list"))
     return kind.removeprefix("expect_").replace("_", " ") + (f" ({described})" if described else "")
+
+
+def _is_finiteness_check(kind: str, kwargs: dict) -> bool:
+    return kind == "expect_column_values_to_be_between" and (kwargs.get("min_value"), kwargs.get("max_value")) == (
+        -FLOAT32_MAX, FLOAT32_MAX)
 
 
 def _bounds_text(kwargs: dict, observed: Sequence[object] = ()) -> str:
@@ -684,13 +818,20 @@ def _exception_message(info: dict | None) -> str | None:
 
 
 def _distinct(values: list) -> list:
-    """Up to MAX_SAMPLE_VALUES distinct JSON-able values, in order of first appearance."""
+    """Up to MAX_SAMPLE_VALUES distinct JSON-able values, in order of first appearance, long strings cut."""
     seen: dict[str, object] = {}
-    for value in map(_jsonable, values):
+    for value in map(_shortened, map(_jsonable, values)):
         seen.setdefault(json.dumps(value, sort_keys=True, default=str), value)
         if len(seen) == MAX_SAMPLE_VALUES:
             break
     return list(seen.values())
+
+
+def _shortened(value):
+    """A string cut to MAX_SAMPLE_CHARS with its full length shown, e.g. 'aaaa… (200,000 chars)'; else as given."""
+    if isinstance(value, str) and len(value) > MAX_SAMPLE_CHARS:
+        return f"{value[:MAX_SAMPLE_CHARS]}… ({len(value):,} chars)"
+    return value
 
 
 def _jsonable(value):
