@@ -108,7 +108,7 @@ def cycle_id_for(config: Config, kind: str, run_id: str) -> str:
 
 def resolve_as_of(config: Config, context: dict) -> date:
     """The form's date; else a drift event's date; else the last full day before a scheduled run; else the newest data."""
-    from pipeline.data import latest_day
+    from pipeline.data import latest_present_day
 
     dag_run, params = context["dag_run"], context["params"]
     if params.get("as_of"):
@@ -122,7 +122,10 @@ def resolve_as_of(config: Config, context: dict) -> date:
 
         scheduled = pendulum.instance(dag_run.logical_date or dag_run.run_after).in_timezone(config.orchestration.timezone)
         return scheduled.date() - timedelta(days=1)
-    return latest_day(config.source)
+    day, note = latest_present_day(config, date.today())
+    if note:
+        logging.getLogger(__name__).warning("as of latest %s", note)
+    return day
 
 
 def trigger_of(context: dict):

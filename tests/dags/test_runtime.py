@@ -6,6 +6,7 @@ import json
 from datetime import UTC, date, datetime
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -147,3 +148,18 @@ def test_promote_refuses_without_an_approval_whatever_started_it(monkeypatch, xc
     context = {**_context("manual", params), "ti": _TaskInstance(xcoms)}
     with pytest.raises(AirflowFailException, match=refusal):
         stages.promote(context, {"cycle_id": "demo_churn-retrain-manual__x", "kind": "retrain", "version": "1"})
+
+
+def test_as_of_latest_ignores_future_dated_rows(tmp_path):
+    import sqlalchemy as sa
+
+    from pipeline.config import load_config
+    from tests.conftest import small_frame, write_config
+
+    frame = small_frame(200, days=10)
+    frame.loc[:2, "ts"] = pd.Timestamp("2031-06-04")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    frame.to_sql("events", engine, index=False)
+    engine.dispose()
+    config = load_config(write_config(tmp_path), environ={})
+    assert runtime.resolve_as_of(config, _context("manual")) == date(2026, 1, 10)
