@@ -79,14 +79,14 @@ class _Client:
 
         @functools.wraps(attribute)
         def call(*args, **kwargs):
-            with reaching(self._tracking_uri):
+            with _reaching(self._tracking_uri):
                 return attribute(*args, **kwargs)
 
         return call
 
 
 @contextmanager
-def reaching(tracking_uri: str) -> Iterator[None]:
+def _reaching(tracking_uri: str) -> Iterator[None]:
     """MLflow calls inside that fail to connect raise RegistryUnreachable, the URI's password masked."""
     import requests
     from mlflow.exceptions import MlflowException
@@ -228,7 +228,7 @@ def inside_run(config: Config, run_id: str) -> Iterator[None]:
     import mlflow
 
     status = client(config).get_run(run_id).info.status
-    with reaching(config.registry.tracking_uri):
+    with _reaching(config.registry.tracking_uri):
         mlflow.start_run(run_id=run_id)
         try:
             yield
@@ -395,7 +395,7 @@ def _downloaded_model(config: Config, model_id: str) -> Iterator[Path]:
 
     location = client(config).get_logged_model(model_id).artifact_location
     with tempfile.TemporaryDirectory(prefix="pipeline-model-") as scratch:
-        with reaching(config.registry.tracking_uri):
+        with _reaching(config.registry.tracking_uri):
             path = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=scratch)
         yield Path(path)
 
