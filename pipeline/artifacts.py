@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,14 +117,23 @@ def verify(directory: Path, recorded: Manifest, model_name: str, version: str) -
         )
 
 
+@contextmanager
+def quiet_skops() -> Iterator[None]:
+    """Around any skops import, dump or load.
+
+    skops finds a ufunc's module by probing every loaded module (on import, too); under Airflow that
+    trips a FutureWarning from each of Airflow's deprecated aliases: over a thousand log lines.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
 def untrusted_types(model: Any) -> list[str]:
     """The types skops would refuse in ``model`` without being told to trust them; refused unless all are ours."""
-    import skops.io
+    with quiet_skops():
+        import skops.io
 
-    with warnings.catch_warnings():
-        # skops finds a ufunc's module by probing every loaded module (on import, too); under Airflow that
-        # trips a FutureWarning from each of Airflow's deprecated aliases: over a thousand log lines.
-        warnings.simplefilter("ignore", FutureWarning)
         found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     unknown = sorted(set(found) - set(TRUSTED_TYPES))
     if unknown:
@@ -135,12 +146,11 @@ def untrusted_types(model: Any) -> list[str]:
 
 def load_model_file(directory: Path, model_name: str, version: str) -> Any:
     """Deserialize a verified directory's model, trusting only TRUSTED_TYPES; any failure names version and file."""
-    import skops.io
-
     path = directory / MODEL_FILE
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # see untrusted_types
+        with quiet_skops():
+            import skops.io
+
             return skops.io.load(path, trusted=list(TRUSTED_TYPES))
     except Exception as exc:  # BadZipFile, untrusted types, a missing class: every one means "cannot be loaded"
         raise ModelArtifactError(

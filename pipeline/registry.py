@@ -294,7 +294,8 @@ def register_candidate(
             signature = infer_signature(example, getattr(model, predict_fn)(example))
             # Written to MLmodel for other consumers (pyfunc serving); the pipeline loads with its own allow-list.
             trusted = artifacts.untrusted_types(model)
-            model_id = _log_model(config, run_id, model, example, signature, predict_fn, trusted)
+            with artifacts.quiet_skops():  # MLflow dumps the model with skops
+                model_id = _log_model(config, run_id, model, example, signature, predict_fn, trusted)
         progress("recording the model's files")
         with _downloaded_model(config, model_id) as directory:
             manifest = artifacts.Manifest.of_directory(directory)
