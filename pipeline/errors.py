@@ -35,3 +35,15 @@ class CycleBusy(PipelineError):
     """Another process is running the same cycle: one runs it, the other stops before touching anything."""
 
     exit_code = 6
+
+
+class RegistryUnreachable(PipelineError):
+    """The MLflow tracking server did not answer: down, a wrong URI, or the network in between."""
+
+
+class ModelArtifactError(PipelineError):
+    """A registered model's files cannot be trusted or loaded; nothing was loaded and no alias moved."""
+
+
+class ArtifactMismatch(ModelArtifactError):
+    """A registered model's files differ from the manifest recorded at registration: changed, missing or added."""

@@ -5,6 +5,9 @@ both the audit trail and the arbiter: every action takes the next sequence numbe
 for its model under a unique constraint, and the alias moves inside the same
 transaction. Of two processes acting at once, exactly one gets the number; the
 other is refused.
+
+A move of the champion alias is made only after the version's files in the artifact store are
+checked against the manifest recorded at registration; its row keeps that manifest.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from pipeline import registry
+from pipeline import artifacts, registry
 from pipeline.config import Config, redact_url
 from pipeline.errors import DataSourceError, PromotionRefused
 from pipeline.record import LogEntry, VersionTags, default_actor
@@ -33,6 +36,9 @@ promotion_log = sa.Table(
     sa.Column("to_version", sa.String(20)),
     sa.Column("verdict_id", sa.String(200)),
     sa.Column("reason", sa.Text),
+    # The files the champion alias moved to (promote, override, rollback): the manifest's digest and the manifest.
+    sa.Column("artifact_sha256", sa.String(64)),
+    sa.Column("artifact_manifest", sa.Text),
     sa.UniqueConstraint("model_name", "seq", name="uq_promotion_log_model_seq"),
 )
 
@@ -44,9 +50,25 @@ def _engine(config: Config) -> sa.Engine:
         if engine.dialect.name == "sqlite":
             _serialize_sqlite_writers(engine)
         metadata.create_all(engine)
+        _add_missing_columns(engine)
     except sa.exc.SQLAlchemyError as exc:
         raise DataSourceError(f"cannot open the promotion log at {redact_url(url)}: {exc}") from None
     return engine
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """A log created by an earlier release lacks the columns added since: ``create_all`` adds tables, not columns."""
+    present = {column["name"] for column in sa.inspect(engine).get_columns(promotion_log.name)}
+    if all(column.name in present for column in promotion_log.columns):
+        return
+    with engine.begin() as conn:
+        # Looked at again inside the transaction: another process may have added them meanwhile.
+        present = {column["name"] for column in sa.inspect(conn).get_columns(promotion_log.name)}
+        for column in promotion_log.columns:
+            if column.name not in present:
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {promotion_log.name} ADD COLUMN {column.name} {column.type.compile(engine.dialect)}"
+                )
 
 
 def _serialize_sqlite_writers(engine: sa.Engine) -> None:
@@ -83,6 +105,7 @@ CHAMPION_MOVES = ("promote", "override", "rollback")
 def _append(
     config: Config, action: str, actor: str, from_version: str | None, to_version: str | None,
     verdict_id: str | None, reason: str | None, move_aliases, check_champion: bool = True,
+    manifest: artifacts.Manifest | None = None,
 ) -> LogEntry:
     """Append one action and move the aliases in the same transaction.
 
@@ -114,7 +137,9 @@ def _append(
                 seq=(last or 0) + 1, at=datetime.now(UTC), actor=actor, action=action,
                 from_version=from_version, to_version=to_version, verdict_id=verdict_id, reason=reason,
             )
-            conn.execute(promotion_log.insert().values(model_name=config.model_name, **entry.__dict__))
+            recorded_files = {} if manifest is None else {
+                "artifact_sha256": manifest.digest, "artifact_manifest": manifest.to_json()}
+            conn.execute(promotion_log.insert().values(model_name=config.model_name, **entry.__dict__, **recorded_files))
             move_aliases()
     except sa.exc.IntegrityError:
         raise PromotionRefused(
@@ -181,8 +206,12 @@ def promote(
             registry.set_alias(config, registry.CHALLENGER, None)
         registry.set_version_tags(config, version, VersionTags.of_decision(True, actor))
 
+    manifest = registry.verify_version(config, version)
     action = "override" if override else "promote"
-    return _append(config, action, actor, champion, version, tags.verdict_id, reason, move, check_champion=not override)
+    return _append(
+        config, action, actor, champion, version, tags.verdict_id, reason, move, check_champion=not override,
+        manifest=manifest,
+    )
 
 
 def reject(config: Config, version: str, actor: str | None = None, reason: str | None = None) -> LogEntry:
@@ -232,4 +261,5 @@ def rollback(config: Config, actor: str | None = None, reason: str | None = None
         registry.set_alias(config, registry.CHAMPION, to_version)
         registry.set_alias(config, registry.PREVIOUS, before_target)
 
-    return _append(config, "rollback", actor, champion, to_version, None, reason, move)
+    manifest = registry.verify_version(config, to_version)
+    return _append(config, "rollback", actor, champion, to_version, None, reason, move, manifest=manifest)

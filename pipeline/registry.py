@@ -7,19 +7,22 @@ logs is the record's business (``pipeline.record``); this module only talks to M
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import math
+import os
 import subprocess
+import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.config import Config
-from pipeline.errors import PipelineError
+from pipeline import artifacts
+from pipeline.config import Config, redact_url
+from pipeline.errors import ModelArtifactError, PipelineError, RegistryUnreachable
 from pipeline.families import FAMILIES
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
@@ -28,21 +31,83 @@ ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)
 CycleKind = Literal["retrain", "monitor"]
 
 
+# Retrying belongs to Airflow's task retries: MLflow's defaults (7 retries, backoff doubling to 2 minutes) spend
+# over four minutes on a server that is down before anything is reported. Set in the environment, they win.
+_MLFLOW_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # Every load downloads a model's ~40 files: a progress bar per load would fill the task logs.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     version: str
     run_id: str | None
     tags: dict[str, str]
     aliases: list[str]
+    model_id: str | None = None  # the logged model (MLflow 3) whose files the version is
 
 
 def client(config: Config):
-    """An MlflowClient on the configured tracking URI (also made the process default)."""
-    import mlflow
-    from mlflow import MlflowClient
+    """An MlflowClient on the configured tracking URI (also made the process default).
 
+    Its calls raise RegistryUnreachable, naming the server, when the server cannot be reached.
+    """
+    import mlflow
+
+    for name, value in _MLFLOW_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(config.registry.tracking_uri)
-    return MlflowClient(tracking_uri=config.registry.tracking_uri)
+    return _Client(config.registry.tracking_uri)
+
+
+class _Client:
+    """An MlflowClient whose every call turns "the server cannot be reached" into RegistryUnreachable."""
+
+    def __init__(self, tracking_uri: str):
+        from mlflow import MlflowClient
+
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+        self._tracking_uri = tracking_uri
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args, **kwargs):
+            with _reaching(self._tracking_uri):
+                return attribute(*args, **kwargs)
+
+        return call
+
+
+@contextmanager
+def _reaching(tracking_uri: str) -> Iterator[None]:
+    """MLflow calls inside that fail to connect raise RegistryUnreachable, the URI's password masked."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        chain: list[BaseException] = []
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None and len(chain) < 20:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if not any(isinstance(c, requests.ConnectionError | requests.Timeout) for c in chain):
+            raise
+        root = chain[-1]
+        reason = root.strerror if isinstance(root, OSError) and root.strerror else str(root) or type(root).__name__
+        # MLflow's own message quotes the URL with its password: it is left out.
+        raise RegistryUnreachable(
+            f"the MLflow tracking server at {redact_url(tracking_uri)} cannot be reached ({reason}); "
+            "check that it is running and that registry.tracking_uri (PIPELINE_TRACKING_URI) names it"
+        ) from None
 
 
 def experiment_name(config: Config, kind: CycleKind = "retrain") -> str:
@@ -163,11 +228,12 @@ def inside_run(config: Config, run_id: str) -> Iterator[None]:
     import mlflow
 
     status = client(config).get_run(run_id).info.status
-    mlflow.start_run(run_id=run_id)
-    try:
-        yield
-    finally:
-        mlflow.end_run(status=status)
+    with _reaching(config.registry.tracking_uri):
+        mlflow.start_run(run_id=run_id)
+        try:
+            yield
+        finally:
+            mlflow.end_run(status=status)
 
 
 def version_for_run(config: Config, run_id: str) -> VersionInfo | None:
@@ -226,20 +292,20 @@ def register_candidate(
             # Served classifiers answer with class probabilities: a churn score is worth more than a 0/1 label.
             predict_fn = "predict_proba" if config.task == "classification" else "predict"
             signature = infer_signature(example, getattr(model, predict_fn)(example))
-            # skops refuses to load types it wasn't told to trust; these are exactly the types of the model we built.
-            with warnings.catch_warnings():
-                # skops finds a ufunc's module by probing every loaded module (on import, too); under Airflow that
-                # trips a FutureWarning from each of Airflow's deprecated aliases: over a thousand log lines.
-                warnings.simplefilter("ignore", FutureWarning)
-                import skops.io
-
-                trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+            # Written to MLmodel for other consumers (pyfunc serving); the pipeline loads with its own allow-list.
+            trusted = artifacts.untrusted_types(model)
+            with artifacts.quiet_skops():  # MLflow dumps the model with skops
                 model_id = _log_model(config, run_id, model, example, signature, predict_fn, trusted)
+        progress("recording the model's files")
+        with _downloaded_model(config, model_id) as directory:
+            manifest = artifacts.Manifest.of_directory(directory)
         progress("registering the model version")
         _ensure_registered_model(mlflow_client, config.model_name)
         # model_id: a tracking server refuses a models:/m-… source without it (a local store does not check).
+        # The manifest comes with the version in one call: no version ever exists without one.
         version = mlflow_client.create_model_version(
-            config.model_name, f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
+            config.model_name, f"models:/{model_id}", run_id=run_id, tags={**tags, **manifest.tags()},
+            model_id=model_id,
         )
         number = version.version
     else:
@@ -263,7 +329,11 @@ def _ensure_registered_model(mlflow_client, name: str) -> None:
 
 def _info(mlflow_client, version) -> VersionInfo:
     full = mlflow_client.get_model_version(version.name, version.version)
-    return VersionInfo(version=str(full.version), run_id=full.run_id, tags=dict(full.tags), aliases=list(full.aliases))
+    # A SQLite store keeps no model_id on the version; its source, models:/m-…, names the logged model all the same.
+    source = full.source or ""
+    model_id = full.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
+    return VersionInfo(version=str(full.version), run_id=full.run_id, tags=dict(full.tags), aliases=list(full.aliases),
+                       model_id=model_id)
 
 
 def get_version(config: Config, version: str) -> VersionInfo:
@@ -319,11 +389,47 @@ def set_version_tags(config: Config, version: str, tags: dict[str, str]) -> None
         mlflow_client.set_model_version_tag(config.model_name, str(version), key, value)
 
 
-def load_model(config: Config, version: str):
+@contextmanager
+def _downloaded_model(config: Config, model_id: str) -> Iterator[Path]:
+    """A logged model's directory, fetched from the artifact store into a folder removed afterwards."""
     import mlflow
 
-    client(config)
-    return mlflow.sklearn.load_model(f"models:/{config.model_name}/{version}")
+    location = client(config).get_logged_model(model_id).artifact_location
+    with tempfile.TemporaryDirectory(prefix="pipeline-model-") as scratch:
+        with _reaching(config.registry.tracking_uri):
+            path = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=scratch)
+        yield Path(path)
+
+
+@contextmanager
+def verified_artifact(config: Config, version: str) -> Iterator[tuple[Path, artifacts.Manifest]]:
+    """The version's files, downloaded and checked one by one against the manifest recorded at registration.
+
+    Downloaded from the logged model itself, not through ``models:/name/version``, which adds a file of its own.
+    """
+    info = get_version(config, version)
+    manifest = artifacts.recorded_manifest(config.model_name, info.version, info.tags)
+    if info.model_id is None:
+        raise ModelArtifactError(f"version {info.version} of {config.model_name!r} names no logged model")
+    with _downloaded_model(config, info.model_id) as directory:
+        artifacts.verify(directory, manifest, config.model_name, info.version)
+        yield directory, manifest
+
+
+def verify_version(config: Config, version: str) -> artifacts.Manifest:
+    """The version's manifest, once its files in the artifact store are checked against it."""
+    with verified_artifact(config, version) as (_, manifest):
+        return manifest
+
+
+def load_model(config: Config, version: str):
+    """The version's fitted pipeline: verified, then deserialized with the installed ``pipeline`` package.
+
+    Not ``mlflow.sklearn.load_model``: it trusts the types the artifact's own MLmodel lists and puts the
+    artifact's ``code/`` first on ``sys.path``; both come from the store this guards against.
+    """
+    with verified_artifact(config, version) as (directory, _):
+        return artifacts.load_model_file(directory, config.model_name, str(version))
 
 
 def list_versions(config: Config) -> list[VersionInfo]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
 
 import pytest
 
 from pipeline import promote, registry
 from pipeline.config import load_config
-from pipeline.errors import PromotionRefused
+from pipeline.errors import ArtifactMismatch, PromotionRefused
 from pipeline.train import build_model, encode_target
 from tests.conftest import small_frame, write_config
 
@@ -125,6 +126,37 @@ def test_rollback_walks_back_through_the_history(config):
     assert registry.aliases(config) == {"champion": v1}
     with pytest.raises(PromotionRefused, match="no previous champion"):
         promote.rollback(config, actor="ops")
+
+
+def test_a_challenger_whose_files_changed_since_registration_is_not_promoted(config):
+    from urllib.parse import unquote, urlparse
+
+    version = add_version(config, "c1")
+    location = registry.client(config).get_logged_model(registry.get_version(config, version).model_id).artifact_location
+    (Path(unquote(urlparse(location).path)) / "model.skops").write_bytes(b"PK\x03\x04 another model")
+    with pytest.raises(ArtifactMismatch, match=rf"version {version} of 'test_model'.*model\.skops changed"):
+        promote.promote(config, version, actor="alice")
+    assert registry.aliases(config) == {"challenger": version} and promote.history(config) == []
+
+
+def test_a_log_created_before_the_artifact_columns_gains_them_and_keeps_its_rows(config):
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(config.promotion.database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE promotion_log (id INTEGER PRIMARY KEY, model_name VARCHAR(200) NOT NULL, seq INTEGER NOT NULL,"
+            " at DATETIME NOT NULL, actor VARCHAR(200) NOT NULL, action VARCHAR(20) NOT NULL, from_version VARCHAR(20),"
+            " to_version VARCHAR(20), verdict_id VARCHAR(200), reason TEXT)"
+        )
+        conn.exec_driver_sql("INSERT INTO promotion_log (model_name, seq, at, actor, action, to_version) VALUES "
+                             "('test_model', 1, '2026-01-01 00:00:00', 'alice', 'promote', '7')")
+    engine.dispose()
+    v1 = add_version(config, "c1")
+    with pytest.raises(PromotionRefused, match="the promotion log says v7"):
+        promote.promote(config, v1, actor="bob")
+    entry = promote.promote(config, v1, actor="bob", override=True, reason="v7 is gone")
+    assert [(e.seq, e.actor) for e in promote.history(config)] == [(entry.seq, "bob"), (1, "alice")]
 
 
 def _promote_in_child(config_path: str, version: str, results) -> None:
