@@ -122,3 +122,37 @@ def warehouse(tmp_path_factory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('warehouse') / 'warehouse.db'}"
     demo.seed_demo(url)
     return url
+
+
+def write_warehouse(path: Path, frame: pd.DataFrame) -> str:
+    """``frame`` as the table ``events`` of a SQLite file (replacing it); its URL."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{path}"
+    engine = sa.create_engine(url)
+    frame.to_sql("events", engine, index=False, if_exists="replace")
+    engine.dispose()
+    return url
+
+
+def cli_champion_store(root: Path, as_of: str) -> tuple[Path, pd.DataFrame, dict]:
+    """A store with champion v1, trained by a clean cycle through the CLI and promoted by a person.
+
+    Returns the root, the warehouse's frame and the config sections used, for tests that change one of them.
+    """
+    from pipeline import registry
+    from pipeline.cli import main
+    from pipeline.validate import propose_suite, write_suite
+
+    frame = small_frame(1500, days=10)
+    write_warehouse(root / "warehouse.db", frame)
+    sections = {"training": {"family": "logistic_regression", "params": {}}, "gate": {"floors": {"roc_auc": 0.6}}}
+    config_path = write_config(root, **sections)
+    config = load_config(config_path, environ={})
+    # Ten days of rows would propose the ranges as warnings; the out-of-range cases need them to stop the cycle.
+    write_suite(propose_suite(config, frame, critical_ranges=True), config.validation.suite)
+    assert main(["run", "--config", str(config_path), "--as-of", as_of]) == 0
+    assert main(["promote", "--config", str(config_path), "--version", "1", "--actor", "alice"]) == 0
+    assert registry.aliases(config) == {"champion": "1"}
+    return root, frame, sections
+

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from pipeline import registry
@@ -23,32 +22,16 @@ from pipeline.cli import main
 from pipeline.config import Config, load_config, redact_url
 from pipeline.data import latest_day, rows_after
 from pipeline.validate import propose_suite, validate_window, write_suite
-from tests.conftest import config_dict, small_frame, write_config
+from tests.conftest import cli_champion_store, config_dict, small_frame, write_config, write_warehouse
 
 AS_OF = "2026-01-10"
 CURRENT_START = "2026-01-06"  # the current window of 5 days ending on AS_OF
 LONG_VALUE = "a" * 200_000
 
 
-def write_warehouse(path: Path, frame: pd.DataFrame) -> None:
-    engine = sa.create_engine(f"sqlite:///{path}")
-    frame.to_sql("events", engine, index=False, if_exists="replace")
-    engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def established(tmp_path_factory) -> tuple[Path, pd.DataFrame, dict]:
-    """A store with champion v1, trained by a clean cycle and promoted by a person."""
-    root = tmp_path_factory.mktemp("bad-input")
-    frame = small_frame(1500, days=10)
-    write_warehouse(root / "warehouse.db", frame)
-    sections = {"training": {"family": "logistic_regression", "params": {}}, "gate": {"floors": {"roc_auc": 0.6}}}
-    config_path = write_config(root, **sections)
-    config = load_config(config_path, environ={})
-    write_suite(propose_suite(config, frame, critical_ranges=True), config.validation.suite)
-    assert main(["run", "--config", str(config_path), "--as-of", AS_OF]) == 0
-    assert main(["promote", "--config", str(config_path), "--version", "1", "--actor", "alice"]) == 0
-    return root, frame, sections
+    return cli_champion_store(tmp_path_factory.mktemp("bad-input"), AS_OF)
 
 
 def case_config(established, case: Path, extra: dict | None = None, suite_extra: list[dict] | None = None) -> Path:

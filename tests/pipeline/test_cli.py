@@ -9,41 +9,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from pipeline import registry
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.validate import propose_suite, write_suite
-from tests.conftest import config_dict, small_frame, write_config
+from tests.conftest import cli_champion_store, config_dict, small_frame, write_config, write_warehouse
 
 AS_OF = "2026-01-10"
 
 
-def write_warehouse(path: Path, frame) -> str:
-    url = f"sqlite:///{path}"
-    engine = sa.create_engine(url)
-    frame.to_sql("events", engine, index=False, if_exists="replace")
-    engine.dispose()
-    return url
-
-
 @pytest.fixture(scope="module")
-def established(tmp_path_factory):
-    """A store with champion v1, trained by a clean cycle through the CLI and promoted by a person."""
-    root = tmp_path_factory.mktemp("cli")
-    frame = small_frame(1500, days=10)
-    write_warehouse(root / "warehouse.db", frame)
-    sections = {"training": {"family": "logistic_regression", "params": {}}, "gate": {"floors": {"roc_auc": 0.6}}}
-    config_path = write_config(root, **sections)
-    config = load_config(config_path, environ={})
-    # Ten days of rows would propose the ranges as warnings; the out-of-range case needs them to stop the cycle.
-    write_suite(propose_suite(config, frame, critical_ranges=True), config.validation.suite)
-    assert main(["run", "--config", str(config_path), "--as-of", AS_OF]) == 0
-    assert main(["promote", "--config", str(config_path), "--version", "1", "--actor", "alice"]) == 0
-    assert registry.aliases(config) == {"champion": "1"}
-    return root, frame, sections
+def established(tmp_path_factory) -> tuple[Path, pd.DataFrame, dict]:
+    return cli_champion_store(tmp_path_factory.mktemp("cli"), AS_OF)
 
 
 def _case_config(root: Path, case: Path, sections: dict, extra: dict, suite_severity: dict | None = None) -> Path:
