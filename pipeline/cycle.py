@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import date
 
-from pipeline import data, locks, registry
+from pipeline import data, locks, promote, registry
 from pipeline.approval import auto_approval, decide, settle
 from pipeline.config import Config
 from pipeline.errors import PipelineError, PromotionRefused
@@ -107,6 +107,9 @@ def load_stage(cycle: CycleRecord) -> Windows:
         if not snapshots["current"].rows:
             notes.append(data.empty_window_note(config.source, current))
         notes += reference_notes(snapshots["reference"])
+        mismatch = promote.champion_mismatch(config)
+        if mismatch:
+            notes.append(f"WARNING: {mismatch}")
         if champion_tags.window_sha256 not in (None, snapshots["reference"].sha256) and (
                 snapshots["reference"].start, snapshots["reference"].end) == champion_tags.window:
             notes.append(

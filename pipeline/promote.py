@@ -160,6 +160,23 @@ def _logged_champion(config: Config) -> str | None:
     return next((e.to_version for e in history(config) if e.action in CHAMPION_MOVES), None)
 
 
+def champion_mismatch(config: Config) -> str | None:
+    """What to say loudly when MLflow's champion alias is not the one the promotion log last recorded.
+
+    The log is the truth: an alias moved past it (by hand in the MLflow UI, by anyone who can reach the
+    tracking server) skipped the gate and the approval. Promotions and rollbacks are refused (their
+    check of the log's champion fails) until a person records one with ``pipeline promote --override``.
+    """
+    alias, logged = _current_champion(config), _logged_champion(config)
+    if alias == logged:
+        return None
+    return (
+        f"MLflow's champion alias of {config.model_name!r} is v{alias or '-'} but the promotion log's last champion "
+        f"move is v{logged or '-'}: the alias was moved outside the pipeline (or a promotion stopped half-way); "
+        "promotions and rollbacks are refused until `pipeline promote --override --reason` records the champion"
+    )
+
+
 def promote(
     config: Config, version: str, actor: str | None = None, reason: str | None = None, override: bool = False
 ) -> LogEntry:

@@ -118,6 +118,9 @@ def format_outcome(outcome: CycleOutcome) -> str:
 
 def format_status(config: Config, cycles: int = 5) -> str:
     lines = [f"Model {config.model_name} (tracking {redact_url(config.registry.tracking_uri)})"]
+    mismatch = promote.champion_mismatch(config)
+    if mismatch:
+        lines.append(f"  WARNING: {mismatch}")
     current = {alias: registry.alias_version(config, alias) for alias in registry.ALIASES}
     for alias, info in current.items():
         if info is None:

@@ -307,3 +307,17 @@ def test_retraining_only_on_degradation_ends_without_training_when_the_champion_
         finish_without_training(cycle)
     recorded = cycle.status()
     assert not quality.degraded and recorded.status == Status.NOT_DEGRADED and recorded.detail == quality.summary()
+
+
+def test_a_cycle_says_loudly_when_the_champion_alias_was_moved_outside_the_pipeline(tmp_path):
+    from tests.conftest import cli_champion_store
+
+    cli_champion_store(tmp_path, "2026-01-10")
+    config = load_config(tmp_path / "config.yaml", environ={})
+    registry.set_alias(config, registry.CHAMPION, None)  # deleted by hand in the MLflow UI
+
+    outcome = run_cycle(config, date(2026, 1, 9), until="validate")
+
+    [warning] = [note for note in outcome.windows.notes if note.startswith("WARNING")]
+    assert "champion alias of 'test_model' is v- but the promotion log's last champion move is v1" in warning
+    assert f"note: {warning}" in format_outcome(outcome)

@@ -80,6 +80,29 @@ def test_refused_when_champion_moved_since_the_gate(config):
     assert registry.aliases(config)["champion"] == v1
 
 
+def test_a_champion_alias_moved_outside_the_pipeline_is_reported_and_blocks_promotion(config):
+    from pipeline.summary import format_status
+
+    v1 = add_version(config, "c1")
+    promote.promote(config, v1, actor="alice")
+    impostor = add_version(config, "c2", compared_with=v1)
+    assert promote.champion_mismatch(config) is None
+    registry.set_alias(config, registry.CHAMPION, impostor)  # by hand, as anyone who reaches MLflow could
+
+    mismatch = promote.champion_mismatch(config)
+    assert mismatch is not None and f"alias of 'test_model' is v{impostor}" in mismatch and f"move is v{v1}" in mismatch
+    assert f"WARNING: {mismatch}" in format_status(config)
+    candidate = add_version(config, "c3", compared_with=impostor)
+    with pytest.raises(PromotionRefused, match=rf"the promotion log says v{v1}, this promote expected v{impostor}"):
+        promote.promote(config, candidate, actor="bob")
+    with pytest.raises(PromotionRefused, match=rf"the promotion log says v{v1}, this rollback expected v{impostor}"):
+        promote.rollback(config, actor="bob", to_version=v1)
+    assert len(promote.history(config)) == 1
+
+    promote.promote(config, v1, actor="carol", reason="restore the logged champion", override=True)
+    assert promote.champion_mismatch(config) is None and registry.aliases(config)["champion"] == v1
+
+
 def test_reject_keeps_the_champion(config):
     v1 = add_version(config, "c1")
     promote.promote(config, v1, actor="alice")
