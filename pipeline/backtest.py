@@ -354,7 +354,7 @@ def _drifted(config, frame, current, champions, policies, directory: Path) -> bo
     [champion] = [champions[p.name] for p in policies if p.kind == "drift"]
     champion_window = (champion.window_start, champion.window_end)
     reference = data.read_window(config.source, data.reference_window(config, current, champion_window))
-    if config.drift.reference == "same_period_last_year" and len(reference) < config.windows.min_rows:
+    if data.reference_falls_back(config, len(reference)):
         reference = data.read_window(config.source, data.champion_reference(config, current, champion_window))
     report = directory / "drift" / f"{current.end.isoformat()}.html"
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,7 @@ def load_stage(cycle: CycleRecord) -> Windows:
             with cycle.writing(snapshot_file(window.name)) as path:
                 snapshots[window.name] = data.snapshot_window(config.source, window, path)
         fallback = data.champion_reference(config, current, champion_tags.window)
-        if config.drift.reference == "same_period_last_year" and snapshots["reference"].rows < config.windows.min_rows:
+        if data.reference_falls_back(config, snapshots["reference"].rows):
             notes.append(f"drift.reference same_period_last_year: {snapshots['reference'].label()} has "
                          f"{snapshots['reference'].rows:,} rows (the history is shorter); compared with "
                          f"{fallback.label()} instead")

@@ -69,6 +69,11 @@ def reference_window(config: Config, current: WindowSpec, champion_window: tuple
     return champion_reference(config, current, champion_window)
 
 
+def reference_falls_back(config: Config, reference_rows: int) -> bool:
+    """``same_period_last_year`` with too little history behind it: the champion's window stands in."""
+    return config.drift.reference == "same_period_last_year" and reference_rows < config.windows.min_rows
+
+
 def champion_reference(config: Config, current: WindowSpec, champion_window: tuple[date, date] | None) -> WindowSpec:
     """The champion's training window; before the first champion, the initial reference window."""
     if champion_window is not None:
