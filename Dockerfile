@@ -40,5 +40,6 @@ RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info
 COPY dags/ dags/
 COPY plugins/ plugins/
+COPY deploy/mlflow/ deploy/mlflow/
 
 USER airflow

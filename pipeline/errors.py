@@ -41,6 +41,10 @@ class RegistryUnreachable(PipelineError):
     """The MLflow tracking server did not answer: down, a wrong URI, or the network in between."""
 
 
+class RegistryAccessDenied(PipelineError):
+    """The MLflow tracking server refused the pipeline's login (401) or its user's permission (403)."""
+
+
 class ModelArtifactError(PipelineError):
     """A registered model's files cannot be trusted or loaded; nothing was loaded and no alias moved."""
 

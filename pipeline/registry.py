@@ -11,6 +11,7 @@ import functools
 import importlib.metadata
 import math
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 from pipeline import artifacts
 from pipeline.config import Config, redact_url
-from pipeline.errors import ModelArtifactError, PipelineError, RegistryUnreachable
+from pipeline.errors import ModelArtifactError, PipelineError, RegistryAccessDenied, RegistryUnreachable
 from pipeline.families import FAMILIES
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
@@ -53,7 +54,8 @@ class VersionInfo:
 def client(config: Config):
     """An MlflowClient on the configured tracking URI (also made the process default).
 
-    Its calls raise RegistryUnreachable, naming the server, when the server cannot be reached.
+    Its calls raise RegistryUnreachable, naming the server, when the server cannot be reached, and
+    RegistryAccessDenied when it refuses the login or the permission.
     """
     import mlflow
 
@@ -64,7 +66,7 @@ def client(config: Config):
 
 
 class _Client:
-    """An MlflowClient whose every call turns "the server cannot be reached" into RegistryUnreachable."""
+    """An MlflowClient whose every call turns "cannot be reached" and "refused" into the pipeline's errors."""
 
     def __init__(self, tracking_uri: str):
         from mlflow import MlflowClient
@@ -87,13 +89,16 @@ class _Client:
 
 @contextmanager
 def _reaching(tracking_uri: str) -> Iterator[None]:
-    """MLflow calls inside that fail to connect raise RegistryUnreachable, the URI's password masked."""
+    """MLflow calls inside that fail to connect raise RegistryUnreachable, those the server refuses
+    RegistryAccessDenied; the URI's password masked."""
     import requests
     from mlflow.exceptions import MlflowException
 
     try:
         yield
     except MlflowException as exc:
+        if exc.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise RegistryAccessDenied(_refusal(tracking_uri, exc)) from None
         chain: list[BaseException] = []
         cause = exc.__cause__ or exc.__context__
         while cause is not None and len(chain) < 20:
@@ -108,6 +113,20 @@ def _reaching(tracking_uri: str) -> Iterator[None]:
             f"the MLflow tracking server at {redact_url(tracking_uri)} cannot be reached ({reason}); "
             "check that it is running and that registry.tracking_uri (PIPELINE_TRACKING_URI) names it"
         ) from None
+
+
+def _refusal(tracking_uri: str, exc) -> str:
+    """Why the server refused, and what to set; MLflow's message names the endpoint, never the password."""
+    server = f"the MLflow tracking server at {redact_url(tracking_uri)}"
+    endpoint = re.search(r"endpoint (\S+)", str(exc))
+    action = f" ({endpoint.group(1)})" if endpoint else ""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if exc.error_code == "UNAUTHENTICATED":
+        who = f"user {user!r} with the password in MLFLOW_TRACKING_PASSWORD" if user else "no user"
+        return (f"{server} refused the login{action}: {who}. Set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD to the pipeline's MLflow user (deploy/mlflow/auth.py ensure-user)")
+    return (f"{server} denied user {user!r} this request{action}: the pipeline's user needs MANAGE on the "
+            "experiment and the registered model (it has it on those it created itself); an MLflow admin grants it")
 
 
 def experiment_name(config: Config, kind: CycleKind = "retrain") -> str:
@@ -319,11 +338,7 @@ def register_candidate(
 
 
 def _ensure_registered_model(mlflow_client, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mlflow_client.get_registered_model(name)
-    except MlflowException:
+    if not _model_exists(mlflow_client, name):
         mlflow_client.create_registered_model(name)
 
 
@@ -352,8 +367,28 @@ def alias_version(config: Config, alias: str) -> VersionInfo | None:
     mlflow_client = client(config)
     try:
         return _info(mlflow_client, mlflow_client.get_model_version_by_alias(config.model_name, alias))
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # An unset alias or no model yet; anything else (a server error) must not read as "no champion".
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            return None
+        raise
+    except RegistryAccessDenied:
+        # MLflow's auth app answers 403, not 404, for an alias of a model that does not exist yet.
+        if not _model_exists(mlflow_client, config.model_name):
+            return None
+        raise
+
+
+def _model_exists(mlflow_client, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
 
 
 def run_ui_url(config: Config, run_id: str) -> str | None:

@@ -61,6 +61,17 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
     pending = ac.TaskInstanceApi(admin).get_hitl_details("~", "~", response_received=False)
     assert [d.task_instance.dag_run_id for d in pending.hitl_details] == [run.dag_run_id]
 
+    # Answering needs an Airflow login: with no token or a forged one the answer is refused, the question stays.
+    refusals = []
+    for token in (None, "forged-token"):
+        stranger = ac.ApiClient(ac.Configuration(host=airflow.url, access_token=token))
+        with pytest.raises(ac.ApiException) as refused:
+            ac.TaskInstanceApi(stranger).update_hitl_detail("retrain_model", run.dag_run_id, "review", -1,
+                                                            ac.UpdateHITLDetailPayload(chosen_options=["Approve"]))
+        refusals.append(refused.value.status)
+    assert refusals == [401, 403]
+    assert task_state(admin, "retrain_model", run.dag_run_id, "review") == "awaiting_input"
+
     answer(airflow, alice, "retrain_model", run.dag_run_id, "Approve", "looks good")
     with pytest.raises(ac.ApiException) as twice:
         answer(airflow, alice, "retrain_model", run.dag_run_id, "Approve", "again")

@@ -24,7 +24,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA = Path(__file__).with_name("compose-spec.schema.json")
 
-INIT_SERVICES = {"minio-init", "airflow-init"}
+INIT_SERVICES = {"minio-init", "mlflow-init", "airflow-init"}
 AIRFLOW_COMPONENTS = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
                       "airflow-worker", "airflow-worker-gpu"}
 # `${VAR}`, `${VAR:-default}`, `${VAR:?error}`; `$${VAR}` is a literal `$` for the container's shell.
@@ -126,7 +126,8 @@ def test_every_variable_the_compose_file_uses_is_in_env_example_and_no_other(env
 def test_env_example_holds_placeholders_and_says_how_to_make_the_secrets(env_example):
     secrets = {key: value for key, value in env_example.items() if re.search(r"PASSWORD|SECRET|KEY", key)}
     assert set(secrets) >= {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
-                            "AIRFLOW_API_SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD"}
+                            "AIRFLOW_API_SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD", "MLFLOW_ADMIN_PASSWORD",
+                            "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_FLASK_SECRET_KEY"}
     assert all(value.startswith("change-me-") for value in secrets.values()), secrets
     text = ENV_EXAMPLE.read_text()
     assert "Fernet.generate_key().decode()" in text
@@ -160,9 +161,32 @@ def test_airflow_components_share_one_configuration_and_run_celery(services):
 def test_postgres_creates_every_database_the_stack_connects_to(services):
     created = set(re.findall(r"CREATE DATABASE (\w+);", (ROOT / "deploy" / "postgres" / "create-databases.sql").read_text()))
     named = set(re.findall(r"@postgres:5432/(\w+)", COMPOSE_FILE.read_text()))
-    assert created == named == {"airflow", "mlflow", "pipeline", "warehouse"}
+    assert created == named == {"airflow", "mlflow", "mlflow_auth", "pipeline", "warehouse"}
     mounts = services["postgres"]["volumes"]
     assert "./deploy/postgres/create-databases.sql:/docker-entrypoint-initdb.d/create-databases.sql:ro" in mounts
+
+
+def test_mlflow_runs_behind_its_basic_auth_app_and_the_pipeline_signs_in_as_its_own_user(services):
+    mlflow = services["mlflow"]
+    script = "\n".join(mlflow["command"])
+    assert 'python deploy/mlflow/auth.py config "$${MLFLOW_AUTH_CONFIG_PATH}"' in script
+    assert "exec mlflow server --app-name basic-auth" in script
+    environment = mlflow["environment"]
+    assert environment["MLFLOW_AUTH_DATABASE_URI"].endswith("@postgres:5432/mlflow_auth")
+    assert {"MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"} <= set(environment)
+    # Compose turns $$ into $: the server gets a regex anchored at both ends.
+    assert environment["MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX"] == "^models:/m-[0-9a-f]{32}$$"
+
+    init = services["mlflow-init"]
+    assert init["command"] == ["python", "deploy/mlflow/auth.py", "ensure-user"]
+    assert init["environment"]["MLFLOW_TRACKING_USERNAME"] == "${MLFLOW_ADMIN_USER}"
+    for name in AIRFLOW_COMPONENTS | {"airflow-init"}:
+        login = services[name]["environment"]
+        assert (login["MLFLOW_TRACKING_USERNAME"], login["MLFLOW_TRACKING_PASSWORD"]) == (
+            "${MLFLOW_PIPELINE_USER}", "${MLFLOW_PIPELINE_PASSWORD}"), name
+    for name in ("airflow-worker", "airflow-worker-gpu"):
+        assert services[name]["depends_on"]["mlflow-init"] == {"condition": "service_completed_successfully"}
+    assert "COPY deploy/mlflow/ deploy/mlflow/" in DOCKERFILE.read_text()
 
 
 def test_gpu_worker_is_only_in_the_gpu_profile_listens_on_gpu_and_reserves_an_nvidia_device(services):
@@ -202,7 +226,7 @@ def test_requirements_pin_what_the_stack_needs():
         line.split("==", 1) for line in (ROOT / "requirements.txt").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    assert {"apache-airflow-providers-celery", "s3fs", "boto3"} <= set(pins)
+    assert {"apache-airflow-providers-celery", "s3fs", "boto3", "flask-wtf"} <= set(pins)
     assert pins["s3fs"] == pins["fsspec"]  # s3fs releases in lockstep with fsspec
     # The celery provider 3.26.0 imports celery.backends.database.retry, which celery 5.7.0 removed.
     assert pins["celery[redis]"].split()[0].startswith("5.6.")

@@ -20,6 +20,7 @@ from tests.integration.services import (
     POSTGRES_HOST,
     POSTGRES_PORT,
     S3_CREDENTIALS,
+    MlflowLogin,
     MlflowServer,
     S3Server,
     child_env,
@@ -67,7 +68,8 @@ def postgres() -> None:
 
 @pytest.fixture(scope="module")
 def stack(postgres, tmp_path_factory) -> Iterator[Stack]:
-    """Three databases of this module's own, a bucket, the demo warehouse seeded, and an MLflow server."""
+    """Four databases of this module's own, a bucket, the demo warehouse seeded, and an MLflow server behind its
+    basic-auth app, which the pipeline signs in to as its own user."""
     import fsspec.config
 
     from pipeline import demo
@@ -78,17 +80,21 @@ def stack(postgres, tmp_path_factory) -> Iterator[Stack]:
         mlflow_store = cleanup.enter_context(postgres_database("mlflow"))
         warehouse = cleanup.enter_context(postgres_database("warehouse"))
         promotion_log = cleanup.enter_context(postgres_database("promotion_log"))
+        mlflow_users = cleanup.enter_context(postgres_database("mlflow_auth"))
         s3 = cleanup.enter_context(S3Server(bucket, work / "moto-server.log"))
         # As in docker-compose.yml: fsspec (run directories) and MLflow (artifacts) each take the endpoint from
         # their own variable.
+        # The pipeline signs in to MLflow as its own user, as in docker-compose.yml.
+        pipeline_login = MlflowLogin.new("pipeline")
         process_env = {**S3_CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": s3.url,
-                       "PIPELINE_WORK_DIR": str(work / "pipeline-work")}
+                       "PIPELINE_WORK_DIR": str(work / "pipeline-work"), **pipeline_login.env()}
         server = MlflowServer(mlflow_store, f"s3://{bucket}/mlartifacts", work / "mlflow-server.log",
-                              env={**S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": s3.url})
+                              env={**S3_CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": s3.url}, auth_database_uri=mlflow_users)
         cleanup.callback(server.stop)
         server.start()
         demo.seed_demo(warehouse)  # while the server migrates its store
         server.wait_until_healthy()
+        server.add_user(pipeline_login)
 
         # This process runs cycles too; fsspec read its FSSPEC_* variables when first imported.
         patch = cleanup.enter_context(pytest.MonkeyPatch.context())

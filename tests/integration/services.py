@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.processes import free_port, stop_group, wait_until_serving
@@ -69,8 +70,36 @@ def postgres_database(purpose: str):
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+AUTH_SCRIPT = ROOT / "deploy" / "mlflow" / "auth.py"
+
+
+@dataclass(frozen=True)
+class MlflowLogin:
+    username: str
+    password: str
+
+    @classmethod
+    def new(cls, username: str) -> MlflowLogin:
+        return cls(username, secrets.token_urlsafe(16))
+
+    def env(self) -> dict[str, str]:
+        """How MLflow's clients take a login."""
+        return {"MLFLOW_TRACKING_USERNAME": self.username, "MLFLOW_TRACKING_PASSWORD": self.password}
+
+
+def production_mlflow_environment() -> dict[str, str]:
+    """The mlflow service's environment in docker-compose.yml, as written there (``${...}`` left unresolved)."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["mlflow"]["environment"]
+
+
 class MlflowServer:
     """`mlflow server` on 127.0.0.1 with a PostgreSQL backend store, serving artifacts from ``artifacts``.
+
+    With ``auth_database_uri`` it runs as the production stack's does: MLflow's basic-auth app (its users in that
+    database, set up by deploy/mlflow/auth.py, an admin of its own in ``admin``) and docker-compose.yml's guard on
+    model version sources.
 
     ``start()`` returns at once (migrating the store takes seconds; the caller can do other work meanwhile),
     ``wait_until_healthy()`` blocks until ``/health`` answers. As a context manager it does both.
@@ -78,30 +107,56 @@ class MlflowServer:
 
     def __init__(
         self, backend_store_uri: str, artifacts: str, log_path: Path, workers: int = 2,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, auth_database_uri: str | None = None,
     ):
         self.backend_store_uri = backend_store_uri
         self.artifacts = artifacts
         self.log_path = log_path
         self.workers = workers
         self.extra_env = env or {}
+        self.auth_database_uri = auth_database_uri
+        self.admin = MlflowLogin.new("admin") if auth_database_uri else None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
+
+    def _auth_arguments(self, env: dict[str, str]) -> list[str]:
+        """Configure the basic-auth app the way the compose file's mlflow service does, into ``env``."""
+        if self.auth_database_uri is None or self.admin is None:
+            return []
+        config_path = self.log_path.parent / "basic_auth.ini"
+        env.update(MLFLOW_AUTH_CONFIG_PATH=str(config_path), MLFLOW_AUTH_DATABASE_URI=self.auth_database_uri,
+                   MLFLOW_AUTH_ADMIN_USERNAME=self.admin.username, MLFLOW_AUTH_ADMIN_PASSWORD=self.admin.password,
+                   MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_urlsafe(32))
+        guard = "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX"
+        env[guard] = production_mlflow_environment()[guard].replace("$$", "$")  # compose escapes a literal $
+        subprocess.run([sys.executable, str(AUTH_SCRIPT), "config", str(config_path)], env=env, check=True)
+        return ["--app-name", "basic-auth"]
 
     def start(self) -> MlflowServer:
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **self.extra_env}
         env.pop("MLFLOW_TRACKING_URI", None)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        app = self._auth_arguments(env)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+                [str(VENV_BIN / "mlflow"), "server", *app, "--host", "127.0.0.1", "--port", str(self.port),
                  "--workers", str(self.workers), "--backend-store-uri", self.backend_store_uri,
                  "--artifacts-destination", self.artifacts, "--serve-artifacts",
                  "--allowed-hosts", f"127.0.0.1:{self.port},localhost:{self.port}"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.log_path.parent,
             )
         return self
+
+    def add_user(self, login: MlflowLogin) -> str:
+        """``deploy/mlflow/auth.py ensure-user`` as the admin, as the stack's mlflow-init service runs it."""
+        assert self.admin is not None, "a server without the auth app has no users"
+        env = {**child_env(), **self.admin.env(), "MLFLOW_TRACKING_URI": self.url,
+               "MLFLOW_PIPELINE_USER": login.username, "MLFLOW_PIPELINE_PASSWORD": login.password}
+        done = subprocess.run([sys.executable, str(AUTH_SCRIPT), "ensure-user"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.strip()
 
     def wait_until_healthy(self, timeout_s: float = 120) -> None:
         assert self.process is not None, "start() first"

@@ -315,6 +315,23 @@ def test_text_that_is_not_utf8_stops_the_load_naming_the_column(established, tmp
     assert_models_untouched(config_path)
 
 
+@pytest.mark.parametrize("table", [
+    pytest.param("events; DROP TABLE events; --", id="statement-after-the-name"),
+    pytest.param('events" WHERE 1 = 1; DROP TABLE events; --', id="closing-quote"),
+    pytest.param("events UNION SELECT * FROM sqlite_master", id="union"),
+])
+def test_a_table_name_carrying_sql_is_read_as_a_name_and_runs_nothing(established, tmp_path, capsys, table):
+    _, frame, _ = established
+    write_warehouse(tmp_path / "warehouse.db", frame)
+    config_path = case_config(established, tmp_path, extra={"source": {"table": table}})
+    code, text = run_cli(capsys, "run", "--config", str(config_path), "--as-of", AS_OF)
+    assert code == 1, text
+    assert f"error: table {table!r} not found in sqlite:///" in text
+    with sqlite3.connect(tmp_path / "warehouse.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone() == (len(frame),)
+    assert_models_untouched(config_path)
+
+
 # ---------------------------------------------------------------------------- as-of latest and the future
 
 FUTURE = pd.Timestamp("2031-06-01")
