@@ -1,10 +1,12 @@
 """Benchmark one cycle on synthetic data: ``python -m pipeline.bench [--rows N ...]`` (``make bench``).
 
 For each size: generate N rows × 30 features (24 numeric, 6 categorical, binary target) per
-window into a SQLite warehouse; time the bare 5-fold training of the configured model
+window into a SQLite warehouse; snapshot the current window through each reader (Arrow and
+SQLAlchemy, ``source.reader``); time the bare 5-fold training of the configured model
 (scikit-learn's ``cross_validate``, nothing else); run one full cycle; print per-stage wall
-time, peak RSS and the cycle-to-bare-training ratio. Each of the three steps runs in its own
-process, so each peak RSS is that step's own (a stage's figure is the cycle's peak so far).
+time, peak RSS and the cycle-to-bare-training ratio. Each step runs in its own process, so each
+peak RSS is that step's own (a stage's figure is the cycle's peak so far). ``--load-only``
+measures the readers and nothing else.
 
 Library imports are done before the clock starts in both measurements, as in a warm worker.
 """
@@ -66,6 +68,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _vm_hwm_mb() -> float:
+    """This process's peak resident memory so far, as the kernel counts it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def _config(root: Path):
     from pipeline.config import load_config
 
@@ -87,6 +97,28 @@ def _prepare(root: Path, rows: int) -> dict:
     write_suite(propose_suite(config, frame), config.validation.suite)
     registry.ensure_experiment_id(config)  # a migrated MLflow store, outside the cycle's clock
     return {}
+
+
+READERS = ("arrow", "sqlalchemy")
+
+
+def _load(root: Path, rows: int, reader: str) -> dict:
+    """The cycle's snapshot of the current window through one reader: seconds, and peak memory in this
+    process against its peak after the imports (pandas, pyarrow, SQLAlchemy, the driver)."""
+    import adbc_driver_sqlite.dbapi  # noqa: F401  (a warm worker's import, outside the clock like the others)
+
+    from pipeline import data
+
+    config = _config(root)
+    source = config.source.model_copy(update={"reader": reader})
+    window = data.current_window(config, AS_OF)
+    before = _vm_hwm_mb()
+    started = time.perf_counter()
+    snapshot = data.snapshot_window(source, window, root / f"load-{reader}.parquet")
+    seconds = time.perf_counter() - started
+    peak = _vm_hwm_mb()
+    return {f"load_{reader}": {"seconds": seconds, "peak_rss_mb": peak, "above_imports_mb": peak - before,
+                               "rows": snapshot.rows, "sha256": snapshot.sha256}}
 
 
 def _bare_training(root: Path, rows: int) -> dict:
@@ -122,20 +154,34 @@ def _cycle(root: Path, rows: int) -> dict:
     }
 
 
-def _in_child(step, root: Path, rows: int) -> dict:
+def _in_child(step, *args) -> dict:
     """Each step in a fresh process, so its peak RSS is its own."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        return pool.apply(step, (root, rows))
+        return pool.apply(step, args)
 
 
-def run(rows: int) -> dict:
+def run(rows: int, load_only: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
-        result = {"rows": rows}
-        for step in (_prepare, _bare_training, _cycle):
+        result = {"rows": rows} | _in_child(_prepare, root, rows)
+        for reader in READERS:
+            result |= _in_child(_load, root, rows, reader)
+        for step in () if load_only else (_bare_training, _cycle):
             result |= _in_child(step, root, rows)
         return result
+
+
+def print_load_table(results: list[dict]) -> None:
+    header = f"{'load (current window)':<26}" + "".join(f"{r['rows']:>11,} rows  peak RSS  above imports" for r in results)
+    print(header)
+    print("-" * len(header))
+    for reader in READERS:
+        cells = "".join(f"{r[f'load_{reader}']['seconds']:>16.1f}s {r[f'load_{reader}']['peak_rss_mb']:>6,.0f} MB"
+                        f"{r[f'load_{reader}']['above_imports_mb']:>12,.0f} MB" for r in results)
+        print(f"{reader:<26}{cells}")
+    same = ["yes" if len({r[f"load_{reader}"]["sha256"] for reader in READERS}) == 1 else "NO" for r in results]
+    print(f"{'same sha256':<26}" + "".join(f"{s:>17}{'':>26}" for s in same))
 
 
 def print_table(results: list[dict]) -> None:
@@ -159,13 +205,17 @@ def print_table(results: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000], help="rows per window")
+    parser.add_argument("--load-only", action="store_true", help="measure the readers only (no training, no cycle)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     results = []
     for rows in args.rows:
         print(f"benchmarking {rows:,} rows x {NUMERIC + CATEGORICAL} features ...", file=sys.stderr, flush=True)
-        results.append(run(rows))
-    print_table(results)
+        results.append(run(rows, args.load_only))
+    print_load_table(results)
+    if not args.load_only:
+        print()
+        print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

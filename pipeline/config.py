@@ -25,6 +25,7 @@ Metric = Literal["roc_auc", "log_loss", "f1", "rmse", "mae", "r2"]
 Device = Literal["auto", "cpu", "cuda"]
 Severity = Literal["critical", "warning"]
 RetrainOn = Literal["always", "drift", "degradation", "drift_or_degradation"]
+Reader = Literal["auto", "arrow", "sqlalchemy"]
 
 CLASSIFICATION_METRICS: tuple[Metric, ...] = ("roc_auc", "log_loss", "f1")
 REGRESSION_METRICS: tuple[Metric, ...] = ("rmse", "mae", "r2")
@@ -81,7 +82,12 @@ class Source(_Strict):
     unexpected_columns: Severity = Field(
         default="warning", description="Severity of columns present in the data but not in the schema."
     )
-    read_chunk_rows: int = Field(default=200_000, gt=0)
+    read_chunk_rows: int = Field(default=200_000, gt=0, description="Rows per batch read from the source.")
+    reader: Reader = Field(
+        default="auto",
+        description="How windows are read: `arrow` (ADBC, SQLite and PostgreSQL), `sqlalchemy`, or `auto`: Arrow where "
+        "the URL's dialect has a driver, SQLAlchemy otherwise and whenever Arrow cannot read the window as SQLAlchemy does.",
+    )
 
     @model_validator(mode="after")
     def _table_or_query(self) -> Source:

@@ -4,24 +4,37 @@ A window is always a fixed date range, never "whatever is latest", so a cycle
 re-run for a past date reads the same rows. Each snapshot carries a sha256 over
 its full content: MLflow's dataset digest hashes only the first 10,000 rows and
 cannot serve as a lineage key.
+
+Windows are read through Arrow (ADBC) where the URL's dialect has a driver (SQLite, PostgreSQL) and
+through SQLAlchemy otherwise (``source.reader``). Both give the same frame and the same sha256;
+``auto`` falls back to SQLAlchemy whenever Arrow cannot promise that (see ``ArrowFallback``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlalchemy as sa
+from pandas.tseries.api import guess_datetime_format
 
 from pipeline.config import Config, Source, redact_url
 from pipeline.errors import DataSourceError
 from pipeline.results import WindowSnapshot
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,18 @@ def _window_query(source: Source, engine: sa.Engine) -> sa.TextClause:
 def read_window(source: Source, window: WindowSpec) -> pd.DataFrame:
     """Read the rows of one window; raises DataSourceError with a readable cause."""
     engine = create_engine(source.url)
+    try:
+        if _reads_arrow(source, engine):
+            try:
+                return _read_window_arrow(source, engine, window)
+            except ArrowFallback as exc:
+                _fall_back(source, exc)
+        return _read_window_sqlalchemy(source, engine, window)
+    finally:
+        engine.dispose()
+
+
+def _read_window_sqlalchemy(source: Source, engine: sa.Engine, window: WindowSpec) -> pd.DataFrame:
     params = {"start": window.start, "end_exclusive": window.end + timedelta(days=1)}
     try:
         with engine.connect() as conn:
@@ -111,34 +136,37 @@ def read_window(source: Source, window: WindowSpec) -> pd.DataFrame:
             )
     except sa.exc.DBAPIError as exc:
         raise DataSourceError(_explain(source, exc)) from None
-    finally:
-        engine.dispose()
     frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
     if frame.empty and not len(frame.columns):
         frame = _empty_frame(source, engine)
-    duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
-    if duplicated:
-        # Which of two same-named columns is meant cannot be guessed, and a snapshot cannot hold both.
-        where = f"table {source.table!r}" if source.table else "the configured query"
-        raise DataSourceError(f"{where} returns the columns {duplicated} more than once; give each column one name")
+    _refuse_duplicate_columns(source, list(frame.columns))
     if source.timestamp_column in frame.columns:
         frame[source.timestamp_column] = parse_timestamps(frame[source.timestamp_column])
     return frame
 
 
-def parse_timestamps(values: pd.Series) -> pd.Series:
+def _refuse_duplicate_columns(source: Source, columns: list) -> None:
+    duplicated = sorted({str(c) for c in pd.Index(columns)[pd.Index(columns).duplicated()]})
+    if duplicated:
+        # Which of two same-named columns is meant cannot be guessed, and a snapshot cannot hold both.
+        where = f"table {source.table!r}" if source.table else "the configured query"
+        raise DataSourceError(f"{where} returns the columns {duplicated} more than once; give each column one name")
+
+
+def parse_timestamps(values: pd.Series, format: str | None = None) -> pd.Series:
     """The timestamp column as datetimes where every value is one, in one time-zone offset.
 
     Otherwise the values stay as read (text as text), so the snapshot keeps them and validation
     names the ones that are not timestamps. Numbers are never parsed: pandas would read them as
     nanoseconds since 1970 and every row would silently fall on the first day of 1970.
+    Without ``format`` pandas takes it from the first value, as it would for the whole column.
     """
     if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_numeric_dtype(values):
         return values
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # mixed offsets: checked below, by the dtype
-            parsed = pd.to_datetime(values)
+            parsed = pd.to_datetime(values, format=format)
     except (ValueError, TypeError, OverflowError):
         parsed = None
     if parsed is not None and pd.api.types.is_datetime64_any_dtype(parsed):
@@ -155,7 +183,10 @@ def _empty_frame(source: Source, engine: sa.Engine) -> pd.DataFrame:
 
 
 def _explain(source: Source, exc: sa.exc.DBAPIError) -> str:
-    message = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    return _explain_message(source, str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
+
+
+def _explain_message(source: Source, message: str) -> str:
     where = f"table {source.table!r}" if source.table else "the configured query"
     if re.search(r"no such table|does not exist|doesn't exist|undefined table", message, re.IGNORECASE):
         return f"{where} not found in {redact_url(source.url)}: {message}"
@@ -168,17 +199,40 @@ def content_sha256(frame: pd.DataFrame) -> str:
     Each row is hashed over all its columns, the row hashes are sorted (SQL gives no
     order among equal timestamps) and digested together with the column names and dtypes.
     """
+    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64) if len(frame) else None
+    return _digest(frame.dtypes, row_hashes)
+
+
+def _digest(dtypes: pd.Series, row_hashes: np.ndarray | None) -> str:
     digest = hashlib.sha256()
-    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
-    if len(frame):
-        row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+    digest.update(repr([(str(c), str(t)) for c, t in dtypes.items()]).encode())
+    if row_hashes is not None and len(row_hashes):
         digest.update(np.sort(row_hashes).tobytes())
     return digest.hexdigest()
 
 
 def snapshot_window(source: Source, window: WindowSpec, path: Path) -> WindowSnapshot:
-    """Read a window and write it to ``path`` as Parquet."""
-    frame = read_window(source, window)
+    """Read a window and write it to ``path`` as Parquet.
+
+    Through Arrow the window streams batch by batch from the database into the file, so memory
+    follows one batch (``source.read_chunk_rows``), not the window.
+    """
+    engine = create_engine(source.url)
+    try:
+        if _reads_arrow(source, engine):
+            try:
+                return _stream_snapshot(source, engine, window, path)
+            except _NotStreamable:
+                pass  # the whole window at once, by the same rules as the SQLAlchemy path
+            except ArrowFallback as exc:
+                _fall_back(source, exc)
+                return _snapshot_frame(source, window, _read_window_sqlalchemy(source, engine, window), path)
+        return _snapshot_frame(source, window, read_window(source, window), path)
+    finally:
+        engine.dispose()
+
+
+def _snapshot_frame(source: Source, window: WindowSpec, frame: pd.DataFrame, path: Path) -> WindowSnapshot:
     frame.to_parquet(path, index=False)
     stamps = frame[source.timestamp_column]
     # Timestamps that did not parse have no first day; validation reports them.
@@ -187,6 +241,253 @@ def snapshot_window(source: Source, window: WindowSpec, path: Path) -> WindowSna
         name=window.name, start=window.start, end=window.end, rows=len(frame), sha256=content_sha256(frame),
         first_day=None if first is None or pd.isna(first) else pd.Timestamp(first).date(),
     )
+
+
+# --------------------------------------------------------------------------------------------- Arrow reads
+
+# Arrow types whose pandas conversion (after ``_normalize``) equals what SQLAlchemy's drivers give.
+_CONVERTIBLE = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_string,
+                pa.types.is_large_string, pa.types.is_timestamp, pa.types.is_date32, pa.types.is_null)
+
+
+class ArrowFallback(Exception):
+    """Arrow cannot read this window as the SQLAlchemy path would: a driver error, a value SQLite stores
+    with another type than the column's first rows (ADBC types a column by them), text that is not UTF-8,
+    or a column type converted differently. ``auto`` then reads through SQLAlchemy, which gives today's frame
+    or today's error message; ``arrow`` reports it."""
+
+
+class _NotStreamable(Exception):
+    """The window is read whole: a column that is null throughout, no rows, or timestamps that are only
+    known to parse (or not) once every value has been seen."""
+
+
+def arrow_dialect(url: str) -> str | None:
+    """The ADBC driver for this SQLAlchemy URL (``sqlite`` or ``postgresql``), or None where there is none."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    backend = parsed.get_backend_name()
+    # A SQLite URL's query options (uri=true, mode=ro, ...) are pysqlite's; ADBC would not read them alike.
+    if backend == "sqlite" and parsed.database and not parsed.query:
+        return "sqlite"
+    return "postgresql" if backend == "postgresql" else None
+
+
+def _reads_arrow(source: Source, engine: sa.Engine) -> bool:
+    if source.reader == "sqlalchemy":
+        return False
+    if arrow_dialect(source.url) is not None:
+        return True
+    if source.reader == "arrow":
+        raise DataSourceError(
+            f"source.reader is 'arrow' but {engine.dialect.name} has no Arrow driver here (ADBC: SQLite, PostgreSQL); "
+            "use source.reader: auto or sqlalchemy"
+        )
+    return False
+
+
+def _fall_back(source: Source, exc: ArrowFallback) -> None:
+    if source.reader == "arrow":
+        raise DataSourceError(_explain_message(source, str(exc))) from None
+    log.info("reading through SQLAlchemy: the Arrow reader cannot (%s)", exc)
+
+
+def _adbc_connect(source: Source):
+    url = sa.engine.make_url(source.url)
+    if arrow_dialect(source.url) == "sqlite":
+        import adbc_driver_sqlite.dbapi
+
+        return adbc_driver_sqlite.dbapi.connect(url.database)
+    import adbc_driver_postgresql.dbapi
+
+    # libpq reads the same URL as psycopg, less SQLAlchemy's driver name.
+    return adbc_driver_postgresql.dbapi.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+
+
+def _window_sql(source: Source, engine: sa.Engine, window: WindowSpec) -> str:
+    """The window's query with its two dates as literals: ADBC binds parameters by Arrow type, and a
+    text parameter would not compare with PostgreSQL's timestamp; an ISO date literal compares alike everywhere."""
+    ts = engine.dialect.identifier_preparer.quote(source.timestamp_column)
+    start, end_exclusive = window.start.isoformat(), (window.end + timedelta(days=1)).isoformat()
+    return f"SELECT * FROM {_relation(source, engine)} WHERE {ts} >= '{start}' AND {ts} < '{end_exclusive}' ORDER BY {ts}"
+
+
+@contextmanager
+def _arrow_batches(
+    source: Source, engine: sa.Engine, window: WindowSpec
+) -> Iterator[tuple[list[str], Iterator[pa.RecordBatch]]]:
+    """The window's column names and record batches, each checked and normalized; driver errors become ArrowFallback."""
+    import adbc_driver_manager
+
+    try:
+        conn = _adbc_connect(source)
+    except adbc_driver_manager.Error as exc:
+        raise ArrowFallback(_first_line(exc)) from None
+    try:
+        with conn.cursor() as cursor:
+            if arrow_dialect(source.url) == "sqlite":
+                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(source.read_chunk_rows)})
+            cursor.execute(_window_sql(source, engine, window))
+            reader = cursor.fetch_record_batch()
+            _refuse_duplicate_columns(source, reader.schema.names)
+            unconvertible = [f"{f.name!r} ({f.type})" for f in reader.schema if not any(is_(f.type) for is_ in _CONVERTIBLE)]
+            if unconvertible:
+                raise ArrowFallback(f"columns of a type read differently through Arrow: {', '.join(unconvertible)}")
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                try:
+                    for batch in reader:
+                        yield _normalize(_checked(batch))
+                except (adbc_driver_manager.Error, pa.ArrowException, OSError) as exc:
+                    raise ArrowFallback(_first_line(exc)) from None
+
+            yield reader.schema.names, batches()
+    except (adbc_driver_manager.Error, pa.ArrowException, OSError) as exc:
+        raise ArrowFallback(_first_line(exc)) from None
+    finally:
+        conn.close()
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _checked(batch: pa.RecordBatch) -> pa.RecordBatch:
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid:
+                raise ArrowFallback(f"column {name!r} holds text that is not valid UTF-8") from None
+    return batch
+
+
+def _normalize(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The types SQLAlchemy's drivers give pandas: 64-bit integers and floats (Python's int and float),
+    nanosecond timestamps (pandas' own)."""
+    columns = []
+    for column in batch.columns:
+        kind = column.type
+        if pa.types.is_integer(kind) and kind != pa.int64():
+            column = column.cast(pa.int64())
+        elif pa.types.is_floating(kind) and kind != pa.float64():
+            column = column.cast(pa.float64())
+        elif pa.types.is_timestamp(kind) and kind.unit != "ns":
+            column = column.cast(pa.timestamp("ns", kind.tz))
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """As the SQLAlchemy path: a column null throughout is an object column of None, whatever its type."""
+    frame = table.to_pandas()
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if len(table) and column.null_count == len(table):
+            frame[name] = pd.Series([None] * len(table), dtype=object)
+    return frame
+
+
+def _read_window_arrow(source: Source, engine: sa.Engine, window: WindowSpec) -> pd.DataFrame:
+    with _arrow_batches(source, engine, window) as (names, batches):
+        collected = list(batches)
+    if not sum(b.num_rows for b in collected):
+        # No rows: the SQLAlchemy path's empty frame (object columns), whose timestamp column parses to datetimes.
+        frame = pd.DataFrame({name: pd.Series([], dtype=object) for name in names})
+    else:
+        frame = _to_pandas(pa.Table.from_batches(collected))
+        del collected
+    if source.timestamp_column in frame.columns:
+        frame[source.timestamp_column] = parse_timestamps(frame[source.timestamp_column])
+    return frame
+
+
+def _stream_snapshot(source: Source, engine: sa.Engine, window: WindowSpec, path: Path) -> WindowSnapshot:
+    """Each batch: its timestamps parsed, its rows hashed, written to the file; then the file replaces ``path``."""
+    ts = source.timestamp_column
+    partial = path.with_name(path.name + ".partial")
+    row_hashes: list[np.ndarray] = []
+    batch_dtypes: list[pd.Series] = []
+    null_counts: dict[str, int] = {}
+    rows, first, ts_format = 0, None, None
+    writer: pq.ParquetWriter | None = None
+    try:
+        with _arrow_batches(source, engine, window) as (_, batches):
+            for batch in batches:
+                if not batch.num_rows:
+                    continue
+                frame = batch.to_pandas()
+                if ts in frame.columns and not pd.api.types.is_datetime64_any_dtype(frame[ts]):
+                    if ts_format is None:
+                        ts_format = _guessed_format(frame[ts])
+                    frame[ts] = parse_timestamps(frame[ts], ts_format)
+                    if not pd.api.types.is_datetime64_any_dtype(frame[ts]):
+                        raise _NotStreamable
+                    batch = batch.set_column(batch.schema.get_field_index(ts), ts, pa.Array.from_pandas(frame[ts]))
+                if batch_dtypes and ts in frame.columns and frame[ts].dtype != batch_dtypes[0][ts]:
+                    raise _NotStreamable  # a time-zone offset that changes between batches: text, as a whole
+                if writer is None:
+                    writer = pq.ParquetWriter(partial, batch.schema)
+                writer.write_batch(batch)
+                row_hashes.append(pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64))
+                batch_dtypes.append(frame.dtypes)
+                for name, column in zip(batch.schema.names, batch.columns, strict=True):
+                    null_counts[name] = null_counts.get(name, 0) + column.null_count
+                if ts in frame.columns:
+                    low = frame[ts].min()
+                    first = low if first is None or (not pd.isna(low) and low < first) else first
+                rows += batch.num_rows
+                del frame
+        if not rows or any(count == rows for count in null_counts.values()):
+            raise _NotStreamable
+        writer.close()  # type: ignore[union-attr]
+        writer = None
+        dtypes = _unified_dtypes(batch_dtypes)
+        if dtypes is None:
+            raise _NotStreamable
+        if any(not d.equals(dtypes) for d in batch_dtypes):
+            # An integer column with nulls in some batches only is float64 in the whole window: hash it as that.
+            row_hashes = [
+                pd.util.hash_pandas_object(group.to_pandas().astype(dtypes.to_dict()), index=False).to_numpy(dtype=np.uint64)
+                for group in pq.ParquetFile(partial).iter_batches(batch_size=source.read_chunk_rows)
+            ]
+        os.replace(partial, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+    return WindowSnapshot(
+        name=window.name, start=window.start, end=window.end, rows=rows,
+        sha256=_digest(dtypes, np.concatenate(row_hashes)),
+        first_day=None if first is None or pd.isna(first) else pd.Timestamp(first).date(),
+    )
+
+
+def _guessed_format(values: pd.Series) -> str:
+    """The format pandas would take from the column's first value; the window is read whole without one."""
+    present = values.dropna()
+    guessed = guess_datetime_format(present.iloc[0]) if len(present) and isinstance(present.iloc[0], str) else None
+    if guessed is None:
+        raise _NotStreamable
+    return guessed
+
+
+def _unified_dtypes(batch_dtypes: list[pd.Series]) -> pd.Series | None:
+    """The whole window's pandas dtypes from its batches': an integer column with nulls somewhere is float64,
+    a boolean one object; None for any other disagreement."""
+    unified = batch_dtypes[0].copy()
+    for name in unified.index:
+        kinds = {str(d[name]) for d in batch_dtypes}
+        if len(kinds) == 1:
+            continue
+        if kinds <= {"int64", "float64"}:
+            unified[name] = np.dtype("float64")
+        elif kinds <= {"bool", "object"}:
+            unified[name] = np.dtype("object")
+        else:
+            return None
+    return unified
 
 
 def latest_day(source: Source, until: date | None = None) -> date:

@@ -267,10 +267,10 @@ def test_a_class_rarer_than_the_folds_stops_before_training(established, tmp_pat
     assert_models_untouched(config_path)
 
 
-def query_config(established, case: Path, query: str) -> Path:
+def query_config(established, case: Path, query: str, reader: str = "auto") -> Path:
     config_path = case_config(established, case)
     raw = yaml.safe_load(config_path.read_text())
-    raw["source"] = {**raw["source"], "table": None, "query": query}
+    raw["source"] = {**raw["source"], "table": None, "query": query, "reader": reader}
     config_path.write_text(yaml.safe_dump(raw))
     return config_path
 
@@ -286,10 +286,13 @@ def test_a_column_selected_twice_is_reported_under_the_name_sqlite_gives_it(esta
 
 
 def test_duplicate_column_names_from_the_query_stop_the_load(established, tmp_path, capsys, monkeypatch):
-    """PostgreSQL, unlike SQLite, returns both columns of ``SELECT *, color`` under one name; a snapshot cannot hold them."""
+    """PostgreSQL, unlike SQLite, returns both columns of ``SELECT *, color`` under one name; a snapshot cannot hold them.
+
+    Here pandas on the SQLAlchemy path is made to name them as PostgreSQL does; tests/pipeline/test_data.py
+    reads them from a real PostgreSQL through both readers."""
     _, frame, _ = established
     write_warehouse(tmp_path / "warehouse.db", frame)
-    config_path = query_config(established, tmp_path, "SELECT *, color FROM events")
+    config_path = query_config(established, tmp_path, "SELECT *, color FROM events", reader="sqlalchemy")
     read_sql = pd.read_sql
 
     def read_as_postgresql_does(*args, **kwargs):
