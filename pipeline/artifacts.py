@@ -26,9 +26,11 @@ MANIFEST_TAG, MANIFEST_DIGEST_TAG = "artifact.manifest", "artifact.manifest_sha2
 MODEL_FILE = "model.skops"
 
 # Beyond skops' own defaults, exactly the types the model families of ``pipeline.families`` produce
-# inside ``pipeline.train.build_model``'s Pipeline; tests/pipeline/test_artifacts.py fits each family to keep this true.
+# inside ``pipeline.train.build_model``'s Pipeline, and the fold ensemble that holds k of them;
+# tests/pipeline/test_artifacts.py fits each family to keep this true.
 TRUSTED_TYPES = (
     "pipeline.train.FeatureCoercer",
+    "pipeline.train.FoldEnsemble",
     "numpy.dtype",  # a linear model's fitted coefficients
     "sklearn.tree._tree.Tree",  # random forests
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
