@@ -15,7 +15,7 @@ Policies:
   drift_or_degradation  trains when its champion's data drifted or its quality degraded, then the gate decides
 Every policy's first champion is the first candidate that passes the floors.
 
-Policies share one candidate per step: it is fitted once (its k folds and the final fit) and
+Policies share one candidate per step: it is fitted once (its k folds and its final model) and
 compared with each policy's own champion. Nothing is written outside the output directory, so
 the real registry, promotion log and run directories are never touched. A finished step is a
 file there; running the same backtest again skips it.
@@ -372,10 +372,10 @@ def _train(config: Config, frame, device: str, as_of: date, models: _Models) -> 
     import numpy as np
 
     from pipeline.evaluate import fit_folds
-    from pipeline.train import encode_target, fit_model
+    from pipeline.train import final_candidate
 
     folds = fit_folds(config, frame, device)
-    model, _ = fit_model(config, frame, encode_target(config, frame[config.source.target_column]), device)
+    model, _ = final_candidate(config, frame, folds.y, folds.models, device)
     models.save(as_of.isoformat(), model)
     return _Candidate(as_of.isoformat(), folds, float(np.nanmean([f.metrics[config.primary_metric] for f in folds.folds])))
 

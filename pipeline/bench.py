@@ -3,12 +3,14 @@
 For each size: generate N rows × 30 features (24 numeric, 6 categorical, binary target) per
 window into a SQLite warehouse; snapshot the current window through each reader (Arrow and
 SQLAlchemy, ``source.reader``); time the bare 5-fold training of the configured model
-(scikit-learn's ``cross_validate``, nothing else); run one full cycle; print per-stage wall
-time, peak RSS and the cycle-to-bare-training ratio. Each step runs in its own process, so each
-peak RSS is that step's own (a stage's figure is the cycle's peak so far). ``--load-only``
-measures the readers and nothing else.
+(scikit-learn's ``cross_validate``, nothing else); run one full cycle per ``--final-model``
+(each into its own empty registry, on the same warehouse); print per-stage wall time, peak RSS,
+the cycle-to-bare-training ratio, the final model and the threads each fit used. Every step runs
+in its own process, so each peak RSS is that step's own (a stage's figure is the cycle's peak so far).
+``--load-only`` measures the readers and nothing else.
 
-Library imports are done before the clock starts in both measurements, as in a warm worker.
+Library imports are done before the clock starts in both measurements, as in a warm worker, and
+both run their fits under the same thread limits (``training.threads``, ``--threads``).
 """
 
 from __future__ import annotations
@@ -45,23 +47,31 @@ def synthetic_frame(rows: int, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-def bench_config(root: Path, rows: int) -> dict:
+def bench_config(data: Path, store: Path, final_model: str = "refit", threads: str | int = "auto") -> dict:
+    """The config of one measurement: the warehouse and suite in ``data``, registry and runs in ``store``."""
     features = {"numeric": [f"num_{i:02d}" for i in range(NUMERIC)], "categorical": [f"cat_{i}" for i in range(CATEGORICAL)]}
     return {
         "model_name": "bench",
         "task": "classification",
-        "source": {"url": f"sqlite:///{root / 'warehouse.db'}", "table": "events", "timestamp_column": "ts",
+        "source": {"url": f"sqlite:///{data / 'warehouse.db'}", "table": "events", "timestamp_column": "ts",
                    "target_column": "target", "features": features},
         "windows": {"current_days": DAYS, "initial_reference_days": DAYS, "min_rows": 1},
-        "validation": {"suite": str(root / "suite.json")},
+        "validation": {"suite": str(data / "suite.json")},
         # Both measurements train the same 200 trees: early stopping would make the cycle look cheaper than it is.
-        "training": {"family": "xgboost", "device": "cpu", "early_stopping_rounds": None,
-                     "params": {"n_estimators": 200, "max_depth": 6}},
+        "training": {"family": "xgboost", "device": "cpu", "early_stopping_rounds": None, "final_model": final_model,
+                     "threads": threads, "params": {"n_estimators": 200, "max_depth": 6}},
         "evaluation": {"k": 5},
-        "registry": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "artifact_root": str(root / "artifacts")},
-        "promotion": {"approval": "auto", "database_url": f"sqlite:///{root / 'pipeline.db'}"},
-        "storage": {"root": str(root / "runs")},
+        "registry": {"tracking_uri": f"sqlite:///{store / 'mlflow.db'}", "artifact_root": str(store / "artifacts")},
+        "promotion": {"approval": "auto", "database_url": f"sqlite:///{store / 'pipeline.db'}"},
+        "storage": {"root": str(store / "runs")},
     }
+
+
+def write_config(data: Path, store: Path, final_model: str = "refit", threads: str | int = "auto") -> None:
+    import yaml
+
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "config.yaml").write_text(yaml.safe_dump(bench_config(data, store, final_model, threads)))
 
 
 def _peak_rss_mb() -> float:
@@ -83,19 +93,15 @@ def _config(root: Path):
 
 
 def _prepare(root: Path, rows: int) -> dict:
-    """The warehouse (reference and current window, N rows each), a proposed suite and an empty MLflow store."""
-    import yaml
-
-    from pipeline import demo, registry
+    """The warehouse (reference and current window, N rows each) and a proposed suite."""
+    from pipeline import demo
     from pipeline.validate import propose_suite, write_suite
 
-    (root / "config.yaml").write_text(yaml.safe_dump(bench_config(root, rows)))
     config = _config(root)
     frame = synthetic_frame(rows)
     reference = frame.assign(ts=frame["ts"] - pd.Timedelta(days=DAYS))
     demo.write_tables(config.source.url, {"events": pd.concat([reference, frame], ignore_index=True)}, "ts")
     write_suite(propose_suite(config, frame), config.validation.suite)
-    registry.ensure_experiment_id(config)  # a migrated MLflow store, outside the cycle's clock
     return {}
 
 
@@ -122,27 +128,31 @@ def _load(root: Path, rows: int, reader: str) -> dict:
 
 
 def _bare_training(root: Path, rows: int) -> dict:
-    """5-fold cross-validation of the same model on the same rows, and nothing else."""
+    """5-fold cross-validation of the same model on the same rows, under the same thread limits, and nothing else."""
     from sklearn.model_selection import StratifiedKFold, cross_validate
 
-    from pipeline.train import build_model, encode_target
+    from pipeline.train import build_model, encode_target, fit_threads
 
     config = _config(root)
     frame = synthetic_frame(rows)
     y = encode_target(config, frame["target"])
     cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=config.training.seed)
     started = time.perf_counter()
-    cross_validate(build_model(config, "cpu"), frame, y, cv=cv, scoring="roc_auc")
-    return {"bare_5fold_s": time.perf_counter() - started, "bare_peak_rss_mb": _peak_rss_mb()}
+    with fit_threads(config) as threads:
+        cross_validate(build_model(config, "cpu"), frame, y, cv=cv, scoring="roc_auc")
+    return {"bare_5fold_s": time.perf_counter() - started, "bare_peak_rss_mb": _peak_rss_mb(), "bare_threads": threads}
 
 
 def _cycle(root: Path, rows: int) -> dict:
     import pipeline.drift  # noqa: F401  (warm imports: GX, Evidently, MLflow, XGBoost)
     import pipeline.validate  # noqa: F401
+    from pipeline import registry
     from pipeline.cycle import STAGES, run_cycle
     from pipeline.record import STATUS
+    from pipeline.train import resolve_threads
 
     config = _config(root)
+    registry.ensure_experiment_id(config)  # a migrated MLflow store, outside the cycle's clock
     started = time.perf_counter()
     outcome = run_cycle(config, AS_OF)
     stages = outcome.cycle.require(STATUS).stages
@@ -151,6 +161,7 @@ def _cycle(root: Path, rows: int) -> dict:
         "stages": {s: stages[s].seconds if s in stages else None for s in STAGES},
         "stage_rss_mb": {s: stages[s].peak_rss_mb if s in stages else None for s in STAGES},
         "auc": outcome.evaluation.primary_mean if outcome.evaluation else None,
+        "final_model": config.training.final_model, "threads": resolve_threads(config),
     }
 
 
@@ -161,15 +172,23 @@ def _in_child(step, *args) -> dict:
         return pool.apply(step, args)
 
 
-def run(rows: int, load_only: bool = False) -> dict:
+def run(rows: int, final_models: list[str], threads: str | int = "auto", load_only: bool = False) -> list[dict]:
+    """One warehouse, its reads and one bare training per size, then one cycle per final model, each in a fresh registry."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
-        result = {"rows": rows} | _in_child(_prepare, root, rows)
+        write_config(root, root, threads=threads)
+        shared = {"rows": rows} | _in_child(_prepare, root, rows)
         for reader in READERS:
-            result |= _in_child(_load, root, rows, reader)
-        for step in () if load_only else (_bare_training, _cycle):
-            result |= _in_child(step, root, rows)
-        return result
+            shared |= _in_child(_load, root, rows, reader)
+        if load_only:
+            return [shared]
+        shared |= _in_child(_bare_training, root, rows)
+        results = []
+        for final_model in final_models:
+            store = root / final_model
+            write_config(root, store, final_model, threads)
+            results.append(shared | _in_child(_cycle, store, rows))
+        return results
 
 
 def print_load_table(results: list[dict]) -> None:
@@ -185,34 +204,59 @@ def print_load_table(results: list[dict]) -> None:
 
 
 def print_table(results: list[dict]) -> None:
+    """One column per cycle: its size and final model on top, then time and peak RSS per stage."""
     from pipeline.cycle import STAGES
 
-    header = f"{'stage':<22}" + "".join(f"{r['rows']:>14,} rows  peak RSS" for r in results)
-    print(header)
-    print("-" * len(header))
+    def line(label: str, cells: list[str]) -> None:
+        print(f"{label:<22}" + "".join(cells).rstrip())
+
+    def timed(value: str) -> str:
+        return f"{value:>15}{'':12}"
+
+    def sized(value: str) -> str:
+        return f"{'':16}{value:>9}  "
+
+    line("", [timed(f"{r['rows']:,} rows") for r in results])
+    line("", [timed(r["final_model"]) for r in results])
+    line("stage", [f"{'time':>15} {'peak RSS':>9}  " for _ in results])
+    print("-" * (22 + 27 * len(results)))
     for stage in STAGES:
-        cells = "".join(f"{(r['stages'][stage] or 0):>17.1f}s {(r['stage_rss_mb'][stage] or 0):>6,.0f} MB" for r in results)
-        print(f"{stage:<22}{cells}")
-    for label, key in [("cycle total (wall)", "cycle_s"), ("bare 5-fold training", "bare_5fold_s")]:
-        print(f"{label:<22}" + "".join(f"{r[key]:>17.1f}s" for r in results))
-    print(f"{'cycle / bare 5-fold':<22}" + "".join(f"{r['cycle_s'] / r['bare_5fold_s']:>17.2f}x" for r in results))
-    print(f"{'peak RSS, cycle':<22}" + "".join(f"{r['peak_rss_mb']:>15,.0f} MB" for r in results))
-    print(f"{'peak RSS, bare 5-fold':<22}" + "".join(f"{r['bare_peak_rss_mb']:>15,.0f} MB" for r in results))
-    print(f"{'k-fold AUC':<22}" + "".join(f"{r['auc']:>18.4f}" for r in results))
-    print(f"{'status':<22}" + "".join(f"{r['status']:>18}" for r in results))
+        line(stage, [f"{(r['stages'][stage] or 0):>14.1f}s {(r['stage_rss_mb'][stage] or 0):>6,.0f} MB  " for r in results])
+    line("cycle total (wall)", [timed(f"{r['cycle_s']:.1f}s") for r in results])
+    line("bare 5-fold training", [timed(f"{r['bare_5fold_s']:.1f}s") for r in results])
+    line("cycle / bare 5-fold", [timed(f"{r['cycle_s'] / r['bare_5fold_s']:.2f}x") for r in results])
+    line("train / bare 5-fold", [timed(f"{(r['stages']['train'] or 0) / r['bare_5fold_s']:.2f}x") for r in results])
+    line("peak RSS, cycle", [sized(f"{r['peak_rss_mb']:,.0f} MB") for r in results])
+    line("peak RSS, bare 5-fold", [sized(f"{r['bare_peak_rss_mb']:,.0f} MB") for r in results])
+    line("k-fold AUC", [timed(f"{r['auc']:.4f}") for r in results])
+    line("threads per fit", [timed(f"{r['threads']} (bare {r['bare_threads']})") for r in results])
+    line("status", [timed(r["status"]) for r in results])
+
+
+def _threads(value: str) -> str | int:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"--threads takes auto or a number >= 1, got {value!r}")
+    return int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000], help="rows per window")
+    parser.add_argument("--final-model", nargs="+", choices=["refit", "fold_ensemble"], default=["refit", "fold_ensemble"],
+                        help="training.final_model of the cycle; one cycle for each given (default: both)")
+    parser.add_argument("--threads", type=_threads, default="auto",
+                        help="training.threads of every fit, the bare training's too (default: auto)")
     parser.add_argument("--load-only", action="store_true", help="measure the readers only (no training, no cycle)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     results = []
     for rows in args.rows:
         print(f"benchmarking {rows:,} rows x {NUMERIC + CATEGORICAL} features ...", file=sys.stderr, flush=True)
-        results.append(run(rows, args.load_only))
-    print_load_table(results)
+        results += run(rows, args.final_model, args.threads, args.load_only)
+    # One load row per size: the cycles of one size share its warehouse and its reads.
+    print_load_table(list({r["rows"]: r for r in results}.values()))
     if not args.load_only:
         print()
         print_table(results)

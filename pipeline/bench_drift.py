@@ -86,7 +86,7 @@ def verdict_seconds(rows: int, repeats: int = 2) -> float:
 
     reference, current = synthetic_frame(rows, seed=1), synthetic_frame(rows, seed=2)
     current["num_01"] += 0.3
-    config = Config.model_validate(bench_config(Path("bench-drift"), rows))  # nothing is read or written there
+    config = Config.model_validate(bench_config(Path("bench-drift"), Path("bench-drift")))  # nothing is read or written there
     times = []
     for _ in range(repeats):
         started = time.perf_counter()

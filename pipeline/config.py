@@ -12,7 +12,7 @@ import os
 import re
 from datetime import date
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +23,9 @@ from pipeline.families import FAMILIES
 Task = Literal["classification", "regression"]
 Metric = Literal["roc_auc", "log_loss", "f1", "rmse", "mae", "r2"]
 Device = Literal["auto", "cpu", "cuda"]
+FinalModel = Literal["refit", "fold_ensemble"]
+# Estimator parameters that set a thread count: training.threads sets them all, so none may be set twice.
+THREAD_PARAMS = ("n_jobs", "nthread")
 Severity = Literal["critical", "warning"]
 RetrainOn = Literal["always", "drift", "degradation", "drift_or_degradation"]
 Reader = Literal["auto", "arrow", "sqlalchemy"]
@@ -174,11 +177,27 @@ class Training(_Strict):
     params: dict[str, float | int | str | bool] = Field(default_factory=dict, description="Passed to the estimator.")
     early_stopping_rounds: int | None = Field(default=20, gt=0)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
-    n_jobs: int = Field(default=1, description="Threads per model; 1 is fastest on small shared machines.")
+    threads: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        default="auto",
+        description="Threads of each fit (the estimator's n_jobs, and BLAS/OpenMP around it); auto: the CPUs this "
+                    "process may use (its affinity and cgroup quota).",
+    )
+    final_model: FinalModel = Field(
+        default="refit",
+        description="refit: after the k folds, one more fit on the whole window; fold_ensemble: no refit, the "
+                    "k fold models averaged are the candidate.",
+    )
     seed: int = 42
     queue: str | None = Field(
         default=None, description="Airflow/Celery queue for the train task (e.g. `gpu`); None: the default queue."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_n_jobs(cls, data: object) -> object:
+        if isinstance(data, dict) and "n_jobs" in data:
+            raise ValueError("training.n_jobs was renamed training.threads (auto or a number)")
+        return data
 
     @field_validator("family")
     @classmethod
@@ -186,6 +205,15 @@ class Training(_Strict):
         if family not in FAMILIES:
             raise ValueError(f"{family!r} is not one of {', '.join(FAMILIES)} (pipeline/families.py)")
         return family
+
+    @field_validator("params")
+    @classmethod
+    def _threads_set_once(cls, params: dict[str, float | int | str | bool]) -> dict[str, float | int | str | bool]:
+        for name in THREAD_PARAMS:
+            if name in params:
+                raise ValueError(f"{name!r} sets a thread count: use training.threads (auto or a number), "
+                                 "which also limits BLAS/OpenMP threads around the fit")
+        return params
 
 
 class Evaluation(_Strict):
@@ -357,6 +385,9 @@ class Config(_Strict):
         if set(self.gate.floors) - set(allowed):
             unknown_floors = sorted(set(self.gate.floors) - set(allowed))
             raise ValueError(f"gate.floors names metrics {unknown_floors}; {self.task} has {allowed}")
+        if self.training.final_model == "fold_ensemble" and self.evaluation.split == "time":
+            raise ValueError("training.final_model 'fold_ensemble' needs an evaluation.split other than 'time': "
+                             "no fold model of the time split trains on the window's newest rows")
         unknown = set(self.drift.per_feature) - set(self.source.features.all)
         if unknown:
             raise ValueError(f"drift.per_feature names columns that are not features: {sorted(unknown)}")

@@ -209,11 +209,12 @@ def finish_without_training(cycle: CycleRecord) -> None:
 
 
 def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> EvaluationResult:
-    """k-fold evaluate the candidate (and the champion on the same unseen rows), then fit on the whole window."""
+    """k-fold evaluate the candidate (and the champion on the same unseen rows), then make the final candidate:
+    a fit on the whole window or the fold models' ensemble (``training.final_model``)."""
     import joblib
 
-    from pipeline.evaluate import evaluate_kfold
-    from pipeline.train import encode_target, fit_model, resolve_device
+    from pipeline.evaluate import compare_with_champion, fit_folds
+    from pipeline.train import final_candidate, resolve_device
 
     config = cycle.config
     windows = windows or cycle.require(WINDOWS)
@@ -221,14 +222,16 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
         device = resolve_device(config)
         frame = cycle.frame("current")
         champion = _champion_of(cycle, windows)
-        evaluation, compared = evaluate_kfold(
-            config, frame, device, champion, progress=lambda m: cycle.progress(f"[train] {m}")
-        )
+
+        def progress(message: str) -> None:
+            cycle.progress(f"[train] {message}")
+
+        folds = fit_folds(config, frame, device, progress)
+        evaluation, compared = compare_with_champion(config, frame, folds, champion)
         if compared is not None:
             with cycle.writing(COMPARED) as path:
                 compared.to_parquet(path)
-        cycle.progress(f"[train] final fit on all {len(frame):,} rows")
-        model, info = fit_model(config, frame, encode_target(config, frame[config.source.target_column]), device)
+        model, info = final_candidate(config, frame, folds.y, folds.models, device, progress)
         with cycle.writing(CANDIDATE) as path:
             joblib.dump(model, path)
         cycle.write(EVALUATION, evaluation)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold, TimeSeriesSplit
+from sklearn.pipeline import Pipeline
 
 from pipeline.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, Config
 from pipeline.errors import PipelineError
@@ -153,6 +154,9 @@ class CandidateFolds:
     best_iterations: list[int | None]
     device: str
     seconds: float
+    # Kept only for ``training.final_model: fold_ensemble``, which is made of them: a refit needs none,
+    # and k random forests of a large window are large.
+    models: list[Pipeline] = field(default_factory=list)
 
 
 def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -> CandidateFolds:
@@ -162,18 +166,22 @@ def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -
     scores, fold_of_row = np.full(len(frame), np.nan), np.zeros(len(frame), dtype="int64")
     folds: list[FoldResult] = []
     best_iterations: list[int | None] = []
+    models: list[Pipeline] = []
+    keep_models = config.training.final_model == "fold_ensemble"
     for number, (train_idx, test_idx) in enumerate(fold_indices(config, frame, y), start=1):
         if progress:
             progress(f"fold {number}/{config.evaluation.k}: fitting on {len(train_idx):,} rows")
         model, info = fit_model(config, frame.iloc[train_idx], y[train_idx], device)
         best_iterations.append(info.best_iteration)
+        if keep_models:
+            models.append(model)
         scores[test_idx] = predict_scores(model, frame.iloc[test_idx], config.task)
         fold_of_row[test_idx] = number
         folds.append(FoldResult(
             fold=number, train_rows=len(train_idx), test_rows=len(test_idx),
             metrics={name: metric_value(name, y[test_idx], scores[test_idx]) for name in task_metrics(config.task)},
         ))
-    return CandidateFolds(y, scores, fold_of_row, folds, best_iterations, device, time.perf_counter() - started)
+    return CandidateFolds(y, scores, fold_of_row, folds, best_iterations, device, time.perf_counter() - started, models)
 
 
 def compare_with_champion(

@@ -21,7 +21,7 @@ CLASSIFICATION, REGRESSION = "classification", "regression"
 class Family:
     name: str
     tasks: tuple[str, ...]
-    build: Callable[[Config, str], Any]  # (config, device) -> an unfitted estimator
+    build: Callable[[Config, str, int], Any]  # (config, device, threads) -> an unfitted estimator
     # Trees split on ordinal category codes and take raw numbers; linear models need one-hot and scaling.
     ordinal_encoding: bool
     cuda: bool = False
@@ -36,16 +36,17 @@ def _classify(config: Config) -> bool:
     return config.task == CLASSIFICATION
 
 
-def _xgboost(config: Config, device: str):
+def _xgboost(config: Config, device: str, threads: int):
     import xgboost
 
     training = config.training
     cls = xgboost.XGBClassifier if _classify(config) else xgboost.XGBRegressor
-    return cls(tree_method="hist", device=device, n_jobs=training.n_jobs, random_state=training.seed,
+    return cls(tree_method="hist", device=device, n_jobs=threads, random_state=training.seed,
                early_stopping_rounds=training.early_stopping_rounds, **training.params)
 
 
-def _hist_gradient_boosting(config: Config, device: str):
+def _hist_gradient_boosting(config: Config, device: str, threads: int):
+    # Its OpenMP threads follow the threadpoolctl limit that pipeline.train.fit_model sets around the fit.
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     training, features = config.training, config.source.features
@@ -58,21 +59,21 @@ def _hist_gradient_boosting(config: Config, device: str):
     )
 
 
-def _random_forest(config: Config, device: str):
+def _random_forest(config: Config, device: str, threads: int):
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
     training = config.training
     cls = RandomForestClassifier if _classify(config) else RandomForestRegressor
-    return cls(n_jobs=training.n_jobs, random_state=training.seed, **training.params)
+    return cls(n_jobs=threads, random_state=training.seed, **training.params)
 
 
-def _logistic_regression(config: Config, device: str):
+def _logistic_regression(config: Config, device: str, threads: int):
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(max_iter=1000, random_state=config.training.seed, **config.training.params)
 
 
-def _ridge(config: Config, device: str):
+def _ridge(config: Config, device: str, threads: int):
     from sklearn.linear_model import Ridge
 
     return Ridge(random_state=config.training.seed, **config.training.params)

@@ -662,9 +662,12 @@ class CycleRecord:
         )
 
     def log_evaluation(self, evaluation: EvaluationResult, best_iteration: int | None, fit_seconds: float) -> None:
+        from pipeline.train import resolve_threads
+
         config, names = self.config, list(evaluation.metric_means)
         self.log(
             params={"family": config.training.family, "device": evaluation.device, "k": config.evaluation.k,
+                    "final_model": config.training.final_model, "threads": resolve_threads(config),
                     "split": config.evaluation.split, "primary_metric": config.primary_metric,
                     **{f"model.{k}": v for k, v in config.training.params.items()}},
             metrics={**{f"cv.{n}.mean": evaluation.metric_means[n] for n in names},

@@ -2,7 +2,8 @@
 
 Every model is one scikit-learn ``Pipeline`` (type coercion → encoding → estimator),
 so the encoding travels with the model into the registry and the champion can be
-scored on raw rows later.
+scored on raw rows later; with ``training.final_model: fold_ensemble`` the candidate is
+a ``FoldEnsemble`` of the k fold pipelines, which answers the same calls.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -22,6 +26,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.utils.metaestimators import available_if
+from threadpoolctl import threadpool_limits
 
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
@@ -90,6 +96,24 @@ def resolve_device(config: Config) -> str:
     return "cuda" if family.cuda and gpu_visible() else "cpu"
 
 
+def resolve_threads(config: Config) -> int:
+    """Threads per fit: ``training.threads``, or with ``auto`` the CPUs this process may run on.
+
+    joblib counts what the process may use (its CPU affinity and a cgroup's CPU quota, as in a
+    container), not the machine's cores: more threads than that only wait on each other.
+    """
+    threads = config.training.threads
+    return joblib.cpu_count() if threads == "auto" else threads
+
+
+@contextmanager
+def fit_threads(config: Config) -> Iterator[int]:
+    """Around a fit: BLAS and OpenMP pools capped at the fit's thread count, so nothing runs nested on top of it."""
+    threads = resolve_threads(config)
+    with threadpool_limits(limits=threads):
+        yield threads
+
+
 def _encoder(config: Config) -> ColumnTransformer:
     numeric, categorical = config.source.features.numeric, config.source.features.categorical
     if FAMILIES[config.training.family].ordinal_encoding:
@@ -110,7 +134,7 @@ def build_model(config: Config, device: str) -> Pipeline:
     """An unfitted pipeline; raises ConfigError when training.params don't fit the family."""
     features = config.source.features
     try:
-        estimator = FAMILIES[config.training.family].build(config, device)
+        estimator = FAMILIES[config.training.family].build(config, device, resolve_threads(config))
     except TypeError as exc:
         raise ConfigError(f"training.params do not fit family {config.training.family!r}: {exc}") from None
     return Pipeline(
@@ -140,22 +164,72 @@ def fit_model(config: Config, X: pd.DataFrame, y: np.ndarray, device: str) -> tu
     started = time.perf_counter()
     model = build_model(config, device)
     training, family = config.training, FAMILIES[config.training.family]
-    if family.eval_set_early_stopping and training.early_stopping_rounds:
-        stratify = y if config.task == "classification" else None
-        X_fit, X_val, y_fit, y_val = train_test_split(
-            X, y, test_size=training.validation_fraction, random_state=training.seed, stratify=stratify
-        )
-        head = model[:-1].fit(X_fit, y_fit)
-        model[-1].fit(head.transform(X_fit), y_fit, eval_set=[(head.transform(X_val), y_val)], verbose=False)
-        best = family.best_iteration(model[-1])
-    else:
-        model.fit(X, y)
-        # Without an eval set there is no best iteration to speak of for a family that stops on one.
-        best = None if family.eval_set_early_stopping else family.best_iteration(model[-1])
+    with fit_threads(config):
+        if family.eval_set_early_stopping and training.early_stopping_rounds:
+            stratify = y if config.task == "classification" else None
+            X_fit, X_val, y_fit, y_val = train_test_split(
+                X, y, test_size=training.validation_fraction, random_state=training.seed, stratify=stratify
+            )
+            head = model[:-1].fit(X_fit, y_fit)
+            model[-1].fit(head.transform(X_fit), y_fit, eval_set=[(head.transform(X_val), y_val)], verbose=False)
+            best = family.best_iteration(model[-1])
+        else:
+            model.fit(X, y)
+            # Without an eval set there is no best iteration to speak of for a family that stops on one.
+            best = None if family.eval_set_early_stopping else family.best_iteration(model[-1])
     return model, FitInfo(best_iteration=best, seconds=time.perf_counter() - started)
 
 
-def predict_scores(model: Pipeline, X: pd.DataFrame, task: str) -> np.ndarray:
+def _classifies(ensemble: FoldEnsemble) -> bool:
+    return ensemble.task == "classification"
+
+
+class FoldEnsemble(BaseEstimator):
+    """The k fold models of a k-fold run as one model: the mean of their class probabilities (classification)
+    or of their predictions (regression).
+
+    Each row of the window trained k - 1 of the k models, so the ensemble learned from the whole
+    window without a refit; it answers ``predict`` and ``predict_proba`` like the Pipeline it stands for.
+    """
+
+    def __init__(self, models: list[Pipeline], task: str):
+        self.models = models
+        self.task = task
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.models[0].classes_
+
+    @available_if(_classifies)
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return np.mean([model.predict_proba(X) for model in self.models], axis=0)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        if _classifies(self):
+            return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        return np.mean([model.predict(X) for model in self.models], axis=0)
+
+
+def final_candidate(
+    config: Config, X: pd.DataFrame, y: np.ndarray, fold_models: list[Pipeline], device: str, progress=None,
+) -> tuple[Pipeline | FoldEnsemble, FitInfo]:
+    """The model a cycle registers and a backtest step keeps, as ``training.final_model`` says (decided here only).
+
+    ``refit``: one more fit on all rows; ``fold_ensemble``: the k fold models, no fit (``fold_models``
+    must then hold them: ``pipeline.evaluate.fit_folds`` keeps them for this setting).
+    """
+    if config.training.final_model == "fold_ensemble":
+        if len(fold_models) != config.evaluation.k:
+            raise PipelineError(f"a fold ensemble needs the {config.evaluation.k} fold models, got {len(fold_models)}")
+        if progress:
+            progress(f"final model: the {len(fold_models)} fold models averaged (no refit)")
+        return FoldEnsemble(list(fold_models), config.task), FitInfo(best_iteration=None, seconds=0.0)
+    if progress:
+        progress(f"final fit on all {len(X):,} rows")
+    return fit_model(config, X, y, device)
+
+
+def predict_scores(model: Pipeline | FoldEnsemble, X: pd.DataFrame, task: str) -> np.ndarray:
     """Positive-class probability for classification, the prediction for regression."""
     if task == "classification":
         return model.predict_proba(X)[:, 1]

@@ -98,8 +98,8 @@ def label_flip_store(root: Path, **sections) -> Config:
     engine = sa.create_engine(f"sqlite:///{root / 'warehouse.db'}")
     frame.to_sql("events", engine, index=False)
     engine.dispose()
-    config = load_config(write_config(root, training={"family": "logistic_regression", "params": {}},
-                                      gate={"min_compare_rows": 50}, **sections), environ={})
+    training = {"family": "logistic_regression", "params": {}, **sections.pop("training", {})}
+    config = load_config(write_config(root, training=training, gate={"min_compare_rows": 50}, **sections), environ={})
     write_suite(propose_suite(config, frame), config.validation.suite)
     return config
 

@@ -141,6 +141,21 @@ def test_a_sound_store_still_promotes_and_rolls_back_refusing_a_tampered_target(
         assert "model.skops" in artifacts.Manifest.from_json(manifest).files
 
 
+def test_mlflows_own_load_on_a_local_store_leaves_the_version_loadable(champion, champion_files):
+    import mlflow.pyfunc
+
+    served = mlflow.pyfunc.load_model(f"models:/{champion.model_name}/1")
+    assert (champion_files / artifacts.MLFLOW_LOAD_MARKER).is_file()  # MLflow wrote into the store itself
+    frame = small_frame(20)[champion.source.features.all]
+    assert (registry.load_model(champion, "1").predict_proba(frame) == served.predict(frame)).all()
+
+
+def test_the_marker_mlflow_writes_is_allowed_at_the_top_only(champion, champion_files):
+    (champion_files / "code" / artifacts.MLFLOW_LOAD_MARKER).write_text("name: test_model\n")
+    with pytest.raises(ArtifactMismatch, match=r"code/registered_model_meta was added"):
+        registry.load_model(champion, "1")
+
+
 def test_a_verified_model_loads_with_the_installed_package_and_the_projects_trusted_types(champion, champion_files):
     # The artifact's MLmodel would tell MLflow's loader to trust nothing: the pipeline does not read it.
     mlmodel = champion_files / "MLmodel"

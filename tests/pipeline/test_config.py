@@ -39,6 +39,14 @@ def _with(tmp_path, section, key, value):
         pytest.param(lambda t: _with(t, "training", "familly", "xgboost"), r"training\.familly: Extra inputs", id="unknown-key"),
         pytest.param(lambda t: _with(t, "training", "family", "deep_forest"), r"training\.family: .*'deep_forest' is not one of xgboost, ", id="unknown-family"),
         pytest.param(lambda t: _with(t, "training", "family", "ridge"), r"training\.family 'ridge' does not fit a classification task", id="family-of-other-task"),
+        pytest.param(lambda t: _with(t, "training", "threads", 0), r"training\.threads\.constrained-int: Input should be greater than or equal to 1", id="zero-threads"),
+        pytest.param(lambda t: _with(t, "training", "threads", "all"), r"training\.threads\.literal\['auto'\]: Input should be 'auto'", id="threads-neither-auto-nor-a-number"),
+        pytest.param(lambda t: _with(t, "training", "params", {"n_jobs": 2}), r"training\.params: .*'n_jobs' sets a thread count: use training\.threads", id="n-jobs-in-params"),
+        pytest.param(lambda t: _with(t, "training", "params", {"nthread": 2}), r"training\.params: .*'nthread' sets a thread count: use training\.threads", id="nthread-in-params"),
+        pytest.param(lambda t: _with(t, "training", "n_jobs", 2), r"training\.n_jobs was renamed training\.threads", id="renamed-n-jobs"),
+        pytest.param(lambda t: _with(t, "training", "final_model", "average"), r"training\.final_model: Input should be 'refit' or 'fold_ensemble'", id="unknown-final-model"),
+        pytest.param(lambda t: {**_with(t, "training", "final_model", "fold_ensemble"), "evaluation": {"split": "time"}},
+                     r"'fold_ensemble' needs an evaluation\.split other than 'time'", id="fold-ensemble-of-time-split"),
         pytest.param(lambda t: {**config_dict(t), "model_name": ".."}, r"model_name: String should match pattern", id="model-name-a-path"),
         pytest.param(lambda t: _with(t, "evaluation", "k", "five"), r"evaluation\.k: Input should be a valid integer", id="wrong-type"),
         pytest.param(lambda t: _with(t, "evaluation", "primary_metric", "rmse"), r"primary_metric 'rmse' is not one of", id="metric-of-other-task"),
@@ -117,6 +125,12 @@ def test_training_queue_defaults_to_the_default_queue_and_takes_a_name(tmp_path)
     assert load_config(_write(tmp_path, config_dict(tmp_path)), environ={}).training.queue is None
     routed = load_config(_write(tmp_path, _with(tmp_path, "training", "queue", "gpu")), environ={})
     assert routed.training.queue == "gpu"
+
+
+def test_training_defaults_to_a_refit_on_every_cpu_and_takes_a_thread_count(tmp_path):
+    training = load_config(_write(tmp_path, config_dict(tmp_path)), environ={}).training
+    assert (training.final_model, training.threads) == ("refit", "auto")
+    assert load_config(_write(tmp_path, _with(tmp_path, "training", "threads", 3)), environ={}).training.threads == 3
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pytest
 
 from pipeline import demo, promote, registry
@@ -321,3 +322,29 @@ def test_a_cycle_says_loudly_when_the_champion_alias_was_moved_outside_the_pipel
     [warning] = [note for note in outcome.windows.notes if note.startswith("WARNING")]
     assert "champion alias of 'test_model' is v- but the promotion log's last champion move is v1" in warning
     assert f"note: {warning}" in format_outcome(outcome)
+
+
+def test_a_fold_ensemble_is_registered_gated_and_challenged_like_a_refit_model(tmp_path):
+    import mlflow
+
+    from pipeline.train import FoldEnsemble
+    from tests.conftest import label_flip_store, small_frame
+
+    config = label_flip_store(tmp_path, training={"final_model": "fold_ensemble"}, promotion={"approval": "auto"})
+    first = run_cycle(config, date(2026, 1, 10))
+    assert first.status == Status.PROMOTED, format_outcome(first)
+    champion = registry.load_model(config, first.version.version)  # verified and loaded with the allow-list
+    assert isinstance(champion, FoldEnsemble) and len(champion.models) == config.evaluation.k
+    run = registry.client(config).get_run(first.cycle.run_id).data
+    assert run.params["final_model"] == "fold_ensemble" and run.metrics["final.fit_s"] == 0.0
+
+    # The labels flip on 01-11: the next ensemble must beat the champion ensemble on the rows it never saw.
+    second = run_cycle(config, date(2026, 1, 20))
+    assert second.status == Status.PROMOTED, format_outcome(second)
+    assert second.verdict.champion_version == first.version.version and second.verdict.compare_rows >= 50
+    assert second.verdict.improvement > 0
+    rows = small_frame(20)[config.source.features.all].astype({"x_num": "float64", "y_num": "float64"})
+    expected = registry.load_model(config, second.version.version).predict_proba(rows)
+    # Last: on a local artifact store MLflow's loader writes a registered_model_meta file beside the model's files.
+    served = mlflow.pyfunc.load_model(f"models:/{config.model_name}/{second.version.version}")
+    np.testing.assert_allclose(served.predict(rows), expected)

@@ -99,3 +99,86 @@ def test_hidden_gpus_are_not_visible(monkeypatch):
     # The real probe, unmocked: CUDA_VISIBLE_DEVICES=-1 hides every GPU, on any machine.
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert train.gpu_visible() is False
+
+
+def test_threads_auto_are_the_cpus_the_process_may_use(tmp_path, monkeypatch):
+    # joblib counts the process's affinity and cgroup quota; a container limited to 3 CPUs of 64 reports 3.
+    monkeypatch.setattr(train.joblib, "cpu_count", lambda: 3)
+    assert train.resolve_threads(make_config(tmp_path)) == 3
+    assert train.resolve_threads(make_config(tmp_path, threads=1)) == 1
+
+
+@pytest.mark.parametrize("family", [pytest.param("xgboost", id="xgboost"), pytest.param("random_forest", id="random_forest")])
+def test_threads_reach_the_estimator(tmp_path, family):
+    model = train.build_model(make_config(tmp_path, family=family, threads=2), "cpu")
+    assert model[-1].n_jobs == 2
+
+
+def test_fits_run_with_blas_and_openmp_capped_at_the_fit_threads(tmp_path):
+    from threadpoolctl import threadpool_info
+
+    with train.fit_threads(make_config(tmp_path, threads=1)) as threads:
+        pools = threadpool_info()
+    assert threads == 1
+    assert pools and all(pool["num_threads"] == 1 for pool in pools)
+
+
+def ensemble_of_folds(tmp_path, task):
+    from pipeline.evaluate import fit_folds
+
+    config = make_config(tmp_path, task=task, final_model="fold_ensemble")
+    frame = small_frame(300) if task == "classification" else regression_frame(300)
+    folds = fit_folds(config, frame, "cpu")
+    ensemble, info = train.final_candidate(config, frame, folds.y, folds.models, "cpu")
+    return config, frame, folds.models, ensemble, info
+
+
+TASKS = [pytest.param("classification", id="classification"), pytest.param("regression", id="regression")]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_fold_ensemble_predicts_the_mean_of_its_fold_models(tmp_path, task):
+    config, frame, fold_models, ensemble, info = ensemble_of_folds(tmp_path, task)
+    assert isinstance(ensemble, train.FoldEnsemble) and len(ensemble.models) == config.evaluation.k
+    assert info.best_iteration is None and info.seconds == 0.0  # nothing was fitted
+    if task == "classification":
+        mean = np.mean([model.predict_proba(frame) for model in fold_models], axis=0)
+        np.testing.assert_allclose(ensemble.predict_proba(frame), mean)
+        np.testing.assert_array_equal(ensemble.predict(frame), (mean[:, 1] > mean[:, 0]).astype(int))
+        np.testing.assert_allclose(train.predict_scores(ensemble, frame, task), mean[:, 1])
+    else:
+        assert not hasattr(ensemble, "predict_proba")  # like the Pipeline of a regressor
+        np.testing.assert_allclose(ensemble.predict(frame), np.mean([m.predict(frame) for m in fold_models], axis=0))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_fold_ensemble_round_trips_through_the_registrys_allow_list(tmp_path, task):
+    import skops.io
+
+    from pipeline import artifacts
+
+    config, frame, _, ensemble, _ = ensemble_of_folds(tmp_path, task)
+    assert "pipeline.train.FoldEnsemble" in artifacts.untrusted_types(ensemble)  # refused unless all are listed
+    (tmp_path / "model").mkdir()
+    skops.io.dump(ensemble, tmp_path / "model" / artifacts.MODEL_FILE)
+    loaded = artifacts.load_model_file(tmp_path / "model", config.model_name, "1")
+    assert isinstance(loaded, train.FoldEnsemble)
+    np.testing.assert_array_equal(train.predict_scores(loaded, frame, task), train.predict_scores(ensemble, frame, task))
+
+
+def test_refit_fits_one_model_on_every_row(tmp_path):
+    config = make_config(tmp_path)
+    frame = small_frame(300)
+    y = train.encode_target(config, frame["label"])
+    model, info = train.final_candidate(config, frame, y, [], "cpu")
+    on_every_row, _ = train.fit_model(config, frame, y, "cpu")
+    assert not isinstance(model, train.FoldEnsemble) and info.seconds > 0
+    np.testing.assert_allclose(train.predict_scores(model, frame, "classification"),
+                               train.predict_scores(on_every_row, frame, "classification"))
+
+
+def test_a_fold_ensemble_without_its_fold_models_is_refused(tmp_path):
+    config = make_config(tmp_path, final_model="fold_ensemble")
+    frame = small_frame(300)
+    with pytest.raises(PipelineError, match="needs the 3 fold models, got 0"):
+        train.final_candidate(config, frame, train.encode_target(config, frame["label"]), [], "cpu")
