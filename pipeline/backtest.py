@@ -417,7 +417,7 @@ def _score_next(
     config: Config, following, decisions: dict[str, PolicyStep], champions, models: _Models, candidate: str | None,
 ) -> float | None:
     """Each policy's model in force, a promoted model's predecessor and the step's candidate, on the next step's rows."""
-    from pipeline.evaluate import metric_value
+    from pipeline.metrics import metric_value
     from pipeline.train import encode_target, predict_scores
 
     if not len(following):

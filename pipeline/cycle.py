@@ -257,8 +257,8 @@ def _champion_of(cycle: CycleRecord, windows: Windows):
 
 def gate_stage(cycle: CycleRecord, evaluation: EvaluationResult | None = None) -> GateVerdict:
     """The gate's verdict on the candidate; a rejection ends the cycle with the champion untouched."""
-    from pipeline.evaluate import ComparedRows
     from pipeline.gate import decide as gate_decide
+    from pipeline.metrics import ComparedRows
 
     evaluation = evaluation or cycle.require(EVALUATION)
     with cycle.stage("gate"):

@@ -12,46 +12,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
-from pipeline.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, Config
+from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.metrics import ComparedRows, metric_value, task_metrics
 from pipeline.results import EvaluationResult, FoldResult
 from pipeline.train import encode_target, fit_model, predict_scores
-
-HIGHER_IS_BETTER = {"roc_auc": True, "f1": True, "r2": True, "log_loss": False, "rmse": False, "mae": False}
-
-
-def metric_value(name: str, y_true: np.ndarray, scores: np.ndarray) -> float:
-    """One metric; NaN where it is undefined (e.g. AUC on rows of a single class)."""
-    if len(y_true) == 0:
-        return float("nan")
-    if name == "roc_auc":
-        return float(skm.roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else float("nan")
-    if name == "log_loss":
-        return float(skm.log_loss(y_true, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1]))
-    if name == "f1":
-        return float(skm.f1_score(y_true, (scores >= 0.5).astype(int), zero_division=0.0))
-    if name == "rmse":
-        return float(skm.root_mean_squared_error(y_true, scores))
-    if name == "mae":
-        return float(skm.mean_absolute_error(y_true, scores))
-    if name == "r2":
-        return float(skm.r2_score(y_true, scores)) if len(y_true) > 1 else float("nan")
-    raise ValueError(f"unknown metric {name!r}")
-
-
-def task_metrics(task: str) -> tuple[str, ...]:
-    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
 
 
 @dataclass(frozen=True)
@@ -116,31 +90,6 @@ def unseen_by_champion(config: Config, frame: pd.DataFrame, champion: Champion) 
     days = frame[config.source.timestamp_column].dt.normalize()
     start, end = pd.Timestamp(champion.window_start), pd.Timestamp(champion.window_end)
     return ((days < start) | (days > end)).to_numpy()
-
-
-@dataclass
-class ComparedRows:
-    """The rows the gate compares on, one per row: when, the truth, and both models' scores."""
-
-    timestamps: np.ndarray
-    y: np.ndarray
-    candidate: np.ndarray
-    champion: np.ndarray
-    fold: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, rows: np.ndarray) -> ComparedRows:
-        return ComparedRows(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
-
-    def to_parquet(self, path: Path) -> None:
-        pd.DataFrame(asdict(self)).to_parquet(path, index=False)
-
-    @classmethod
-    def read_parquet(cls, path: Path) -> ComparedRows:
-        frame = pd.read_parquet(path)
-        return cls(**{name: frame[name].to_numpy() for name in cls.__dataclass_fields__})
 
 
 @dataclass

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import stats
 
 from pipeline.config import Gate
-from pipeline.evaluate import HIGHER_IS_BETTER, ComparedRows, metric_value
+from pipeline.metrics import HIGHER_IS_BETTER, ComparedRows, metric_value
 from pipeline.results import EvaluationResult, GateCheck, GateVerdict
 
 TARGET_POWER = 0.8

@@ -33,8 +33,8 @@ import pandas as pd
 from scipy import stats
 
 from pipeline.config import Config, Monitoring, RetrainOn
-from pipeline.evaluate import metric_value
 from pipeline.gate import BlockTest, block_sums, error_of, time_blocks
+from pipeline.metrics import metric_value
 from pipeline.results import ModelQuality
 from pipeline.train import encode_target, predict_scores
 

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
-from pipeline.evaluate import Champion, evaluate_kfold, fold_indices, metric_value, unseen_by_champion
+from pipeline.evaluate import Champion, evaluate_kfold, fold_indices, unseen_by_champion
 from pipeline.train import build_model, encode_target
 from tests.conftest import small_frame, write_config
 
@@ -54,21 +54,6 @@ def test_time_split_tests_on_the_future(tmp_path):
     for train, test in folds:
         assert ts[train].max() <= ts[test].min()
     assert [len(train) for train, _ in folds] == sorted(len(train) for train, _ in folds)
-
-
-@pytest.mark.parametrize(
-    ("name", "y", "scores", "expected"),
-    [
-        pytest.param("roc_auc", [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75, id="auc"),
-        pytest.param("roc_auc", [1, 1, 1], [0.2, 0.5, 0.9], float("nan"), id="auc-undefined-on-one-class"),
-        pytest.param("f1", [0, 1, 1, 0], [0.2, 0.7, 0.4, 0.6], 0.5, id="f1-at-0.5"),
-        pytest.param("rmse", [1.0, 2.0], [1.0, 4.0], np.sqrt(2.0), id="rmse"),
-        pytest.param("mae", [1.0, 2.0], [1.0, 4.0], 1.0, id="mae"),
-    ],
-)
-def test_metric_values(name, y, scores, expected):
-    value = metric_value(name, np.array(y), np.array(scores))
-    assert (np.isnan(value) and np.isnan(expected)) or value == pytest.approx(expected)
 
 
 def test_champion_is_judged_only_on_rows_outside_its_training_window(tmp_path):

@@ -9,7 +9,6 @@ import pytest
 from sklearn import metrics as skm
 
 from pipeline.config import Gate
-from pipeline.evaluate import ComparedRows, metric_value
 from pipeline.gate import (
     block_test,
     corrected_resampled_ttest,
@@ -17,6 +16,7 @@ from pipeline.gate import (
     log_error_ratio,
     relative_improvement,
 )
+from pipeline.metrics import ComparedRows, metric_value
 from pipeline.results import EvaluationResult, FoldResult
 
 START = np.datetime64("2026-01-01T00:00")

@@ -11,8 +11,9 @@ from scipy.signal import lfilter
 from sklearn import metrics as skm
 
 from pipeline.config import Monitoring, load_config
-from pipeline.evaluate import Champion, evaluate_kfold, metric_value
+from pipeline.evaluate import Champion, evaluate_kfold
 from pipeline.gate import error_of
+from pipeline.metrics import metric_value
 from pipeline.monitor import check_quality, degradation_test, no_champion, retrain_reasons
 from pipeline.train import encode_target, fit_model
 from tests.conftest import small_frame, write_config

@@ -8,8 +8,8 @@ import pytest
 from pipeline import train
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.evaluate import metric_value
 from pipeline.families import FAMILIES
+from pipeline.metrics import metric_value
 from tests.conftest import small_frame, write_config
 
 

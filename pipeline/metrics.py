@@ -1,0 +1,69 @@
+"""The metrics the evaluation, the gate and the quality check score with, and the rows the gate compares on.
+
+Apart from ``pipeline.evaluate`` so that the gate and the quality check import no training code:
+scikit-learn's metrics are imported only when a metric is computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+HIGHER_IS_BETTER = {"roc_auc": True, "f1": True, "r2": True, "log_loss": False, "rmse": False, "mae": False}
+
+
+def metric_value(name: str, y_true: np.ndarray, scores: np.ndarray) -> float:
+    """One metric; NaN where it is undefined (e.g. AUC on rows of a single class)."""
+    if len(y_true) == 0:
+        return float("nan")
+    # Here, not at module level: the gate of a first cycle (no champion) and the decision tasks need no scikit-learn.
+    from sklearn import metrics as skm
+
+    if name == "roc_auc":
+        return float(skm.roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else float("nan")
+    if name == "log_loss":
+        return float(skm.log_loss(y_true, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1]))
+    if name == "f1":
+        return float(skm.f1_score(y_true, (scores >= 0.5).astype(int), zero_division=0.0))
+    if name == "rmse":
+        return float(skm.root_mean_squared_error(y_true, scores))
+    if name == "mae":
+        return float(skm.mean_absolute_error(y_true, scores))
+    if name == "r2":
+        return float(skm.r2_score(y_true, scores)) if len(y_true) > 1 else float("nan")
+    raise ValueError(f"unknown metric {name!r}")
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+
+
+
+@dataclass
+class ComparedRows:
+    """The rows the gate compares on, one per row: when, the truth, and both models' scores."""
+
+    timestamps: np.ndarray
+    y: np.ndarray
+    candidate: np.ndarray
+    champion: np.ndarray
+    fold: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, rows: np.ndarray) -> ComparedRows:
+        return ComparedRows(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
+
+    def to_parquet(self, path: Path) -> None:
+        pd.DataFrame(asdict(self)).to_parquet(path, index=False)
+
+    @classmethod
+    def read_parquet(cls, path: Path) -> ComparedRows:
+        frame = pd.read_parquet(path)
+        return cls(**{name: frame[name].to_numpy() for name in cls.__dataclass_fields__})
