@@ -109,13 +109,16 @@ def test_drift_on_the_cluster_gives_the_local_scores_and_verdict(cluster, tmp_pa
     pd.testing.assert_frame_equal(sampled, _sample(current, ["x_num", "y_num", "color"], 500, config.training.seed))
 
 
-def _two_cycles(root: Path, **sections):
+def _two_cycles(root: Path, compute: dict | None = None):
     """A champion trained as of 01-10 and approved, then a cycle as of 01-20 after the labels flipped."""
     from pipeline.approval import decide_version, reviewer_decision
+    from pipeline.config import Compute, Training
     from pipeline.cycle import run_cycle
 
-    config = label_flip_store(root, training={"family": "xgboost", "params": {"n_estimators": 30, "max_depth": 3}},
-                              **sections)
+    # The store's family is a linear model; the dask engine is xgboost's.
+    config = label_flip_store(root).model_copy(update={
+        "training": Training(family="xgboost", params={"n_estimators": 30, "max_depth": 3}),
+        "compute": Compute.model_validate(compute or {})})
     first = run_cycle(config, date(2026, 1, 10))
     decide_version(config, first.version.version, reviewer_decision(True, "alice", "cli"))
     return config, run_cycle(config, date(2026, 1, 20))
