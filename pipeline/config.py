@@ -46,6 +46,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "PIPELINE_DATABASE_URL": ("promotion", "database_url"),
     "PIPELINE_STORAGE_ROOT": ("storage", "root"),
     "PIPELINE_MLFLOW_UI_URL": ("registry", "ui_url"),
+    "PIPELINE_DASK_SCHEDULER_ADDRESS": ("compute", "dask", "scheduler_address"),
 }
 
 
@@ -350,6 +351,32 @@ class Orchestration(_Strict):
     max_retry_delay_s: int = Field(default=900, gt=0)
 
 
+class DaskCluster(_Strict):
+    """Where the dask engine runs: a running scheduler, or a LocalCluster started for the cycle and closed after it."""
+
+    scheduler_address: str | None = Field(
+        default=None,
+        description="e.g. tcp://dask-scheduler:8786 (override: PIPELINE_DASK_SCHEDULER_ADDRESS); None: a LocalCluster.",
+    )
+    n_workers: int | None = Field(default=None, gt=0, description="LocalCluster workers; None: Dask's choice for the machine.")
+    threads_per_worker: int | None = Field(default=None, gt=0, description="LocalCluster threads per worker; None: Dask's.")
+    memory_limit: str | None = Field(
+        default=None, description="LocalCluster memory per worker (e.g. '4GiB'), beyond which workers spill; None: Dask's."
+    )
+    processes: bool = Field(default=True, description="LocalCluster workers as processes (False: threads of this one).")
+
+
+class Compute(_Strict):
+    """Where the heavy stages run (pipeline/distributed.py): in this process, or on a Dask cluster."""
+
+    engine: Literal["local", "dask"] = Field(
+        default="local",
+        description="dask: drift statistics, k-fold training (xgboost.dask) and the champion's scoring run on "
+                    "the cluster, one partition per day; only training.family xgboost supports it.",
+    )
+    dask: DaskCluster = DaskCluster()
+
+
 class Config(_Strict):
     # A directory name and an MLflow name: no path separators, and not "." or "..".
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -367,6 +394,7 @@ class Config(_Strict):
     storage: Storage
     orchestration: Orchestration = Orchestration()
     notifications: Notifications = Notifications()
+    compute: Compute = Compute()
 
     @model_validator(mode="after")
     def _task_consistency(self) -> Config:
@@ -382,6 +410,12 @@ class Config(_Strict):
         family = FAMILIES[self.training.family]
         if self.task not in family.tasks:
             raise ValueError(f"training.family {family.name!r} does not fit a {self.task} task")
+        if self.compute.engine == "dask" and family.name != "xgboost":
+            raise ValueError(f"compute.engine 'dask' trains with xgboost.dask: training.family must be 'xgboost' "
+                             f"(got {family.name!r}), or use compute.engine 'local'")
+        if self.compute.engine == "dask" and self.training.final_model != "refit":
+            raise ValueError("compute.engine 'dask' registers a refit on the whole window: training.final_model must "
+                             f"be 'refit' (got {self.training.final_model!r}), or use compute.engine 'local'")
         if set(self.gate.floors) - set(allowed):
             unknown_floors = sorted(set(self.gate.floors) - set(allowed))
             raise ValueError(f"gate.floors names metrics {unknown_floors}; {self.task} has {allowed}")
@@ -494,7 +528,10 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     for var, keys in ENV_OVERRIDES.items():
         if environ.get(var):
-            raw.setdefault(keys[0], {})[keys[1]] = environ[var]
+            section = raw
+            for key in keys[:-1]:
+                section = section.setdefault(key, {})
+            section[keys[-1]] = environ[var]
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:

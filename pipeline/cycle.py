@@ -172,7 +172,15 @@ def drift_stage(cycle: CycleRecord) -> DriftResult:
 
     with cycle.stage("drift"):
         with cycle.writing(DRIFT_REPORT) as report:
-            result = detect_drift(cycle.config, cycle.frame("reference"), cycle.frame("current"), report)
+            if cycle.config.compute.engine == "dask":
+                from pipeline.distributed import detect_drift_on_cluster
+
+                windows = cycle.require(WINDOWS)
+                snapshots = {name: (cycle.url_of(snapshot_file(name)), window.start, window.end)
+                             for name, window in (("reference", windows.reference), ("current", windows.current))}
+                result = detect_drift_on_cluster(cycle.config, snapshots, report)
+            else:
+                result = detect_drift(cycle.config, cycle.frame("reference"), cycle.frame("current"), report)
         cycle.write(DRIFT, result)
         cycle.log_drift(result)
     return result
@@ -219,19 +227,27 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
     config = cycle.config
     windows = windows or cycle.require(WINDOWS)
     with cycle.stage("train"):
-        device = resolve_device(config)
-        frame = cycle.frame("current")
-        champion = _champion_of(cycle, windows)
+        if config.compute.engine == "dask":
+            from pipeline.distributed import train_on_cluster
 
-        def progress(message: str) -> None:
-            cycle.progress(f"[train] {message}")
+            trained = train_on_cluster(config, cycle.url_of(snapshot_file("current")), windows.current.start,
+                                       windows.current.end, _champion_of(cycle, windows),
+                                       progress=lambda m: cycle.progress(f"[train] {m}"))
+            evaluation, compared, model, info = trained.evaluation, trained.compared, trained.model, trained.final_fit
+        else:
+            device = resolve_device(config)
+            frame = cycle.frame("current")
+            champion = _champion_of(cycle, windows)
 
-        folds = fit_folds(config, frame, device, progress)
-        evaluation, compared = compare_with_champion(config, frame, folds, champion)
+            def progress(message: str) -> None:
+                cycle.progress(f"[train] {message}")
+
+            folds = fit_folds(config, frame, device, progress)
+            evaluation, compared = compare_with_champion(config, frame, folds, champion)
+            model, info = final_candidate(config, frame, folds.y, folds.models, device, progress)
         if compared is not None:
             with cycle.writing(COMPARED) as path:
                 compared.to_parquet(path)
-        model, info = final_candidate(config, frame, folds.y, folds.models, device, progress)
         with cycle.writing(CANDIDATE) as path:
             joblib.dump(model, path)
         cycle.write(EVALUATION, evaluation)
@@ -347,10 +363,12 @@ def run_cycle(
     """Run the stages up to and including ``until``, passing results in memory; verdicts end it with their status."""
     if until not in STAGES:
         raise PipelineError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
+    from pipeline.distributed import engine_session  # Dask itself only with compute.engine dask
+
     trigger = trigger or Trigger.cli()
     with open_cycle(config, as_of, cycle_id, trigger=trigger, progress=progress) as cycle:
         outcome = CycleOutcome(cycle, Status.RUNNING, trigger=trigger)
-        with failures_recorded(cycle):
+        with failures_recorded(cycle), engine_session(config):
             _run_stages(cycle, outcome, STAGES[: STAGES.index(until) + 1])
         status = cycle.require(STATUS)
         if status.status == Status.RUNNING:

@@ -24,6 +24,7 @@ import html
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,41 +44,53 @@ EVIDENTLY_JS_FACTOR = math.sqrt(math.log(2))
 def detect_drift(config: Config, reference: pd.DataFrame, current: pd.DataFrame, report: Path) -> DriftResult:
     """Judge the configured features of two windows; write the HTML report to ``report``."""
     result = judge_drift(config, reference, current)
+    write_report(config, reference, current, result, report)
+    return result
+
+
+def write_report(config: Config, reference: pd.DataFrame, current: pd.DataFrame, result: DriftResult,
+                 report: Path) -> None:
+    """Evidently's report on (samples of) the windows, opening with ``result``; a page of its own without features."""
     compared = [f.feature for f in result.features if f.status != "degenerate" and f.score is not None]
     if compared:
         _run_evidently(config, reference, current, result, compared, report)
     else:
         report.write_text(_page("Data drift: no feature could be compared", result), encoding="utf-8")
-    return result
+
+
+FeatureJudge = Callable[[str, str, float, float], FeatureDrift]  # (feature, kind, floor, alpha) -> its verdict
 
 
 def judge_drift(config: Config, reference: pd.DataFrame, current: pd.DataFrame) -> DriftResult:
     """The verdict on every configured feature of two windows, and on the dataset, from all their rows."""
+    seed = config.training.seed
+    return judge_windows(config, len(reference), len(current), lambda name, kind, floor, alpha: judge_feature(
+        name, kind, reference[name], current[name], floor, alpha, seed))
+
+
+def judge_windows(config: Config, reference_rows: int, current_rows: int, judge: FeatureJudge) -> DriftResult:
+    """The dataset's verdict from each feature's (``judge``), for windows of these sizes wherever they are held."""
     started = time.perf_counter()
     kinds = _kinds(config)
     drift, minimum = config.drift, config.windows.min_rows
     feature_alpha = drift.alpha / len(kinds)
     notes = []
-    if len(reference) < minimum:
-        notes.append(f"the reference window has {len(reference):,} rows, below windows.min_rows {minimum:,}: "
+    if reference_rows < minimum:
+        notes.append(f"the reference window has {reference_rows:,} rows, below windows.min_rows {minimum:,}: "
                      "drift is not judged on it")
         features = [FeatureDrift(name, kind, METHODS[kind], None, None, False, "degenerate", notes[0])
                     for name, kind in kinds.items()]
     else:
-        features = [
-            judge_feature(name, kind, reference[name], current[name], _floor(config, name, kind), feature_alpha,
-                          config.training.seed)
-            for name, kind in kinds.items()
-        ]
+        features = [judge(name, kind, _floor(config, name, kind), feature_alpha) for name, kind in kinds.items()]
     computable = [f for f in features if f.status != "degenerate"]
     drifted = sum(f.drifted for f in computable)
     share = drifted / len(computable) if computable else 0.0
     dataset_drift = drifted > 0 if drift.dataset_rule == "any" else (bool(computable) and share >= drift.dataset_drift_share)
     return DriftResult(
         features=features, drifted_share=share, dataset_drift=dataset_drift, share_threshold=drift.dataset_drift_share,
-        reference_rows=len(reference), current_rows=len(current),
-        sampled_reference_rows=min(len(reference), drift.sample_rows or len(reference)),
-        sampled_current_rows=min(len(current), drift.sample_rows or len(current)),
+        reference_rows=reference_rows, current_rows=current_rows,
+        sampled_reference_rows=min(reference_rows, drift.sample_rows or reference_rows),
+        sampled_current_rows=min(current_rows, drift.sample_rows or current_rows),
         rule=drift.dataset_rule, alpha=drift.alpha, notes=notes, seconds=round(time.perf_counter() - started, 3),
     )
 
@@ -98,38 +111,57 @@ def judge_feature(
     name: str, kind: str, reference: pd.Series, current: pd.Series, floor: float, alpha: float, seed: int,
 ) -> FeatureDrift:
     """One feature's verdict: drifted when significant at ``alpha`` and at least ``floor`` apart."""
-    method = METHODS[kind]
-
-    def verdict(score: float, p_value: float, note: str = "") -> FeatureDrift:
-        drifted = p_value < alpha and score >= floor
-        return FeatureDrift(name, kind, method, score, floor, drifted, "drifted" if drifted else "stable", note,
-                            p_value=p_value, alpha=alpha)
-
     if kind == CATEGORICAL:
-        counts = {"reference": drift_stats.category_counts(reference), "current": drift_stats.category_counts(current)}
-        empty = [window for window, rows in counts.items() if not rows.drop(drift_stats.MISSING, errors="ignore").any()]
-        if len(empty) == 2:
-            return FeatureDrift(name, kind, method, None, floor, False, "degenerate", "all values null in both windows")
-        binned = drift_stats.bin_categories(counts["reference"], counts["current"])
-        if len(binned.reference) == 1:
-            return verdict(0.0, 1.0, f"constant in both windows (value '{counts['reference'].index[-1]}')")
-        note = f"all values null in the {empty[0]} window only" if empty else ""
-        return verdict(drift_stats.jensen_shannon(binned), drift_stats.chi_square_p_value(binned), note)
-    reference_values, current_values = _numbers(reference), _numbers(current)
-    empty = [window for window, values in (("reference", reference_values), ("current", current_values)) if not len(values)]
+        return judge_categories(name, drift_stats.category_counts(reference), drift_stats.category_counts(current),
+                                floor, alpha)
+    reference_values, current_values = finite_numbers(reference), finite_numbers(current)
+    return judge_numbers(name, len(reference_values), len(current_values),
+                         lambda: drift_stats.bin_numeric(reference_values, current_values, seed), floor, alpha)
+
+
+def _verdict(name: str, kind: str, score: float, p_value: float, floor: float, alpha: float, note: str = "") -> FeatureDrift:
+    drifted = p_value < alpha and score >= floor
+    return FeatureDrift(name, kind, METHODS[kind], score, floor, drifted, "drifted" if drifted else "stable", note,
+                        p_value=p_value, alpha=alpha)
+
+
+def judge_categories(name: str, reference: pd.Series, current: pd.Series, floor: float, alpha: float) -> FeatureDrift:
+    """A categorical feature's verdict from each window's ``drift_stats.category_counts``."""
+    method = METHODS[CATEGORICAL]
+    counts = {"reference": reference, "current": current}
+    empty = [window for window, rows in counts.items() if not rows.drop(drift_stats.MISSING, errors="ignore").any()]
     if len(empty) == 2:
-        return FeatureDrift(name, kind, method, None, floor, False, "degenerate", "all values null in both windows")
+        return FeatureDrift(name, CATEGORICAL, method, None, floor, False, "degenerate", "all values null in both windows")
+    binned = drift_stats.bin_categories(reference, current)
+    if len(binned.reference) == 1:
+        return _verdict(name, CATEGORICAL, 0.0, 1.0, floor, alpha,
+                        f"constant in both windows (value '{reference.index[-1]}')")
+    note = f"all values null in the {empty[0]} window only" if empty else ""
+    return _verdict(name, CATEGORICAL, drift_stats.jensen_shannon(binned), drift_stats.chi_square_p_value(binned),
+                    floor, alpha, note)
+
+
+def judge_numbers(
+    name: str, reference_values: int, current_values: int, binned: Callable[[], drift_stats.Binned], floor: float,
+    alpha: float,
+) -> FeatureDrift:
+    """A numeric feature's verdict from the windows' counts of finite values and their ``binned`` counts."""
+    method = METHODS[NUMERIC]
+    empty = [window for window, values in (("reference", reference_values), ("current", current_values)) if not values]
+    if len(empty) == 2:
+        return FeatureDrift(name, NUMERIC, method, None, floor, False, "degenerate", "all values null in both windows")
     if empty:
         # A column that stopped (or started) being filled is the largest drift there is.
-        return FeatureDrift(name, kind, method, None, floor, True, "drifted",
+        return FeatureDrift(name, NUMERIC, method, None, floor, True, "drifted",
                             f"all values null in the {empty[0]} window only", p_value=0.0, alpha=alpha)
-    binned = drift_stats.bin_numeric(reference_values, current_values, seed)
-    if len(binned.positions) == 1:  # type: ignore[arg-type]
-        return verdict(0.0, 1.0, f"constant in both windows (value {binned.positions[0]:g})")  # type: ignore[index]
-    return verdict(drift_stats.wasserstein(binned), drift_stats.ks_p_value(binned))
+    bins = binned()
+    assert bins.positions is not None
+    if len(bins.positions) == 1:
+        return _verdict(name, NUMERIC, 0.0, 1.0, floor, alpha, f"constant in both windows (value {bins.positions[0]:g})")
+    return _verdict(name, NUMERIC, drift_stats.wasserstein(bins), drift_stats.ks_p_value(bins), floor, alpha)
 
 
-def _numbers(column: pd.Series) -> np.ndarray:
+def finite_numbers(column: pd.Series) -> np.ndarray:
     """The finite values; type checks belong to validation, here a value that is not a number is missing."""
     if column.dtype.kind in "fiub":  # plain numpy numbers: one contiguous copy at most (a frame's block is strided)
         values = np.ascontiguousarray(column.to_numpy(dtype="float64", copy=False))

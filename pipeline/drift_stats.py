@@ -43,27 +43,43 @@ class Binned:
 
 def bin_numeric(reference: np.ndarray, current: np.ndarray, seed: int) -> Binned:
     """Non-missing values of both windows, binned on their pooled distinct values or quantiles."""
+    from_reference, from_current = edge_sample(len(reference), len(current), seed)
+    sample = np.concatenate([reference[from_reference], current[from_current]])
+    low, high = min(reference.min(), current.min()), max(reference.max(), current.max())
+    positions = bin_positions(sample, low, high)
+    scale = float(np.std(reference))
+    if scale == 0.0:
+        scale = float(np.std(np.concatenate([reference, current])))
+    return Binned(histogram(reference, positions), histogram(current, positions), positions, scale)
+
+
+def edge_sample(reference_rows: int, current_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which values of each window the quantile bins are drawn from (positions, with replacement).
+
+    Positions rather than values, so windows held in partitions draw the very same sample.
+    """
     rng = np.random.default_rng(seed)
-    take = min(EDGE_SAMPLE, len(reference) + len(current))
-    from_reference = round(take * len(reference) / (len(reference) + len(current)))
-    sample = np.concatenate([rng.choice(reference, from_reference), rng.choice(current, take - from_reference)])
+    take = min(EDGE_SAMPLE, reference_rows + current_rows)
+    from_reference = round(take * reference_rows / (reference_rows + current_rows))
+    return rng.choice(reference_rows, from_reference), rng.choice(current_rows, take - from_reference)
+
+
+def bin_positions(sample: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Each bin's value: the sample's distinct values, or its quantiles when there are many, and the true extremes."""
     distinct = np.unique(sample)
     if len(distinct) > MAX_BINS:
         distinct = np.unique(np.quantile(sample, np.linspace(0, 1, MAX_BINS + 1)))
     # The true extremes, so values the sample missed are not folded into the nearest quantile.
-    low, high = min(reference.min(), current.min()), max(reference.max(), current.max())
-    positions = np.unique(np.concatenate([[low], distinct, [high]]))
+    return np.unique(np.concatenate([[low], distinct, [high]]))
 
-    # Each value counts at the largest position not above it; the last edge closes the last bin.
-    edges = np.append(positions, np.nextafter(high, np.inf))
 
-    def counts(values: np.ndarray) -> np.ndarray:
-        return np.histogram(values, bins=edges)[0].astype("int64")
+def histogram(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Counts per bin: each value at the largest position not above it; the last edge closes the last bin.
 
-    scale = float(np.std(reference))
-    if scale == 0.0:
-        scale = float(np.std(np.concatenate([reference, current])))
-    return Binned(counts(reference), counts(current), positions, scale)
+    Counts of parts of a window add up to the window's.
+    """
+    edges = np.append(positions, np.nextafter(positions[-1], np.inf))
+    return np.histogram(values, bins=edges)[0].astype("int64")
 
 
 def category_counts(column: pd.Series) -> pd.Series:

@@ -11,7 +11,7 @@ backtest compares one set of folds with several champions.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -133,18 +133,29 @@ def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -
     return CandidateFolds(y, scores, fold_of_row, folds, best_iterations, device, time.perf_counter() - started, models)
 
 
+# (champion, which rows of the window) -> its scores on those rows, in row order: where the rows are held.
+ChampionScorer = Callable[[Champion, np.ndarray], np.ndarray]
+
+
 def compare_with_champion(
-    config: Config, frame: pd.DataFrame, candidate: CandidateFolds, champion: Champion | None
+    config: Config, frame: pd.DataFrame, candidate: CandidateFolds, champion: Champion | None,
+    score_champion: ChampionScorer | None = None,
 ) -> tuple[EvaluationResult, ComparedRows | None]:
     """The evaluation against one champion: it is scored on the rows it never saw, and so is the candidate.
 
     Only the ``time`` split leaves rows no fold model predicted (the first block); they are not compared.
+    ``frame`` needs only the timestamp column when ``score_champion`` scores the rows elsewhere (on a cluster).
     """
     folds = [replace(f) for f in candidate.folds]
     compared = None
     if champion is not None:
         rows = unseen_by_champion(config, frame, champion) & (candidate.fold > 0)
-        champion_scores = predict_scores(champion.model, frame[rows], config.task) if rows.any() else np.array([])
+        if not rows.any():
+            champion_scores = np.array([])
+        elif score_champion is not None:
+            champion_scores = score_champion(champion, rows)
+        else:
+            champion_scores = predict_scores(champion.model, frame[rows], config.task)
         compared = ComparedRows(
             timestamps=frame[config.source.timestamp_column].to_numpy()[rows], y=candidate.y[rows],
             candidate=candidate.scores[rows], champion=champion_scores, fold=candidate.fold[rows],
