@@ -27,6 +27,8 @@ SCHEMA = Path(__file__).with_name("compose-spec.schema.json")
 INIT_SERVICES = {"minio-init", "mlflow-init", "airflow-init"}
 AIRFLOW_COMPONENTS = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
                       "airflow-worker", "airflow-worker-gpu"}
+GPU_SERVICES = {"airflow-worker-gpu", "dask-worker-gpu"}
+DASK_SERVICES = {"dask-scheduler", "dask-worker"}
 # `${VAR}`, `${VAR:-default}`, `${VAR:?error}`; `$${VAR}` is a literal `$` for the container's shell.
 COMPOSE_VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -81,7 +83,8 @@ def test_schema_check_catches_a_misspelt_key(compose):
     "profile, extra_services",
     [
         pytest.param(None, set(), id="default-stack"),
-        pytest.param("gpu", {"airflow-worker-gpu"}, id="gpu-profile"),
+        pytest.param("gpu", {"airflow-worker-gpu", "dask-scheduler", "dask-worker-gpu"}, id="gpu-profile"),
+        pytest.param("dask", {"dask-scheduler", "dask-worker"}, id="dask-profile"),
     ],
 )
 def test_docker_compose_config_resolves_the_stack_from_env_example(profile, extra_services, services):
@@ -110,7 +113,7 @@ def test_init_services_run_once_and_what_needs_them_waits_for_their_success(serv
         assert services[name]["restart"] == "no" and "healthcheck" not in services[name]
     for name in AIRFLOW_COMPONENTS:
         assert services[name]["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}
-    for name in ("mlflow", "airflow-worker", "airflow-worker-gpu"):
+    for name in ("mlflow", "airflow-worker", "airflow-worker-gpu", "dask-worker", "dask-worker-gpu"):
         assert services[name]["depends_on"]["minio-init"] == {"condition": "service_completed_successfully"}
     for name, service in services.items():
         for dependency, wait in service.get("depends_on", {}).items():
@@ -196,9 +199,27 @@ def test_gpu_worker_is_only_in_the_gpu_profile_listens_on_gpu_and_reserves_an_nv
     assert command[:3] == ["airflow", "celery", "worker"] and command[command.index("--queues") + 1] == "gpu"
     (device,) = gpu_worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
-    others = {name: service for name, service in services.items() if name != "airflow-worker-gpu"}
+    assert services["dask-worker-gpu"]["deploy"] == gpu_worker["deploy"]
+    others = {name: service for name, service in services.items() if name not in GPU_SERVICES | DASK_SERVICES}
     assert [name for name, service in others.items() if service.get("profiles") or "deploy" in service] == []
     assert "--queues" not in services["airflow-worker"]["command"]  # the default queue: everything but a routed train
+
+
+def test_dask_profile_runs_a_scheduler_and_workers_from_the_pipeline_image(services):
+    scheduler = services["dask-scheduler"]
+    assert scheduler["profiles"] == ["dask", "gpu"]  # the GPU worker needs it too
+    assert scheduler["command"][:2] == ["dask", "scheduler"] and "8786" in scheduler["command"]
+    for name in ("dask-worker", "dask-worker-gpu"):
+        worker = services[name]
+        assert worker["image"] == scheduler["image"] == services["airflow-worker"]["image"]
+        assert worker["command"][:3] == ["dask", "worker", "tcp://dask-scheduler:8786"]
+        assert worker["depends_on"]["dask-scheduler"] == {"condition": "service_healthy"}
+        # Workers read the cycle's snapshots from the object store.
+        assert worker["environment"]["FSSPEC_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(worker["environment"])
+    assert services["dask-worker"]["profiles"] == ["dask"] and services["dask-worker-gpu"]["profiles"] == ["gpu"]
+    address = services["airflow-worker"]["environment"]["PIPELINE_DASK_SCHEDULER_ADDRESS"]
+    assert address == "tcp://dask-scheduler:8786"
 
 
 def test_dockerfile_installs_the_pinned_requirements_and_runs_as_a_non_root_user():
