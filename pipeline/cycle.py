@@ -226,22 +226,21 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
 
     config = cycle.config
     windows = windows or cycle.require(WINDOWS)
+
+    def progress(message: str) -> None:
+        cycle.progress(f"[train] {message}")
+
     with cycle.stage("train"):
+        champion = _champion_of(cycle, windows)
         if config.compute.engine == "dask":
             from pipeline.distributed import train_on_cluster
 
             trained = train_on_cluster(config, cycle.url_of(snapshot_file("current")), windows.current.start,
-                                       windows.current.end, _champion_of(cycle, windows),
-                                       progress=lambda m: cycle.progress(f"[train] {m}"))
+                                       windows.current.end, champion, progress=progress)
             evaluation, compared, model, info = trained.evaluation, trained.compared, trained.model, trained.final_fit
         else:
             device = resolve_device(config)
             frame = cycle.frame("current")
-            champion = _champion_of(cycle, windows)
-
-            def progress(message: str) -> None:
-                cycle.progress(f"[train] {message}")
-
             folds = fit_folds(config, frame, device, progress)
             evaluation, compared = compare_with_champion(config, frame, folds, champion)
             model, info = final_candidate(config, frame, folds.y, folds.models, device, progress)
