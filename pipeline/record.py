@@ -462,6 +462,13 @@ def find_run(config: Config, cycle_id: str, kinds: tuple[CycleKind, ...]) -> tup
     return None
 
 
+def run_name(model_name: str, cycle_id: str, kind: CycleKind, as_of: date) -> str:
+    """The MLflow run's name: as-of date and kind first, where MLflow's runs table cuts long names short, then what
+    tells the cycle from others of that day (the Airflow run); the model is the experiment's name already."""
+    day, rest = as_of.isoformat(), cycle_id.removeprefix(f"{model_name}-").removeprefix(f"{kind}-")
+    return f"{day} {kind}" if rest == day else f"{day} {kind} {rest}"
+
+
 # ---------------------------------------------------------------------------- the record
 
 
@@ -488,7 +495,8 @@ class CycleRecord:
         """
         check_cycle_id(cycle_id)
         storage = RunStorage(config.storage.root, config.model_name, cycle_id)
-        run_id = registry.cycle_run_id(config, cycle_id, kind, {"as_of": as_of.isoformat()})
+        run_id = registry.cycle_run_id(config, cycle_id, kind, {"as_of": as_of.isoformat()},
+                                       run_name(config.model_name, cycle_id, kind, as_of))
         record = cls(config, cycle_id, kind, as_of, run_id, storage, progress or (lambda message: None))
         record.set_status(Status.RUNNING)
         storage.write_bytes(CONFIG_FILE, yaml.safe_dump(recorded_config(config), sort_keys=False).encode())

@@ -146,7 +146,9 @@ def ensure_experiment_id(config: Config, kind: CycleKind = "retrain") -> str:
         return found
     artifact_root = config.registry.artifact_root
     location = Path(artifact_root).resolve().as_uri() if artifact_root and "://" not in artifact_root else artifact_root
-    return client(config).create_experiment(experiment_name(config, kind), artifact_location=location)
+    # Without this tag MLflow 3's UI opens an experiment on its GenAI overview, not on the runs table.
+    return client(config).create_experiment(experiment_name(config, kind), artifact_location=location,
+                                            tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def find_runs(config: Config, kind: CycleKind, where: str = "", max_results: int = 1) -> list:
@@ -159,13 +161,13 @@ def find_runs(config: Config, kind: CycleKind, where: str = "", max_results: int
     )
 
 
-def cycle_run_id(config: Config, cycle_id: str, kind: CycleKind, tags: dict[str, str]) -> str:
+def cycle_run_id(config: Config, cycle_id: str, kind: CycleKind, tags: dict[str, str], run_name: str) -> str:
     """The MLflow run of this cycle: found by tag, or created once with ``tags`` (the caller holds the cycle's lock)."""
     found = find_runs(config, kind, f"tags.cycle_id = '{cycle_id}'")
     if found:
         return found[0].info.run_id
     run = client(config).create_run(
-        ensure_experiment_id(config, kind), run_name=cycle_id,
+        ensure_experiment_id(config, kind), run_name=run_name,
         tags={"cycle_id": cycle_id, "model_name": config.model_name, **tags},
     )
     return run.info.run_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -167,7 +168,7 @@ def started_cycle(context: dict, kind: str, trigger):
     """The first task's cycle: the as-of date resolved, the run's cycle started and held, its trigger recorded."""
     from pipeline.cycle import failures_recorded, open_cycle
 
-    with verdicts_not_retried():
+    with verdicts_not_retried(), shims_quiet():
         config = task_config(context["params"])
         as_of = resolve_as_of(config, context)
         cycle_id = cycle_id_for(config, kind, context["dag_run"].run_id)
@@ -177,11 +178,24 @@ def started_cycle(context: dict, kind: str, trigger):
 
 
 @contextmanager
+def shims_quiet() -> Iterator[None]:
+    """No DeprecatedImportWarning while a stage runs: pickle finds a function's module by asking every loaded
+    module for its name (``pickle.whichmodule``, for scipy's ufuncs in a model), and each of Airflow's
+    deprecated-module shims answers such a probe with a warning: 1,160 log lines in one ``train`` task. The
+    pipeline never imports Airflow, so inside a stage every such warning is one of those probes."""
+    from airflow.utils.deprecation_tools import DeprecatedImportWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecatedImportWarning)
+        yield
+
+
+@contextmanager
 def held_cycle(context: dict, handle: dict[str, Any]):
     """A later task's cycle, held while the task works on it (found from the first task's handle, on any worker)."""
     from pipeline.cycle import failures_recorded, resume_cycle
 
-    with verdicts_not_retried():
+    with verdicts_not_retried(), shims_quiet():
         config = task_config(context["params"])
         with resume_cycle(config, handle["cycle_id"], handle["kind"], progress=log.info) as cycle, \
                 failures_recorded(cycle):

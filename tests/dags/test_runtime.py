@@ -163,3 +163,23 @@ def test_as_of_latest_ignores_future_dated_rows(tmp_path):
     engine.dispose()
     config = load_config(write_config(tmp_path), environ={})
     assert runtime.resolve_as_of(config, _context("manual")) == date(2026, 1, 10)
+
+
+def test_pickling_a_model_in_a_stage_logs_no_deprecated_shim_warnings():
+    import io
+    import pickle
+    import warnings
+    from contextlib import nullcontext
+
+    import airflow.utils.timezone  # noqa: F401  (one of Airflow's deprecated-module shims, loaded in every task)
+    import scipy.special
+
+    def warnings_while_pickling(around) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # as a task's log shows them
+            with around:
+                pickle.dump(scipy.special.psi, io.BytesIO())
+        return [str(w.message) for w in caught]
+
+    assert any("airflow.utils.timezone.psi" in message for message in warnings_while_pickling(nullcontext()))
+    assert warnings_while_pickling(runtime.shims_quiet()) == []

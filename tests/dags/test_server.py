@@ -80,6 +80,8 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
     config = load_config(airflow.config)
     train = ac.TaskInstanceApi(admin).get_task_instance("retrain_model", run.dag_run_id, "train")
     assert (train.state.value, train.try_number) == ("success", 2)
+    train_log = next(airflow.home.glob(f"logs/dag_id=retrain_model/run_id={run.dag_run_id}/task_id=train/attempt=2.log"))
+    assert "[train] final fit" in train_log.read_text() and "attribute is deprecated" not in train_log.read_text()
     assert registry.alias_version(config, registry.CHAMPION).version == "1"
     assert [v.version for v in registry.list_versions(config)] == ["1"]
     [mlflow_run] = registry.find_runs(config, "retrain", max_results=10)

@@ -191,7 +191,7 @@ def test_a_model_with_a_type_outside_the_allow_list_is_not_registered(config):
     model, _ = fit_model(config, frame, encode_target(config, frame["label"]), "cpu")
     model.steps[0] = ("coerce", ForeignStep(list(config.source.features.numeric),
                                            list(config.source.features.categorical)))
-    run_id = registry.cycle_run_id(config, "c1", "retrain", {"as_of": "2026-01-05"})
+    run_id = registry.cycle_run_id(config, "c1", "retrain", {"as_of": "2026-01-05"}, "c1")
     with pytest.raises(ModelArtifactError, match=r"outside the pipeline's allow-list \(\S*test_artifacts\.ForeignStep\)"):
         registry.register_candidate(config, run_id, model, frame[config.source.features.all].head(3), {})
     assert registry.list_versions(config) == []

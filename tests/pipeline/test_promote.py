@@ -23,7 +23,7 @@ def add_version(config, cycle_id: str, gate_passed: bool = True, compared_with: 
     """Register a small real model the way the register stage does, with the gate's tags."""
     frame = small_frame(200)
     model = build_model(config, "cpu").fit(frame, encode_target(config, frame["label"]))
-    run_id = registry.cycle_run_id(config, cycle_id, "retrain", {"as_of": "2026-01-10"})
+    run_id = registry.cycle_run_id(config, cycle_id, "retrain", {"as_of": "2026-01-10"}, cycle_id)
     tags = {"cycle_id": cycle_id, "gate.passed": "true" if gate_passed else "false", "gate.verdict_id": cycle_id,
             "gate.champion_version": compared_with, "window.start": "2026-01-01", "window.end": "2026-01-05"}
     return registry.register_candidate(config, run_id, model, frame[config.source.features.all].head(3), tags).version

@@ -23,6 +23,7 @@ from pipeline.record import (
     TriggerEvent,
     check_cycle_id,
     check_transition,
+    run_name,
 )
 from pipeline.results import ModelQuality
 
@@ -77,6 +78,18 @@ def test_refused_transitions(current, new, error):
         check_transition("c", current, new)
 
 
+@pytest.mark.parametrize("cycle_id, kind, name", [
+    pytest.param("demo_churn-retrain-manual__2026-12-02T22-03-46.962157-00-00", "retrain",
+                 "2026-06-29 retrain manual__2026-12-02T22-03-46.962157-00-00", id="airflow-run"),
+    pytest.param("demo_churn-monitor-scheduled__2026-06-30T00-00-00-00-00", "monitor",
+                 "2026-06-29 monitor scheduled__2026-06-30T00-00-00-00-00", id="scheduled-monitor"),
+    pytest.param("demo_churn-2026-06-29", "retrain", "2026-06-29 retrain", id="cli-default-id"),
+    pytest.param("demo_churn-2026-06-29-retry", "retrain", "2026-06-29 retrain 2026-06-29-retry", id="cli-own-id"),
+])
+def test_a_cycles_run_name_starts_with_its_as_of_date_and_kind(cycle_id, kind, name):
+    assert run_name("demo_churn", cycle_id, kind, date(2026, 6, 29)) == name
+
+
 @pytest.fixture
 def record(config):
     trigger = Trigger("manual", user="alice", dag_id="retrain_model", run_id="manual__1", note="after the fix",
@@ -90,6 +103,9 @@ def test_a_started_cycle_is_running_in_both_stores(record):
     run = registry.client(record.config).get_run(record.run_id)
     assert (run.info.status, run.data.tags["cycle.status"], run.data.tags["trigger"]) == ("RUNNING", "running", "manual")
     assert run.data.tags["airflow.run_id"] == "manual__1" and run.data.tags["as_of"] == "2026-01-10"
+    assert run.info.run_name == "2026-01-10 retrain c1"
+    experiment = registry.client(record.config).get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
     assert record.read(TRIGGER).events[0].extra == {"as_of": "2026-01-10"}
     assert "password" not in record.local_path("config.yaml").read_text()
 
