@@ -17,6 +17,7 @@ from pipeline import registry
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.record import (
+    EVALUATION,
     FAILED_BATCH,
     GATE,
     REPORTS,
@@ -26,7 +27,7 @@ from pipeline.record import (
     Status,
     find_run,
 )
-from pipeline.results import GateVerdict, ValidationResult
+from pipeline.results import EvaluationResult, GateVerdict, ValidationResult
 from pipeline.storage import is_remote
 
 KINDS: tuple[registry.CycleKind, ...] = ("retrain", "monitor")
@@ -113,3 +114,8 @@ def validation(config: Config, cycle_id: str) -> tuple[ValidationResult, Path | 
 
 def gate_verdict(config: Config, cycle_id: str) -> GateVerdict:
     return _read(config, cycle_id, GATE)
+
+
+def evaluation(config: Config, cycle_id: str) -> EvaluationResult:
+    """The candidate's k-fold evaluation: every fold's metrics, whether or not a champion was compared."""
+    return _read(config, cycle_id, EVALUATION)

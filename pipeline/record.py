@@ -425,12 +425,34 @@ class RunSummary:
     live_rows: int | None = None
     kfold_value: float | None = None
     degradation: float | None = None
+    reference_window: tuple[date, date] | None = None
+    current_window: tuple[date, date] | None = None
+    current_rows: int | None = None
+    validation_warnings: int | None = None
+    validation_critical: int | None = None
+    # Each feature's distance floor and method (cycles recorded before these were logged have none).
+    drift_thresholds: dict[str, float] = field(default_factory=dict)
+    drift_methods: dict[str, str] = field(default_factory=dict)
+    primary_metric: str | None = None
+    candidate_mean: float | None = None
+    improvement: float | None = None
+    gate_p_value: float | None = None
+    candidate_compare: float | None = None
+    champion_compare: float | None = None
 
     @classmethod
     def of(cls, run, kind: str) -> RunSummary:
-        tags, metrics = run.data.tags, run.data.metrics
+        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
         drift = tags.get("drift.verdict")
         live_rows = metrics.get("quality.rows")
+        primary = params.get("primary_metric")
+
+        def window(name: str) -> tuple[date, date] | None:
+            start, end = tags.get(f"window.{name}.start"), tags.get(f"window.{name}.end")
+            return (date.fromisoformat(start), date.fromisoformat(end)) if start and end else None
+
+        def count(name: str) -> int | None:
+            return None if metrics.get(name) is None else int(metrics[name])
         return cls(
             cycle_id=tags["cycle_id"], kind=kind, as_of=date.fromisoformat(tags["as_of"]),
             started=datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC),
@@ -444,12 +466,25 @@ class RunSummary:
             quality_champion=tags.get("quality.champion_version"), live_value=metrics.get("quality.live"),
             live_rows=None if live_rows is None else int(live_rows), kfold_value=metrics.get("quality.kfold"),
             degradation=metrics.get("quality.degradation"),
+            reference_window=window("reference"), current_window=window("current"), current_rows=count("rows.current"),
+            validation_warnings=count("validation.warnings"), validation_critical=count("validation.critical_failures"),
+            drift_thresholds={k.removeprefix("drift.threshold."): v for k, v in metrics.items()
+                              if k.startswith("drift.threshold.")},
+            drift_methods=json.loads(tags.get("drift.methods", "{}")),
+            primary_metric=primary, candidate_mean=metrics.get(f"cv.{primary}.mean") if primary else None,
+            improvement=metrics.get("gate.improvement"), gate_p_value=metrics.get("gate.p_value"),
+            candidate_compare=metrics.get("gate.candidate_compare"), champion_compare=metrics.get("gate.champion_compare"),
         )
 
 
-def drift_metric(feature: str) -> str:
-    """The MLflow metric of a feature's drift score: MLflow refuses names with characters like $, (, < or €."""
-    return "drift.score." + re.sub(r"[^A-Za-z0-9_\-. :/]", "_", feature)
+def metric_key(feature: str) -> str:
+    """A feature's name as MLflow metric names take it: MLflow refuses characters like $, (, < or €."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", feature)
+
+
+def drift_metric(feature: str, what: str = "score") -> str:
+    """The MLflow metric of a feature's drift score (or threshold)."""
+    return f"drift.{what}.{metric_key(feature)}"
 
 
 def find_run(config: Config, cycle_id: str, kinds: tuple[CycleKind, ...]) -> tuple[Any, CycleKind] | None:
@@ -651,11 +686,16 @@ class CycleRecord:
         )
 
     def log_drift(self, result: DriftResult) -> None:
+        methods = json.dumps({metric_key(f.feature): f.method for f in result.features if f.method})
         self.log(
             metrics={"drift.share": result.drifted_share, "drift.dataset_drift": float(result.dataset_drift),
-                     **{drift_metric(f.feature): f.score for f in result.features if f.score is not None}},
+                     **{drift_metric(f.feature): f.score for f in result.features if f.score is not None},
+                     **{drift_metric(f.feature, "threshold"): f.threshold for f in result.features
+                        if f.threshold is not None}},
             tags={"drift.verdict": "drift" if result.dataset_drift else "no_drift",
-                  "drift.drifted_features": ",".join(result.drifted_features)},
+                  "drift.drifted_features": ",".join(result.drifted_features),
+                  # Cut, the JSON would not parse: with too many features the pages name no method.
+                  **({"drift.methods": methods} if len(methods) <= 4500 else {})},
             artifacts=[self.local_path(DRIFT_REPORT), self.local_path(DRIFT.name)],
         )
 

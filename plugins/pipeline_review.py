@@ -10,14 +10,17 @@ sandboxing Content-Security-Policy, so nothing in them runs in Airflow's origin.
 from __future__ import annotations
 
 import html
+import math
 import urllib.parse
 
+import review_ui as ui
 from airflow.api_fastapi.core_api.security import requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-PREFIX = "/pipeline"
+PREFIX = ui.PREFIX
+e = html.escape
 PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-src 'self'; base-uri 'none'; "
                "form-action 'none'")
 # A sandbox without allow-same-origin: the report's scripts (Evidently draws with them) run in an opaque origin.
@@ -37,69 +40,35 @@ def _config():
     return load_config(default_config_path())
 
 
-PAGES = (("drift", "Drift"), ("validation", "Validation"), ("models", "Models"), ("approvals", "Pending approvals"))
-NAV = "".join(f'<a href="{PREFIX}/{page}">{label}</a>' for page, label in PAGES)
-COLORS = ("#2b6cb0", "#c05621", "#2f855a", "#9b2c2c", "#6b46c1", "#b7791f", "#2c7a7b", "#97266d")
+def _page(title: str, body: str, active: str | None = None, lead: str = "") -> HTMLResponse:
+    return HTMLResponse(ui.page(title, body, active, lead),
+                        headers={"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"})
 
 
-def line_plot(series: dict[str, list[tuple[str, float]]], threshold: float | None = None, width: int = 720,
-              height: int = 220) -> str:
-    """An inline SVG line plot (no scripts, no external assets): one line per series over shared x labels."""
-    e = html.escape
-    labels = sorted({x for points in series.values() for x, _ in points})
-    values = [y for points in series.values() for _, y in points] + ([threshold] if threshold is not None else [])
-    if not labels or not values:
-        return "<p>Nothing recorded yet.</p>"
-    low, high = min(0.0, min(values)), max(values) or 1.0
-    # The side margin leaves room for a centred x label at each end ("2026-05-28 monitor").
-    pad, side = 40, 70
-    step = (width - 2 * side) / max(len(labels) - 1, 1)
-
-    def xy(label: str, value: float) -> tuple[float, float]:
-        return side + labels.index(label) * step, height - pad - (value - low) / ((high - low) or 1) * (height - 2 * pad)
-
-    def point(label: str, value: float) -> str:
-        x, y = xy(label, value)
-        return f"{x:.1f},{y:.1f}"
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<text x="4" y="{pad}" font-size="11">{high:.3g}</text>'
-             f'<text x="4" y="{height - pad}" font-size="11">{low:.3g}</text>']
-    if threshold is not None:
-        parts.append(f'<polyline points="{point(labels[0], threshold)} {point(labels[-1], threshold)}" stroke="#a0aec0" '
-                     'stroke-dasharray="4" fill="none"/>')
-    for i, (name, points) in enumerate(series.items()):
-        color = COLORS[i % len(COLORS)]
-        line = " ".join(point(x, y) for x, y in points)
-        parts.append(f'<polyline points="{line}" stroke="{color}" fill="none" stroke-width="2"/>')
-        for label, value in points:
-            cx, cy = xy(label, value)
-            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{color}">'
-                         f'<title>{e(name)} {e(label)}: {value:.4g}</title></circle>')
-        parts.append(f'<text x="{width - 150}" y="{14 + 14 * i}" font-size="11" fill="{color}">{e(name)}</text>')
-    parts += [f'<text x="{side + i * step:.1f}" y="{height - 10}" font-size="10" text-anchor="middle">{e(label)}</text>'
-              for i, label in enumerate(labels) if len(labels) < 12 or i % (len(labels) // 8 + 1) == 0]
-    return "".join(parts) + "</svg>"
+def _cycle_label(cycle) -> str:
+    return f"{cycle.as_of} {cycle.kind}"
 
 
-def _number(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
+def _window(window) -> str:
+    return "—" if window is None else f"{window[0]} – {window[1]}"
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    """Cells are HTML already (escaped by the caller)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _drifted_features(cycle, shown: int = 5) -> str:
+    """The drifted features, furthest past their threshold first; the rest counted, not dropped."""
+    from pipeline.record import metric_key
+
+    def severity(feature: str) -> float:
+        threshold = cycle.drift_thresholds.get(feature)
+        score = cycle.drift_scores.get(feature, 0.0)
+        return score / threshold if threshold else score
+
+    ranked = sorted(cycle.drifted_features, key=lambda f: severity(metric_key(f)), reverse=True)
+    listed = e(", ".join(ranked[:shown]))
+    rest = len(ranked) - shown
+    return listed + (f' <span title="{e(", ".join(ranked[shown:]))}">+{rest} more</span>' if rest > 0 else "")
 
 
-def _page(title: str, body: str) -> HTMLResponse:
-    e = html.escape
-    document = f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1.5rem;color:#1a202c}}table{{border-collapse:collapse}}
-td,th{{border-bottom:1px solid #e2e8f0;padding:.3rem .6rem;text-align:left}}nav a{{margin-right:1rem}}</style>
-</head><body><nav>{NAV}</nav><h1>{e(title)}</h1>{body}</body></html>"""
-    return HTMLResponse(document, headers={"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"})
+METHOD_AXES = {"wasserstein": "Wasserstein distance (in reference sd)", "jensenshannon": "Jensen-Shannon distance"}
 
 
 @app.get("/", include_in_schema=False)
@@ -110,72 +79,119 @@ def index() -> RedirectResponse:
 @app.get("/drift", response_class=HTMLResponse)
 def drift_page() -> HTMLResponse:
     from pipeline import catalog
+    from pipeline.record import metric_key
 
-    e = html.escape
+    config = _config()
+    recorded = catalog.cycles(config)
     rows = []
-    recorded = catalog.cycles(_config())
     for cycle in recorded:
-        share = "" if cycle.drift_share is None else f"{cycle.drift_share:.0%}"
-        verdict = {True: "drift", False: "no drift", None: "—"}[cycle.dataset_drift]
-        report = f'<a href="{PREFIX}/drift/{e(cycle.cycle_id)}">report</a>' if cycle.dataset_drift is not None else ""
-        rows.append(
-            f"<tr><td>{cycle.as_of}</td><td>{e(cycle.kind)}</td><td>{e(cycle.trigger)}</td><td>{share}</td>"
-            f"<td>{verdict}</td><td>{e(', '.join(cycle.drifted_features[:5]))}</td><td>{report}</td></tr>"
-        )
-    listing = ("<table><tr><th>as of</th><th>kind</th><th>trigger</th><th>drifted share</th><th>dataset</th>"
-               "<th>top drifted features</th><th></th></tr>" + "".join(rows) + "</table>")
-    history = catalog.drift_history(recorded)
-    plots = "".join(
-        f"<h3>{e(feature)}</h3>" + line_plot({feature: [(f"{c.as_of} {c.kind}", score) for c, score in points]})
-        for feature, points in history.items()
-    )
-    listed = listing if rows else "<p>No cycles recorded yet.</p>"
-    return _page("Drift", listed + "<h2>Drift score per feature across cycles</h2>" + plots)
+        share = "" if cycle.drift_share is None else ui.percent(cycle.drift_share)
+        report = ui.link(f"{PREFIX}/drift/{cycle.cycle_id}", "report") if cycle.dataset_drift is not None else ""
+        rows.append([str(cycle.as_of), e(cycle.kind), ui.status_badge(cycle.status), e(cycle.trigger),
+                     _window(cycle.reference_window), share, _drifted_features(cycle), report])
+    listing = ui.table(["as of", "kind", "status", "trigger", "reference window", ui.Column("drifted share", True),
+                        "drifted features (furthest first)", ""], rows, empty="No cycles recorded yet.")
+    measured = sorted((c for c in recorded if c.drift_scores), key=lambda c: (c.as_of, c.started))
+    labels = [_cycle_label(c) for c in measured]
+    order = [metric_key(f) for f in config.source.features.all]
+    features = [f for f in order if any(f in c.drift_scores for c in measured)]
+    features += sorted({f for c in measured for f in c.drift_scores} - set(features))
+    drifted = [{metric_key(f) for f in c.drifted_features} for c in measured]
+    cells, anchors = {}, {feature: f"#feature-{i}" for i, feature in enumerate(features)}
+    for cycle, label, flagged in zip(measured, labels, drifted, strict=True):
+        for feature, score in cycle.drift_scores.items():
+            threshold = cycle.drift_thresholds.get(feature)
+            method = cycle.drift_methods.get(feature, "distance")
+            # Cycles recorded before thresholds were logged: only a drifted feature gets a colour.
+            severity = score / threshold if threshold else (math.inf if feature in flagged else None)
+            cells[(feature, label)] = ui.HeatCell(
+                severity, feature in flagged,
+                f"{feature} · {label}: {method} {score:.3g}" + (f" (threshold {threshold:.3g})" if threshold else ""))
+    details = []
+    for i, feature in enumerate(features):
+        scores = [c.drift_scores.get(feature) for c in measured]
+        thresholds = [c.drift_thresholds[feature] for c in measured if feature in c.drift_thresholds]
+        method = next((c.drift_methods[feature] for c in reversed(measured) if feature in c.drift_methods), None)
+        times = sum(feature in flagged for flagged in drifted)
+        summary = (f"{e(feature)} · {e(method or 'distance')}"
+                   + (f", threshold {thresholds[-1]:.3g}" if thresholds else "")
+                   + f" · drifted in {times} of {sum(s is not None for s in scores)} cycles")
+        chart = ui.line_chart(labels, [ui.Series(feature, scores)], METHOD_AXES.get(method or "", "drift score"),
+                              "cycle (as of, kind)", thresholds[-1] if thresholds else None)
+        details.append(f'<details id="feature-{i}"><summary>{summary}</summary>{chart}</details>')
+    heat = ui.heat_map(features, labels, cells, anchors)
+    body = ("<h2>Drift per feature and cycle</h2>" + heat + "<h2>Cycles</h2>" + listing
+            + "<h2>Per feature</h2><p class=lead>Each feature's distance between the reference window and the current "
+            "one, cycle by cycle, against its threshold. Numbers use the Wasserstein distance in reference standard "
+            "deviations, categories the Jensen-Shannon distance; a feature drifts when it is past its threshold and "
+            "the two-sample test is significant.</p>" + "".join(details))
+    return _page("Drift", body, "drift", f"{len(recorded):,} newest cycles of {e(config.model_name)}")
 
 
 @app.get("/drift/{cycle_id}", response_class=HTMLResponse)
 def drift_report_page(cycle_id: str) -> HTMLResponse:
     from pipeline import catalog
 
+    config = _config()
     try:
-        catalog.report_file(_config(), cycle_id, "drift.html")
+        catalog.report_file(config, cycle_id, "drift.html")
+        cycle = catalog.cycle(config, cycle_id)
     except catalog.NotRecorded:
         raise HTTPException(404, "no such drift report") from None
-    e = html.escape
-    frame = (f'<iframe sandbox="allow-scripts" src="{PREFIX}/reports/{e(cycle_id)}/drift.html" '
-             'style="width:100%;height:80vh;border:1px solid #e2e8f0"></iframe>')
-    return _page(f"Drift report of {cycle_id}", frame)
+    lead = (f"{ui.link(PREFIX + '/drift', '← all cycles')} · {e(_cycle_label(cycle))} · reference "
+            f"{_window(cycle.reference_window)} against current {_window(cycle.current_window)} · "
+            f"{ui.status_badge(cycle.status)}")
+    frame = f'<iframe class="report" sandbox="allow-scripts" src="{PREFIX}/reports/{e(cycle_id)}/drift.html"></iframe>'
+    return _page(f"Drift report of {cycle_id}", frame, "drift", lead)
+
+
+def _validation_verdict(cycle) -> str:
+    if cycle.validation != "passed":
+        return ui.badge("stopped", "bad")
+    if cycle.validation_warnings:
+        return ui.badge(f"passed with {cycle.validation_warnings} warning{'s' * (cycle.validation_warnings != 1)}", "warn")
+    return ui.badge("passed", "good")
 
 
 @app.get("/validation", response_class=HTMLResponse)
 def validation_page() -> HTMLResponse:
     from pipeline import catalog
 
-    e = html.escape
-    rows = [[str(c.as_of), e(c.kind), e(c.validation or "—"),
-             f'<a href="{PREFIX}/validation/{e(c.cycle_id)}">{e(c.cycle_id)}</a>']
+    def count(value: int | None) -> str:
+        return "—" if value is None else f"{value:,}"
+
+    rows = [[str(c.as_of), e(c.kind), ui.status_badge(c.status), _validation_verdict(c), count(c.validation_critical),
+             count(c.validation_warnings), count(c.current_rows), ui.link(f"{PREFIX}/validation/{c.cycle_id}", c.cycle_id)]
             for c in catalog.cycles(_config()) if c.validation]
-    return _page("Validation", table(["as of", "kind", "verdict", "cycle"], rows) if rows else "<p>No cycles recorded yet.</p>")
+    columns = ["as of", "kind", "status", "validation", ui.Column("critical", True), ui.Column("warnings", True),
+               ui.Column("rows", True), "cycle"]
+    return _page("Validation", ui.table(columns, rows, empty="No cycles recorded yet."), "validation")
 
 
 @app.get("/validation/{cycle_id}", response_class=HTMLResponse)
 def validation_detail(cycle_id: str) -> HTMLResponse:
     from pipeline import catalog
 
-    e = html.escape
+    config = _config()
     try:
-        result, kept = catalog.validation(_config(), cycle_id)
+        result, kept = catalog.validation(config, cycle_id)
+        cycle = catalog.cycle(config, cycle_id)
     except catalog.NotRecorded:
         raise HTTPException(404, "no such validation") from None
     outcomes = sorted(result.outcomes, key=lambda o: (o.success, o.severity != "critical"))
-    rows = [["passed" if o.success else f"<b>FAILED ({e(o.severity)})</b>", e(o.message),
-             "" if o.unexpected_count is None else f"{o.unexpected_count:,}", e(", ".join(map(str, o.sample_values[:5])))]
-            for o in outcomes]
+    rows = [[ui.badge("passed", "good") if o.success else ui.badge(f"failed ({o.severity})",
+                                                                   "bad" if o.severity == "critical" else "warn"),
+             e(o.message), "" if o.unexpected_count is None else f"{o.unexpected_count:,}",
+             e(", ".join(map(str, o.sample_values[:5])))] for o in outcomes]
     batch = f"<p>The failing batch is kept at <code>{e(str(kept))}</code>.</p>" if kept else ""
-    head = f"<p>{e(result.summary().splitlines()[0])}</p>{batch}"
-    report = f'<p><a href="{PREFIX}/reports/{e(cycle_id)}/validation.html">full report</a></p>'
-    outcomes_table = table(["result", "expectation", "unexpected rows", "sample values"], rows)
-    return _page(f"Validation of {cycle_id}", head + report + outcomes_table)
+    links = [ui.link(PREFIX + "/validation", "← all validations"),
+             ui.link(f"{PREFIX}/reports/{cycle_id}/validation.html", "full report")]
+    if cycle.dataset_drift is not None:
+        links.append(ui.link(f"{PREFIX}/drift/{cycle_id}", "this cycle's drift report"))
+    lead = " · ".join(links) + f" · {ui.status_badge(cycle.status)}"
+    outcomes_table = ui.table(["result", "expectation", ui.Column("unexpected rows", True), "sample values"], rows)
+    return _page(f"Validation of {cycle_id}", f"<p>{e(result.summary().splitlines()[0])}</p>{batch}{outcomes_table}",
+                 "validation", lead)
 
 
 def airflow_run_link(dag_id: str, run_id: str, page: str = "", label: str = "Airflow run") -> str:
@@ -197,60 +213,128 @@ def lineage(config, cycle, mlflow_run_id: str | None) -> str:
     return " · ".join(links)
 
 
+ALIAS_STATES = {"champion": ("champion", "good"), "challenger": ("pending approval", "info"),
+                "previous-champion": ("previous champion", "muted")}
+
+
+def version_state(aliases: list[str], tags, cycle) -> str:
+    """What a version is now: its alias, else what happened to it (rejected, superseded, retired champion)."""
+    for alias in ("champion", "challenger", "previous-champion"):
+        if alias in aliases:
+            return ui.badge(*ALIAS_STATES[alias])
+    if tags.approval == "rejected":
+        return ui.badge("rejected", "warn")
+    if cycle is not None and cycle.status == "superseded":
+        return ui.status_badge("superseded")
+    if tags.approval == "approved":
+        return ui.badge("former champion", "muted")
+    return ui.badge("never promoted", "muted")
+
+
+def alias_event(entry) -> str:
+    """A promotion-log row as the event it was, not as a move from nothing."""
+    was = f"was v{entry.from_version}" if entry.from_version else "first champion"
+    if entry.action == "promote":
+        return f"promoted v{entry.to_version} ({was})"
+    if entry.action == "override":
+        return f"promoted v{entry.to_version} over its rejection ({was})"
+    if entry.action == "rollback":
+        return f"rolled back to v{entry.to_version} ({was})"
+    if entry.action == "reject":
+        stays = f"champion stays v{entry.from_version}" if entry.from_version else "no champion"
+        return f"rejected v{entry.to_version} ({stays})"
+    return f"{entry.action} v{entry.to_version}"
+
+
+def _fold_chart(config, version: str, cycle_id: str) -> str:
+    """The candidate's k-fold folds, and on the compared rows (never seen by the champion) both models fold by fold."""
+    from pipeline import catalog
+
+    try:
+        evaluation = catalog.evaluation(config, cycle_id)
+        verdict = catalog.gate_verdict(config, cycle_id)
+    except catalog.NotRecorded:
+        return "<p>This version's evaluation is not in the run directory.</p>"
+    primary = evaluation.primary_metric
+    labels = [f"fold {f.fold}" for f in evaluation.folds]
+    series = [ui.Series(f"v{version} k-fold (held-out fold)", [f.metrics.get(primary) for f in evaluation.folds])]
+    if verdict.champion_version:
+        series += [ui.Series(f"v{version} on rows the champion never saw", verdict.fold_candidate),
+                   ui.Series(f"champion v{verdict.champion_version} on the same rows", verdict.fold_champion)]
+    return ui.line_chart(labels, series, primary, "fold")
+
+
 @app.get("/models", response_class=HTMLResponse)
 def models_page() -> HTMLResponse:
     from pipeline import catalog, promote, registry
     from pipeline.record import VersionTags
 
-    e = html.escape
     config = _config()
     versions = registry.list_versions(config)
     aliases = registry.aliases(config)  # a version search does not return aliases
     runs = {c.cycle_id: c for c in catalog.cycles(config, kinds=("retrain",))}
-    rows, trend, folds = [], {}, ""
+    rows, sections = [], []
     for v in reversed(versions):
         tags = VersionTags.of(v)
-        window = f"{tags.window_start or ''}..{tags.window_end or ''}"
-        rows.append([f"v{e(v.version)}", e(", ".join(a for a, version in aliases.items() if version == v.version)),
-                     e(tags.primary_metric or ""), _number(tags.candidate_mean), _number(tags.improvement),
-                     _number(tags.p_value), e(window), f"<code>{e((tags.window_sha256 or '')[:12])}</code>",
-                     e(tags.device or ""), lineage(config, runs.get(tags.cycle_id or ""), v.run_id) or e(tags.cycle_id or "")])
-        if tags.candidate_mean is not None:
-            trend.setdefault(tags.primary_metric or "metric", []).append((f"v{v.version}", tags.candidate_mean))
+        cycle = runs.get(tags.cycle_id or "")
+        held = [a for a, version in aliases.items() if version == v.version]
+        improvement = ui.percent(tags.improvement, signed=True) if tags.improvement is not None else "—"
+        rows.append([f'<a href="#v{e(v.version)}">v{e(v.version)}</a>', version_state(held, tags, cycle),
+                     e(tags.primary_metric or ""), ui.metric(tags.candidate_mean),
+                     e(f"v{tags.compared_champion}" if tags.compared_champion else "—"), improvement,
+                     ui.p_value(tags.p_value), _window(tags.window), f"<code>{e((tags.window_sha256 or '')[:12])}</code>",
+                     e(tags.device or ""), lineage(config, cycle, v.run_id) or e(tags.cycle_id or "")])
     for v in reversed(versions[-3:]):
-        try:
-            verdict = catalog.gate_verdict(config, VersionTags.of(v).cycle_id or "")
-        except catalog.NotRecorded:
-            continue
-        series = {"candidate": [(f"fold {i}", x) for i, x in enumerate(verdict.fold_candidate, 1) if x is not None]}
-        if verdict.champion_version:
-            series[f"champion v{verdict.champion_version}"] = [
-                (f"fold {i}", x) for i, x in enumerate(verdict.fold_champion, 1) if x is not None]
-        folds += f"<h3>v{e(v.version)}: {e(verdict.primary_metric)} per fold</h3>" + line_plot(series)
-    history = [[f"#{h.seq}", e(f"{h.at:%Y-%m-%d %H:%M}"), e(h.actor), e(h.action),
-                f"v{e(h.from_version or '-')} → v{e(h.to_version or '-')}", e(h.reason or "")]
+        tags = VersionTags.of(v)
+        sections.append(f'<h3 id="v{e(v.version)}">v{e(v.version)}: {e(tags.primary_metric or "metric")} per fold</h3>'
+                        + _fold_chart(config, v.version, tags.cycle_id or ""))
+    champion = aliases.get("champion")
+    live = ""
+    if champion:
+        checks = sorted(catalog.quality_trend(config, champion, limit=50), key=lambda c: (c.as_of, c.started))
+        checks = [c for c in checks if c.live_value is not None]
+        labels = [_cycle_label(c) for c in checks]
+        metric_name = VersionTags.of(registry.get_version(config, champion)).primary_metric or "metric"
+        live = (f"<h2>Champion v{e(champion)}: live quality against its k-fold estimate</h2>"
+                + ui.line_chart(labels, [ui.Series(f"live {metric_name} on new labelled rows", [c.live_value for c in checks]),
+                                         ui.Series("k-fold estimate at training", [c.kfold_value for c in checks])],
+                                metric_name, "cycle that checked it (as of, kind)"))
+    history = [[f"#{h.seq}", e(f"{h.at:%Y-%m-%d %H:%M}"), e(h.actor), e(alias_event(h)), e(h.reason or "")]
                for h in promote.history(config)]
-    columns = ["version", "aliases", "metric", "k-fold mean", "improvement", "p", "window", "sha256", "device", "lineage"]
-    body = (table(columns, rows)
-            + "<h2>Metric across versions</h2>" + line_plot(trend) + "<h2>Gate: candidate vs champion</h2>" + folds
-            + "<h2>Alias history</h2>" + table(["#", "when", "who", "what", "move", "why"], history))
-    return _page("Models", body)
+    columns = ["version", "status", "metric", ui.Column("k-fold mean", True), "compared with",
+               ui.Column("error reduction", True), ui.Column("p", True), "training window", "sha256", "device", "lineage"]
+    body = (ui.table(columns, rows, empty="No version registered yet.") + live
+            + "<h2>Candidate against champion, fold by fold</h2>"
+            "<p class=lead>Each newest version's k-fold folds, and where the gate compared it with the champion, both "
+            "models on the rows of each fold the champion never trained on.</p>" + "".join(sections)
+            + "<h2>Alias history</h2>" + ui.table(["#", "when", "who", "event", "why"], history, empty="No alias moved yet."))
+    return _page("Models", body, "models", f"Versions of {e(config.model_name)}, newest first")
 
 
 @app.get("/approvals", response_class=HTMLResponse)
 def approvals_page() -> HTMLResponse:
-    from pipeline import catalog
+    from pipeline import catalog, registry
+    from pipeline.record import VersionTags
 
-    e = html.escape
+    config = _config()
+    by_cycle = {VersionTags.of(v).cycle_id: v.version for v in registry.list_versions(config)}
     rows = []
-    for c in catalog.pending_approvals(_config()):
+    for c in catalog.pending_approvals(config):
         if c.airflow_run_id:
-            link = airflow_run_link(c.airflow_dag_id, c.airflow_run_id, "/tasks/review/required_actions", "Required Actions")
+            decide = airflow_run_link(c.airflow_dag_id, c.airflow_run_id, "/tasks/review/required_actions",
+                                      "Required Actions")
         else:
-            link = "approve with <code>pipeline promote</code>"
-        rows.append([str(c.as_of), e(c.cycle_id), e(c.trigger), link])
-    waiting = table(["as of", "cycle", "trigger", "decide"], rows) if rows else "<p>Nothing waits for a decision.</p>"
-    return _page("Pending approvals", waiting)
+            decide = "<code>pipeline promote</code> or <code>pipeline reject</code>"
+        version = by_cycle.get(c.cycle_id)
+        evidence = f'<a href="{PREFIX}/models#v{e(version)}">v{e(version)}</a>' if version else "—"
+        rows.append([str(c.as_of), evidence, e(c.primary_metric or ""), ui.metric(c.candidate_mean),
+                     ui.metric(c.candidate_compare), ui.metric(c.champion_compare),
+                     ui.percent(c.improvement, signed=True), ui.p_value(c.gate_p_value), e(c.trigger), decide])
+    columns = ["as of", "version", "metric", ui.Column("k-fold mean", True), ui.Column("candidate, unseen rows", True),
+               ui.Column("champion, same rows", True), ui.Column("error reduction", True), ui.Column("p", True),
+               "trigger", "decide"]
+    return _page("Pending approvals", ui.table(columns, rows, empty="Nothing waits for a decision."), "approvals",
+                 "Candidates that passed the gate and wait for a person")
 
 
 @app.get("/reports/{cycle_id}/{name}")
@@ -271,5 +355,5 @@ class PipelineReviewPlugin(AirflowPlugin):
     # No `url_route`: Airflow would frame the pages in a sandbox that blocks every link out of them (to
     # Required Actions, a DAG run, MLflow). Each entry opens its page in a tab of its own instead.
     external_views = [
-        {"name": label, "href": f"{PREFIX}/{page}", "destination": "nav", "category": "browse"} for page, label in PAGES
+        {"name": label, "href": f"{PREFIX}/{page}", "destination": "nav", "category": "browse"} for page, label in ui.PAGES
     ]

@@ -54,6 +54,21 @@ def test_cycles_newest_first_with_their_verdicts(recorded):
     assert oldest.validation == "passed" and oldest.mlflow_run_id == retrain.cycle.run_id
 
 
+def test_a_listed_cycle_carries_what_the_pages_show_without_opening_its_files(recorded):
+    config, retrain, monitor = recorded
+    newest, oldest = catalog.cycles(config)
+    windows = retrain.windows
+    assert oldest.reference_window == (windows.reference.start, windows.reference.end)
+    assert oldest.current_window == (windows.current.start, windows.current.end)
+    assert oldest.current_rows == windows.current.rows
+    assert (oldest.validation_critical, oldest.validation_warnings) == (0, len(retrain.validation.warnings))
+    assert newest.drift_methods == {"x_num": "wasserstein", "y_num": "wasserstein", "color": "jensenshannon"}
+    assert newest.drift_thresholds == {"x_num": config.drift.numeric_floor, "y_num": config.drift.numeric_floor,
+                                       "color": config.drift.categorical_floor}
+    assert (oldest.primary_metric, oldest.candidate_mean) == ("roc_auc", pytest.approx(retrain.evaluation.primary_mean))
+    assert catalog.evaluation(config, retrain.cycle.cycle_id) == retrain.evaluation
+
+
 def test_drift_history_per_feature_oldest_first(recorded):
     config, _, _ = recorded
     history = catalog.drift_history(catalog.cycles(config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import urllib.error
 import urllib.request
 from datetime import date
@@ -80,19 +81,22 @@ def test_a_report_is_served_sandboxed(airflow):
     assert headers["content-security-policy"].startswith("sandbox allow-scripts;")
     assert "allow-same-origin" not in headers["content-security-policy"]
     status, _, page = get(airflow, f"/pipeline/drift/{airflow.cycle_id}", token=airflow.token_admin)
-    assert status == 200 and '<iframe sandbox="allow-scripts"' in page
+    assert status == 200 and '<iframe class="report" sandbox="allow-scripts"' in page
 
 
 @pytest.mark.parametrize(
     "path, expected",
     [
-        pytest.param("/pipeline/validation", ["{cycle}", "passed"], id="validation-list"),
-        pytest.param("/pipeline/validation/{cycle}", ["Validation PASSED", "column &#x27;x_num&#x27;", "full report"],
-                     id="validation-detail"),
-        pytest.param("/pipeline/models", ["v1", "challenger", "roc_auc", "Metric across versions", "<svg", "per fold"],
-                     id="models"),
-        pytest.param("/pipeline/approvals", ["{cycle}", "pipeline promote"], id="pending-approvals"),
-        pytest.param("/pipeline/drift", ["Drift score per feature across cycles", "<h3>x_num</h3>", "<svg"], id="drift-history"),
+        pytest.param("/pipeline/validation", ["{cycle}", "passed", "warnings", "pending approval"], id="validation-list"),
+        pytest.param("/pipeline/validation/{cycle}", ["Validation PASSED", "column &#x27;x_num&#x27;", "full report",
+                                                      "← all validations"], id="validation-detail"),
+        # v1 has no champion to be compared with: its own k-fold folds are plotted all the same.
+        pytest.param("/pipeline/models", ["v1", "pending approval", "roc_auc", "<svg", "v1: roc_auc per fold",
+                                          "v1 k-fold (held-out fold)"], id="models"),
+        pytest.param("/pipeline/approvals", ['href="/pipeline/models#v1"', "pipeline promote", "k-fold mean"],
+                     id="pending-approvals"),
+        pytest.param("/pipeline/drift", ["Drift per feature and cycle", "x_num · wasserstein, threshold 0.1", "<svg"],
+                     id="drift-history"),
     ],
 )
 def test_pages_show_what_was_recorded(airflow, path, expected):
@@ -101,6 +105,19 @@ def test_pages_show_what_was_recorded(airflow, path, expected):
     for text in expected:
         assert text.format(cycle=airflow.cycle_id) in body, text
     assert "http://" not in body.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in body  # offline
+
+
+@pytest.mark.parametrize("path", ["/pipeline/drift", "/pipeline/validation", "/pipeline/validation/{cycle}",
+                                  "/pipeline/models", "/pipeline/approvals", "/pipeline/drift/{cycle}"])
+def test_every_link_of_a_page_into_the_review_pages_answers(airflow, path):
+    import re
+
+    _, _, body = get(airflow, path.format(cycle=airflow.cycle_id), token=airflow.token_admin)
+    links = {link.split("#")[0] for link in re.findall(r'(?:href|src)="(/pipeline/[^"]*)"', body)}
+
+    assert links
+    for link in links:
+        assert get(airflow, html.unescape(link), token=airflow.token_admin)[0] == 200, link
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from datetime import date
 
 import pytest
 
-from pipeline import promote
+from pipeline import approval
 from pipeline.config import load_config
 from pipeline.cycle import run_cycle
 from tests.dags.harness import dag_config
@@ -39,7 +39,8 @@ def story(tmp_path_factory, warehouse):
     config_path = dag_config(directory / "stores", warehouse, orchestration=UNSCHEDULED)
     config = load_config(config_path)
     first = run_cycle(config, date(2026, 2, 26))
-    promote.promote(config, first.version.version, actor="carol", reason="first champion, reviewed by hand")
+    approval.decide_version(config, first.version.version,
+                            approval.reviewer_decision(True, "carol", "cli", "first champion, reviewed by hand"))
     with AirflowServer(directory / "airflow-home", config_path) as server:
         admin = server.client("admin")
         runs = ac.DagRunApi(admin)
@@ -80,12 +81,26 @@ def test_airflow_menu_opens_the_review_pages(story, browser):
 
 
 def test_drift_page_lists_cycles_and_plots_the_history(story, browser):
+    from selenium.webdriver.common.by import By
+
     open_page(browser, story, "drift")
-    text = wait_for_text(browser, "2026-05-28", "monitor", "payment_method", "Drift score per feature across cycles")
-    monitor_row = next(line for line in text.splitlines() if line.startswith("2026-05-28 monitor"))
-    assert "drift" in monitor_row and "data_usage_gb" in monitor_row and "monthly_charges" in monitor_row
-    assert "2026-02-26 retrain" in text
+    text = wait_for_text(browser, "2026-05-28", "monitor", "payment_method", "Drift per feature and cycle")
+    assert "2026-05-28 monitor" in text  # a column of the heat map
+    monitor_row = browser.find_element(By.XPATH, "//tr[td[1]='2026-05-28' and td[2]='monitor']").text
+    assert "degraded" in monitor_row and "data_usage_gb" in monitor_row and "monthly_charges" in monitor_row
+    assert "2026-02-13 – 2026-02-26" in monitor_row  # the reference window: champion v1's training window
+    assert "promoted" in browser.find_element(By.XPATH, "//tr[td[1]='2026-02-26' and td[2]='retrain']").text
+    # The heat map first: a square per feature and cycle, the drifted ones ringed, each row linked to its detail.
+    heat = browser.find_element(By.CSS_SELECTOR, "svg[aria-label='drift per feature and cycle']")
+    assert len(heat.find_elements(By.CSS_SELECTOR, "rect[stroke]")) >= 2
     screenshot(browser, "1-drift")
+    detail = browser.find_element(By.ID, "feature-1")  # monthly_charges
+    detail.find_element(By.TAG_NAME, "summary").click()
+    chart = detail.find_element(By.TAG_NAME, "svg")
+    assert chart.find_elements(By.CSS_SELECTOR, "line.threshold") and "Wasserstein distance" in chart.text
+    assert detail.text.startswith("monthly_charges · wasserstein, threshold 0.1 · drifted in ")
+    browser.execute_script("arguments[0].scrollIntoView()", detail)
+    screenshot(browser, "1b-drift-feature")
 
 
 def test_a_drift_report_opens_sandboxed(story, browser):
@@ -112,7 +127,7 @@ def test_validation_page_shows_every_expectation(story, browser):
     wait_for_text(browser, "Validation PASSED", "sample values", "payment_method")
     first, *rest = [row.text for row in browser.find_elements(By.XPATH, "//tr[td]")]
     # Failed first, with its count and sample values: the new payment method is a warning, not a stop.
-    assert first.startswith("FAILED (warning)") and "payment_method" in first and "crypto" in first
+    assert first.startswith("failed (warning)") and "payment_method" in first and "crypto" in first
     assert len(rest) > 30 and all(row.startswith("passed") for row in rest)
     screenshot(browser, "3-validation")
 
@@ -135,12 +150,25 @@ def test_pending_approval_leads_to_required_actions(story, browser):
 
 def test_models_page_shows_aliases_gate_and_history(story, browser):
     open_page(browser, story, "models")
-    text = wait_for_text(browser, "Metric across versions", "Alias history", "Gate: candidate vs champion")
-    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("v1 ", "v2 "))}
-    assert "champion" in rows["v1"] and "challenger" in rows["v2"] and "roc_auc" in rows["v2"]
+    text = wait_for_text(browser, "Alias history", "Candidate against champion, fold by fold", "v1: roc_auc per fold")
+    from selenium.webdriver.common.by import By
+
+    rows = {row.text.split()[0]: row.text for row in browser.find_elements(By.XPATH, "(//table)[1]//tr[td]")}
+    assert "champion" in rows["v1"] and "pending approval" in rows["v2"] and "roc_auc" in rows["v2"]
     assert "Airflow run" in rows["v2"]  # lineage of the drift-triggered version
-    assert "carol" in text and "first champion, reviewed by hand" in text
+    assert "0.80" in rows["v2"] and "0.8000000" not in rows["v2"]  # rounded
+    assert "carol" in text and "promoted v1 (first champion)" in text and "first champion, reviewed by hand" in text
+    # v1 was the first champion: its own folds are plotted, not "nothing recorded".
+    assert "v1 k-fold (held-out fold)" in text and "Nothing recorded yet" not in text
     screenshot(browser, "6-models")
+    # The same page for a reader whose system asks for dark pages.
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        background = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(20, 24, 31)"
+        screenshot(browser, "6b-models-dark")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
 def test_the_drift_task_links_to_its_report(story, browser):
