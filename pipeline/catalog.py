@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline import registry
+from pipeline import cycle_index, registry
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.record import (
@@ -43,6 +43,14 @@ def cycles(config: Config, kinds: tuple[registry.CycleKind, ...] = KINDS, limit:
     found = [RunSummary.of(run, kind) for kind in kinds
              for run in registry.find_runs(config, kind, "tags.cycle_id != ''", max_results=limit)]
     return sorted(found, key=lambda c: (c.as_of, c.started), reverse=True)[:limit]
+
+
+def cycle_page(config: Config, where: cycle_index.CycleFilter = cycle_index.CycleFilter(), number: int = 1,
+               size: int = 50) -> cycle_index.CyclePage:
+    """A page of the cycles that match ``where``, newest first, from the cycle index; nothing before any cycle ran."""
+    if all(registry.find_experiment_id(config, kind) is None for kind in KINDS):
+        return cycle_index.CyclePage([], number, size, 0)
+    return cycle_index.page(config, where, number, size)
 
 
 def cycle(config: Config, cycle_id: str) -> RunSummary:

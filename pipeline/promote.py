@@ -48,7 +48,7 @@ def _engine(config: Config) -> sa.Engine:
     try:
         engine = sa.create_engine(url)
         if engine.dialect.name == "sqlite":
-            _serialize_sqlite_writers(engine)
+            serialize_sqlite_writers(engine)
         metadata.create_all(engine)
         _add_missing_columns(engine)
     except sa.exc.SQLAlchemyError as exc:
@@ -71,7 +71,7 @@ def _add_missing_columns(engine: sa.Engine) -> None:
                 )
 
 
-def _serialize_sqlite_writers(engine: sa.Engine) -> None:
+def serialize_sqlite_writers(engine: sa.Engine) -> None:
     """SQLite: take the write lock when the transaction begins, so concurrent actions queue instead of deadlocking."""
 
     @sa.event.listens_for(engine, "connect")

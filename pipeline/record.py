@@ -477,6 +477,25 @@ class RunSummary:
         )
 
 
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["as_of"], data["started"] = self.as_of.isoformat(), self.started.isoformat()
+        for name in ("reference_window", "current_window"):
+            window = getattr(self, name)
+            data[name] = None if window is None else [day.isoformat() for day in window]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSummary:
+        def window(days: list[str] | None) -> tuple[date, date] | None:
+            return None if days is None else (date.fromisoformat(days[0]), date.fromisoformat(days[1]))
+
+        return cls(**{**data, "as_of": date.fromisoformat(data["as_of"]),
+                      "started": datetime.fromisoformat(data["started"]),
+                      "reference_window": window(data["reference_window"]),
+                      "current_window": window(data["current_window"])})
+
+
 def metric_key(feature: str) -> str:
     """A feature's name as MLflow metric names take it: MLflow refuses characters like $, (, < or €."""
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", feature)
@@ -626,6 +645,7 @@ class CycleRecord:
         self.write(STATUS, StatusRecord(status, datetime.now(UTC), detail, stages))
         registry.log_to_run(self.config, self.run_id, tags={"cycle.status": status.value})
         registry.set_run_status(self.config, self.run_id, RUN_STATUS.get(status, "FINISHED"))
+        self._index()
 
     @contextmanager
     def stage(self, name: str, restart: bool = True) -> Iterator[None]:
@@ -652,6 +672,12 @@ class CycleRecord:
 
     def log(self, **logged: Any) -> None:
         registry.log_to_run(self.config, self.run_id, **logged)
+        self._index()
+
+    def _index(self) -> None:
+        from pipeline import cycle_index
+
+        cycle_index.refresh(self.config, self.run_id, self.kind)
 
     def log_windows(self, windows: Windows) -> None:
         import mlflow

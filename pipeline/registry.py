@@ -161,6 +161,20 @@ def find_runs(config: Config, kind: CycleKind, where: str = "", max_results: int
     )
 
 
+def all_runs(config: Config, kind: CycleKind, where: str = "") -> list:
+    """Every run of the kind that matches an MLflow filter, page by page (a search returns at most 50,000)."""
+    experiment = find_experiment_id(config, kind)
+    if experiment is None:
+        return []
+    found, token = [], None
+    while True:
+        page = client(config).search_runs([experiment], where, max_results=10_000, page_token=token)
+        found += list(page)
+        token = page.token
+        if not token:
+            return found
+
+
 def cycle_run_id(config: Config, cycle_id: str, kind: CycleKind, tags: dict[str, str], run_name: str) -> str:
     """The MLflow run of this cycle: found by tag, or created once with ``tags`` (the caller holds the cycle's lock)."""
     found = find_runs(config, kind, f"tags.cycle_id = '{cycle_id}'")

@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 PREFIX = ui.PREFIX
 e = html.escape
 PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-src 'self'; base-uri 'none'; "
-               "form-action 'none'")
+               "form-action 'self'")
 # A sandbox without allow-same-origin: the report's scripts (Evidently draws with them) run in an opaque origin.
 REPORT_POLICY = ("sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                  "img-src data:; font-src data:")
@@ -76,13 +76,39 @@ def index() -> RedirectResponse:
     return RedirectResponse(f"{PREFIX}/drift")
 
 
-@app.get("/drift", response_class=HTMLResponse)
-def drift_page() -> HTMLResponse:
+PAGE_SIZE = 50
+KIND_CHOICES = (("retrain", "retrain"), ("monitor", "monitor"))
+
+
+def _listing(path: str, kind: str, status: str, since: str, until: str, q: str, page: int, what: str):
+    """The cycles of one page of a list, filtered as its form says, with the form and the pager to show."""
+    from datetime import date
+
     from pipeline import catalog
+    from pipeline.cycle_index import CycleFilter
+
+    def day(value: str, name: str) -> date | None:
+        try:
+            return date.fromisoformat(value) if value else None
+        except ValueError:
+            raise HTTPException(400, f"{name} must be a date (YYYY-MM-DD), got {value!r}") from None
+
+    where = CycleFilter(kind or None, status or None, day(since, "since"), day(until, "until"), q.strip() or None)
+    found = catalog.cycle_page(_config(), where, page, PAGE_SIZE)
+    query = {"kind": kind, "status": status, "since": since, "until": until, "q": q}
+    statuses = [(value, label) for value, (label, _) in ui.STATUS_LABELS.items()]
+    controls = ui.filter_form(path, query, {"kind": KIND_CHOICES, "status": statuses})
+    return found, controls, ui.pager(path, query, found.number, found.pages, found.total, what)
+
+
+@app.get("/drift", response_class=HTMLResponse)
+def drift_page(kind: str = "", status: str = "", since: str = "", until: str = "", q: str = "",
+               page: int = 1) -> HTMLResponse:
     from pipeline.record import metric_key
 
     config = _config()
-    recorded = catalog.cycles(config)
+    listed, controls, pager = _listing(f"{PREFIX}/drift", kind, status, since, until, q, page, "cycles")
+    recorded = listed.cycles
     rows = []
     for cycle in recorded:
         share = "" if cycle.drift_share is None else ui.percent(cycle.drift_share)
@@ -90,7 +116,7 @@ def drift_page() -> HTMLResponse:
         rows.append([str(cycle.as_of), e(cycle.kind), ui.status_badge(cycle.status), e(cycle.trigger),
                      _window(cycle.reference_window), share, _drifted_features(cycle), report])
     listing = ui.table(["as of", "kind", "status", "trigger", "reference window", ui.Column("drifted share", True),
-                        "drifted features (furthest first)", ""], rows, empty="No cycles recorded yet.")
+                        "drifted features (furthest first)", ""], rows, empty="No cycle matches.")
     measured = sorted((c for c in recorded if c.drift_scores), key=lambda c: (c.as_of, c.started))
     labels = [_cycle_label(c) for c in measured]
     order = [metric_key(f) for f in config.source.features.all]
@@ -120,12 +146,13 @@ def drift_page() -> HTMLResponse:
                               "cycle (as of, kind)", thresholds[-1] if thresholds else None)
         details.append(f'<details id="feature-{i}"><summary>{summary}</summary>{chart}</details>')
     heat = ui.heat_map(features, labels, cells, anchors)
-    body = ("<h2>Drift per feature and cycle</h2>" + heat + "<h2>Cycles</h2>" + listing
+    body = (controls + "<h2>Drift per feature and cycle</h2>" + heat + "<h2>Cycles</h2>" + pager + listing
             + "<h2>Per feature</h2><p class=lead>Each feature's distance between the reference window and the current "
             "one, cycle by cycle, against its threshold. Numbers use the Wasserstein distance in reference standard "
             "deviations, categories the Jensen-Shannon distance; a feature drifts when it is past its threshold and "
             "the two-sample test is significant.</p>" + "".join(details))
-    return _page("Drift", body, "drift", f"{len(recorded):,} newest cycles of {e(config.model_name)}")
+    return _page("Drift", body, "drift", f"Cycles of {e(config.model_name)}, newest first: the reference window "
+                 "against the current one")
 
 
 @app.get("/drift/{cycle_id}", response_class=HTMLResponse)
@@ -154,18 +181,19 @@ def _validation_verdict(cycle) -> str:
 
 
 @app.get("/validation", response_class=HTMLResponse)
-def validation_page() -> HTMLResponse:
-    from pipeline import catalog
+def validation_page(kind: str = "", status: str = "", since: str = "", until: str = "", q: str = "",
+                    page: int = 1) -> HTMLResponse:
+    listed, controls, pager = _listing(f"{PREFIX}/validation", kind, status, since, until, q, page, "cycles")
 
     def count(value: int | None) -> str:
         return "—" if value is None else f"{value:,}"
 
     rows = [[str(c.as_of), e(c.kind), ui.status_badge(c.status), _validation_verdict(c), count(c.validation_critical),
              count(c.validation_warnings), count(c.current_rows), ui.link(f"{PREFIX}/validation/{c.cycle_id}", c.cycle_id)]
-            for c in catalog.cycles(_config()) if c.validation]
+            for c in listed.cycles if c.validation]
     columns = ["as of", "kind", "status", "validation", ui.Column("critical", True), ui.Column("warnings", True),
                ui.Column("rows", True), "cycle"]
-    return _page("Validation", ui.table(columns, rows, empty="No cycles recorded yet."), "validation")
+    return _page("Validation", controls + pager + ui.table(columns, rows, empty="No cycle matches."), "validation")
 
 
 @app.get("/validation/{cycle_id}", response_class=HTMLResponse)

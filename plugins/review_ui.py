@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -66,6 +67,11 @@ svg.chart .title{font-size:12px;fill:var(--muted)}svg.chart .threshold{stroke:va
 .legend{display:flex;gap:1rem;flex-wrap:wrap;font-size:.85rem;color:var(--muted)}
 .legend span::before{content:"";display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;
 background:var(--c);vertical-align:-.1rem}
+form.filters{display:flex;gap:.6rem;flex-wrap:wrap;align-items:end;margin:.6rem 0}
+form.filters label{display:flex;flex-direction:column;font-size:.8rem;color:var(--muted)}
+form.filters input,form.filters select,form.filters button{font:inherit;padding:.25rem .4rem;border:1px solid var(--line);
+border-radius:6px;background:var(--bg);color:var(--fg)}
+.pager{display:flex;gap:1rem;align-items:center;margin:.6rem 0;color:var(--muted)}
 details{margin:.3rem 0}summary{cursor:pointer}
 .report{width:100%;height:calc(100vh - 9.5rem);border:1px solid var(--line);border-radius:6px;background:#fff}
 """
@@ -138,6 +144,32 @@ def percent(value: float | None, signed: bool = False) -> str:
 
 def link(href: str, text: str) -> str:
     return f'<a href="{e(href)}">{e(text)}</a>'
+
+
+def query_link(path: str, query: dict[str, str], text: str) -> str:
+    clean = {k: v for k, v in query.items() if v}
+    return link(f"{path}?{urllib.parse.urlencode(clean)}" if clean else path, text)
+
+
+def filter_form(path: str, query: dict[str, str], selects: dict[str, Sequence[tuple[str, str]]]) -> str:
+    """The list's filters as a GET form: a select per ``selects`` entry (name -> (value, label)), as-of dates, a search."""
+    fields = []
+    for name, options in selects.items():
+        choices = "".join(f'<option value="{e(value)}"{" selected" if query.get(name) == value else ""}>{e(label)}</option>'
+                          for value, label in [("", "any"), *options])
+        fields.append(f'<label>{e(name)}<select name="{e(name)}">{choices}</select></label>')
+    for name, label in (("since", "as of from"), ("until", "as of to")):
+        fields.append(f'<label>{label}<input type="date" name="{name}" value="{e(query.get(name, ""))}"></label>')
+    fields.append(f'<label>search<input type="search" name="q" value="{e(query.get("q", ""))}" '
+                  'placeholder="cycle id, trigger or feature"></label>')
+    return f'<form class="filters" method="get" action="{e(path)}">{"".join(fields)}<button>Filter</button></form>'
+
+
+def pager(path: str, query: dict[str, str], number: int, pages: int, total: int, what: str) -> str:
+    """"page 2 of 41 (2,004 cycles)" between links to the newer and the older page, the filters kept."""
+    newer = query_link(path, {**query, "page": str(number - 1)}, "← newer") if number > 1 else ""
+    older = query_link(path, {**query, "page": str(number + 1)}, "older →") if number < pages else ""
+    return f'<nav class="pager">{newer}<span>page {number} of {pages} ({total:,} {e(what)})</span>{older}</nav>'
 
 
 # ---------------------------------------------------------------------------- charts

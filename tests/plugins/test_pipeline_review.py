@@ -199,3 +199,46 @@ def assert_contained(driver, where: str) -> None:
     assert driver.execute_script(origin_and_cookie) == ["null", "SecurityError"], where
     with pytest.raises(NoAlertPresentException):
         driver.switch_to.alert  # noqa: B018 - a dialog would mean the script ran with the page's powers
+
+
+@pytest.fixture(scope="module")
+def many_cycles(airflow):
+    """2,000 more cycles in the index (copies of the real one on earlier days): the lists must page, filter and search."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from pipeline import catalog, cycle_index
+
+    config = load_config(airflow.config_path, environ={})
+    [real] = catalog.cycle_page(config).cycles
+    copies = [replace(real, cycle_id=f"bulk-{i:04d}", kind="monitor" if i % 2 else "retrain",
+                      as_of=date(2020, 1, 1) + timedelta(days=i // 2), status="drift_detected" if i % 4 == 1 else "no_drift")
+              for i in range(2000)]
+    with cycle_index._engine(config.promotion.database_url).begin() as conn:
+        cycle_index._replace(conn, config, copies)
+    return airflow
+
+
+@pytest.mark.parametrize("path, shown, not_shown", [
+    pytest.param("/pipeline/drift", ["page 1 of 41 (2,001 cycles)", "older →", "{cycle}"], ["← newer"], id="first-page"),
+    pytest.param("/pipeline/drift?page=3", ["page 3 of 41", "← newer", "older →", "bulk-1899"], ["{cycle}"],
+                 id="third-page"),
+    pytest.param("/pipeline/validation?page=41", ["page 41 of 41", "bulk-0000", "← newer"], ["older →"], id="last-page"),
+    pytest.param("/pipeline/drift?kind=monitor&status=drift_detected&since=2022-01-01&until=&q=",
+                 ["page 1 of 3 (134 cycles)", "bulk-1997", 'value="2022-01-01"'], ["bulk-1998", "{cycle}"],
+                 id="filtered"),
+    pytest.param("/pipeline/validation?q=BULK-0001", ["(1 cycles)", "bulk-0001"], ["bulk-0002"], id="search"),
+])
+def test_lists_of_2000_cycles_page_filter_and_search(many_cycles, path, shown, not_shown):
+    status, _, body = get(many_cycles, path, token=many_cycles.token_admin)
+
+    assert status == 200
+    for text in shown:
+        assert text.format(cycle=many_cycles.cycle_id) in body, text
+    for text in not_shown:
+        assert text.format(cycle=many_cycles.cycle_id) not in body, text
+
+
+def test_a_list_refuses_a_date_that_is_not_one(many_cycles):
+    status, _, body = get(many_cycles, "/pipeline/drift?since=yesterday", token=many_cycles.token_admin)
+    assert status == 400 and "since must be a date (YYYY-MM-DD)" in body
