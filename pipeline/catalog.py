@@ -18,6 +18,7 @@ from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.record import (
     EVALUATION,
+    EVIDENCE,
     FAILED_BATCH,
     GATE,
     REPORTS,
@@ -27,7 +28,7 @@ from pipeline.record import (
     Status,
     find_run,
 )
-from pipeline.results import EvaluationResult, GateVerdict, ValidationResult
+from pipeline.results import EvaluationResult, Evidence, GateVerdict, ValidationResult
 from pipeline.storage import is_remote
 
 KINDS: tuple[registry.CycleKind, ...] = ("retrain", "monitor")
@@ -127,3 +128,8 @@ def gate_verdict(config: Config, cycle_id: str) -> GateVerdict:
 def evaluation(config: Config, cycle_id: str) -> EvaluationResult:
     """The candidate's k-fold evaluation: every fold's metrics, whether or not a champion was compared."""
     return _read(config, cycle_id, EVALUATION)
+
+
+def evidence(config: Config, cycle_id: str) -> Evidence:
+    """Candidate and champion on the rows the champion never saw (a first champion's cycle has none)."""
+    return _read(config, cycle_id, EVIDENCE)

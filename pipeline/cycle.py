@@ -31,6 +31,7 @@ from pipeline.record import (
     DRIFT,
     DRIFT_REPORT,
     EVALUATION,
+    EVIDENCE,
     FAILED_BATCH,
     GATE,
     QUALITY,
@@ -272,6 +273,7 @@ def _champion_of(cycle: CycleRecord, windows: Windows):
 
 def gate_stage(cycle: CycleRecord, evaluation: EvaluationResult | None = None) -> GateVerdict:
     """The gate's verdict on the candidate; a rejection ends the cycle with the champion untouched."""
+    from pipeline.evidence import gather as gather_evidence
     from pipeline.gate import decide as gate_decide
     from pipeline.metrics import ComparedRows
 
@@ -281,6 +283,11 @@ def gate_stage(cycle: CycleRecord, evaluation: EvaluationResult | None = None) -
         verdict = gate_decide(evaluation, cycle.config.gate, cycle.cycle_id, compared)
         cycle.write(GATE, verdict)
         cycle.log_gate(verdict)
+        evidence = None if compared is None else gather_evidence(
+            cycle.config.task, evaluation.primary_metric, evaluation.champion_version or "", compared)
+        if evidence is not None:
+            cycle.write(EVIDENCE, evidence)
+            cycle.log_evidence()
     if not verdict.passed:
         cycle.set_status(Status.GATE_REJECTED, detail="; ".join(verdict.failures))
     return verdict

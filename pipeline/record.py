@@ -38,6 +38,7 @@ from pipeline.registry import CycleKind
 from pipeline.results import (
     DriftResult,
     EvaluationResult,
+    Evidence,
     GateVerdict,
     ModelQuality,
     ValidationResult,
@@ -300,6 +301,7 @@ DRIFT = JsonFile("drift.json", DriftResult.from_dict, DriftResult.to_dict)
 QUALITY = JsonFile("quality.json", ModelQuality.from_dict, ModelQuality.to_dict)
 EVALUATION = JsonFile("evaluation.json", EvaluationResult.from_dict, EvaluationResult.to_dict)
 GATE = JsonFile("gate.json", GateVerdict.from_dict, GateVerdict.to_dict)
+EVIDENCE = JsonFile("evidence.json", Evidence.from_dict, Evidence.to_dict)
 REGISTRATION = JsonFile("registered.json", Registration.from_dict, Registration.to_dict)
 APPROVAL = JsonFile("approval.json", Decision.from_dict, Decision.to_dict)
 STATUS = JsonFile("status.json", StatusRecord.from_dict, StatusRecord.to_dict)
@@ -750,6 +752,9 @@ class CycleRecord:
             step_metrics={f"fold.{n}": [f.metrics[n] for f in evaluation.folds] for n in names},
             tags={"device": evaluation.device},
         )
+
+    def log_evidence(self) -> None:
+        self.log(artifacts=[self.local_path(EVIDENCE.name)])
 
     def log_gate(self, verdict: GateVerdict) -> None:
         self.log(

@@ -386,3 +386,58 @@ class ModelQuality:
             return f"Quality {self.reason}"
         head = {"not_judged": "not judged", "degraded": "DEGRADED", "healthy": "healthy"}[self.verdict]
         return f"Quality champion v{self.champion_version} {head}: {self.reason}"
+
+
+# ---------------------------------------------------------------------------- the evidence (pipeline/evidence.py)
+
+
+@dataclass(frozen=True)
+class Binned:
+    """One bin of a model's predictions (equal row counts): its mean prediction, and the truth's mean or the
+    residual's mean in it."""
+
+    predicted: float
+    observed: float
+    rows: int
+
+
+@dataclass(frozen=True)
+class ModelEvidence:
+    metrics: dict[str, float]
+    by_time: list[float]  # the primary metric in each time bucket
+    bins: list[Binned]  # reliability (classification: observed positive rate) or residuals (regression: mean residual)
+    confusion: list[list[int]] | None = None  # [[true negatives, false positives], [false negatives, true positives]]
+
+
+@dataclass(frozen=True)
+class TimeBucket:
+    start: str
+    end: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Evidence:
+    task: str
+    primary_metric: str
+    rows: int
+    champion_version: str
+    candidate: ModelEvidence
+    champion: ModelEvidence
+    buckets: list[TimeBucket]
+    # Between the two models' predictions on these rows: the Wasserstein distance in standard deviations of the
+    # champion's predictions, and (classification) the share of rows whose predicted class differs.
+    prediction_shift: float
+    class_flips: float | None = None
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evidence:
+        def model(raw: dict[str, Any]) -> ModelEvidence:
+            return ModelEvidence(**{**raw, "bins": [Binned(**b) for b in raw["bins"]]})
+
+        return cls(**{**data, "candidate": model(data["candidate"]), "champion": model(data["champion"]),
+                      "buckets": [TimeBucket(**b) for b in data["buckets"]]})

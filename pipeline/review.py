@@ -10,19 +10,12 @@ from dataclasses import dataclass
 
 from pipeline import catalog, registry
 from pipeline.errors import PipelineError
-from pipeline.record import DRIFT_REPORT, VALIDATION_REPORT, CycleOutcome, CycleRecord
+from pipeline.record import EVIDENCE, CycleOutcome
+from pipeline.results import Evidence
 from pipeline.summary import QUALITY_TREND_CYCLES, format_number
 
-
-def mlflow_run_url(cycle: CycleRecord, artifact: str | None = None) -> str | None:
-    url = registry.run_ui_url(cycle.config, cycle.run_id)
-    return f"{url}/artifacts/{artifact}" if url and artifact else url
-
-
-def _report_link(cycle: CycleRecord, label: str, name: str) -> str:
-    url = mlflow_run_url(cycle, name)
-    where = f"[{label}]({url})" if url else label
-    return f"- {where}: `{cycle.url_of(name)}`"
+# The review pages inside Airflow (plugins/pipeline_review.py): links in an approval open there, in Airflow's origin.
+REVIEW_PAGES = "/pipeline"
 
 
 def approval_subject(outcome: CycleOutcome) -> str:
@@ -60,6 +53,9 @@ def approval_body(outcome: CycleOutcome) -> str:
     pairs = enumerate(zip(candidate_folds, champion_folds, strict=True), 1)
     lines += [f"| {i} | {format_number(c)} | {format_number(h)} |" for i, (c, h) in pairs]
     lines += ["", *[f"- {reason}" for reason in verdict.reasons]]
+    evidence = cycle.read(EVIDENCE)
+    if evidence is not None:
+        lines += _evidence_section(evidence)
     lines += ["", "### Data"]
     for name, snap in outcome.windows.items() if outcome.windows else []:
         lines.append(f"- {name}: {snap.start}..{snap.end}, {snap.rows:,} rows, sha256 `{snap.sha256[:12]}…`")
@@ -72,11 +68,41 @@ def approval_body(outcome: CycleOutcome) -> str:
     lines += _quality_section(outcome)
     if outcome.trigger is not None:
         lines += ["", "### Trigger", *[f"- {line}" for line in outcome.trigger.describe().splitlines()]]
-    lines += ["", "### Reports", _report_link(cycle, "Drift report", DRIFT_REPORT),
-              _report_link(cycle, "Validation report", VALIDATION_REPORT)]
-    run_url = mlflow_run_url(cycle)
+    version = outcome.version.version if outcome.version else None
+    lines += ["", "### Reports", f"- [Drift report]({REVIEW_PAGES}/drift/{cycle.cycle_id})",
+              f"- [Validation]({REVIEW_PAGES}/validation/{cycle.cycle_id})"]
+    if version:
+        lines.append(f"- [v{version} against the champion, fold by fold]({REVIEW_PAGES}/models#v{version})")
+    run_url = registry.run_ui_url(cycle.config, cycle.run_id)
     lines.append(f"- {'[MLflow run](' + run_url + ')' if run_url else 'MLflow run'}: `{cycle.run_id}`")
     return "\n".join(lines)
+
+
+def _evidence_section(evidence: Evidence) -> list[str]:
+    """Both models on the rows the champion never saw: every metric, the class errors or the residuals, over time."""
+    champion = f"champion v{evidence.champion_version}"
+    lines = ["", f"### Candidate and {champion} on the same {evidence.rows:,} unseen rows",
+             f"| metric | candidate | {champion} |", "|---|---:|---:|"]
+    lines += [f"| {name} | {format_number(value)} | {format_number(evidence.champion.metrics[name])} |"
+              for name, value in evidence.candidate.metrics.items()]
+    if evidence.candidate.confusion and evidence.champion.confusion:
+        lines += ["", f"Confusion at the class threshold {evidence.threshold:g} (true negatives, false positives, "
+                      "false negatives, true positives):"]
+        for label, model in (("candidate", evidence.candidate), (champion, evidence.champion)):
+            (tn, fp), (fn, tp) = model.confusion or [[0, 0], [0, 0]]
+            lines.append(f"- {label}: {tn:,} · {fp:,} · {fn:,} · {tp:,}")
+        lines.append(f"- {evidence.class_flips:.1%} of the rows change class from the champion to the candidate")
+        gap = {label: max(abs(b.predicted - b.observed) for b in model.bins)
+               for label, model in (("candidate", evidence.candidate), (champion, evidence.champion))}
+        lines.append("- calibration: largest gap between predicted and observed positive rate over ten equal bins: "
+                     + ", ".join(f"{label} {value:.3f}" for label, value in gap.items()))
+    lines.append(f"- the predictions differ by a Wasserstein distance of {evidence.prediction_shift:.2f} standard "
+                 f"deviations of the champion's predictions")
+    lines += ["", f"| time bucket | rows | candidate {evidence.primary_metric} | {champion} |", "|---|---:|---:|---:|"]
+    lines += [f"| {bucket.start[:16]} – {bucket.end[:16]} | {bucket.rows:,} | {format_number(c)} | {format_number(h)} |"
+              for bucket, c, h in zip(evidence.buckets, evidence.candidate.by_time, evidence.champion.by_time,
+                                      strict=True)]
+    return lines
 
 
 def _quality_section(outcome: CycleOutcome) -> list[str]:

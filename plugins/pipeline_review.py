@@ -289,7 +289,44 @@ def _fold_chart(config, version: str, cycle_id: str) -> str:
     if verdict.champion_version:
         series += [ui.Series(f"v{version} on rows the champion never saw", verdict.fold_candidate),
                    ui.Series(f"champion v{verdict.champion_version} on the same rows", verdict.fold_champion)]
-    return ui.line_chart(labels, series, primary, "fold")
+    return ui.line_chart(labels, series, primary, "fold") + _evidence(config, cycle_id)
+
+
+def _evidence(config, cycle_id: str) -> str:
+    """Both models on the rows the champion never saw: metrics, class errors or residuals, calibration, over time."""
+    from pipeline import catalog
+
+    try:
+        evidence = catalog.evidence(config, cycle_id)
+    except catalog.NotRecorded:
+        return ""
+    champion = f"champion v{evidence.champion_version}"
+    models = (("candidate", evidence.candidate), (champion, evidence.champion))
+    parts = [f"<h4>Candidate and {e(champion)} on the same {evidence.rows:,} unseen rows</h4>",
+             ui.table(["metric", ui.Column("candidate", True), ui.Column(champion, True)],
+                      [[e(name), ui.metric(value), ui.metric(evidence.champion.metrics.get(name))]
+                       for name, value in evidence.candidate.metrics.items()])]
+    deciles = [f"{10 * (i + 1)}%" for i in range(len(evidence.candidate.bins))]
+    if evidence.candidate.confusion and evidence.champion.confusion:
+        rows = [[e(label), *(f"{count:,}" for row in model.confusion or [] for count in row)] for label, model in models]
+        parts += [f"<p>At the class threshold {evidence.threshold:g}; {ui.percent(evidence.class_flips)} of the rows "
+                  "change class from the champion to the candidate.</p>",
+                  ui.table(["model", ui.Column("true negatives", True), ui.Column("false positives", True),
+                            ui.Column("false negatives", True), ui.Column("true positives", True)], rows),
+                  ui.line_chart(deciles, [ui.Series(label, [b.observed - b.predicted for b in model.bins])
+                                          for label, model in models],
+                                "observed − predicted positive rate", "tenth of the rows, by the model's own score",
+                                threshold=0.0, threshold_label="perfectly calibrated")]
+    else:
+        parts.append(ui.line_chart(deciles, [ui.Series(label, [b.observed for b in model.bins]) for label, model in models],
+                                   "mean residual (truth − prediction)", "tenth of the rows, by the model's prediction",
+                                   threshold=0.0, threshold_label="no bias"))
+    buckets = [b.start[:16] for b in evidence.buckets]
+    parts.append(ui.line_chart(buckets, [ui.Series(label, model.by_time) for label, model in models],
+                               evidence.primary_metric, "time bucket of the compared rows (its first row)"))
+    parts.append(f"<p>The two models' predictions differ by a Wasserstein distance of "
+                 f"{evidence.prediction_shift:.2f} standard deviations of the champion's.</p>")
+    return "".join(parts)
 
 
 @app.get("/models", response_class=HTMLResponse)

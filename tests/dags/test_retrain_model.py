@@ -149,7 +149,8 @@ def test_approval_in_airflow_promotes_and_names_the_reviewer(story):
     assert "| fold | candidate | champion v1 |" in body and "p = " in body
     assert "the gate asks for more than 1.0%" in body and "power to detect 25%" in body
     assert "payment_method" in body and "current: 2026-05-15..2026-05-28" in body
-    assert "[Drift report](http://127.0.0.1:5000/#/experiments/" in body and "[MLflow run](" in body
+    assert "[Drift report](/pipeline/drift/" in body and "[MLflow run](" in body
+    assert "### Candidate and champion v1 on the same" in body
     [hook] = _events(story["webhook"], "approval_waiting")
     assert "/required_actions" in hook["text"]
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.approval import decide_version, reviewer_decision
 from pipeline.cycle import run_cycle
-from pipeline.record import CycleOutcome, CycleRecord, Status
+from pipeline.record import EVIDENCE, CycleOutcome, CycleRecord, Status
 from pipeline.review import approval_body, approval_subject, message
 from tests.conftest import label_flip_store
 
@@ -45,7 +45,8 @@ def test_the_approval_shows_fold_numbers_data_drift_and_links(cycles):
     assert f"### Gate {'PASSED' if verdict.passed else 'REJECTED'} — roc_auc" in body
     assert f"on the same {verdict.compare_rows:,} unseen rows" in body and "p = " in body
     assert "| fold | candidate | champion v1 |" in body
-    assert body.split("### Data")[0].count("\n| ") == 1 + len(verdict.fold_candidate)  # header + one row per fold
+    folds = body.split("| fold |")[1].split("\n\n")[0]
+    assert folds.count("\n| ") == len(verdict.fold_candidate)  # one row per fold
     assert f"| 1 | {verdict.fold_candidate[0]:.4f} | {verdict.fold_champion[0]:.4f} |" in body
     assert "- current: 2026-01-16..2026-01-20" in body and "Validation PASSED" in body and "### Drift" in body
     # The champion it would replace, on the rows it never saw: its live roc_auc next to what its k-fold promised.
@@ -55,17 +56,35 @@ def test_the_approval_shows_fold_numbers_data_drift_and_links(cycles):
     assert "| as of | cycle | live | k-fold | rows | error | verdict |" in body
     assert (f"| 2026-01-20 | retrain `{second.cycle.cycle_id}` | {quality.live_value:.4f} | {quality.kfold_value:.4f} | "
             f"{quality.rows:,} | {quality.degradation:+.1%} | degraded |") in body
-    experiment_run = "http://mlflow.example:5000/#/experiments/"
-    assert f"[Drift report]({experiment_run}" in body and f"/runs/{second.cycle.run_id}/artifacts/drift.html)" in body
-    assert f"[MLflow run]({experiment_run}" in body
+    # The reports open on the review pages inside Airflow, never as server paths or on MLflow's UI port.
+    cycle_id, version = second.cycle.cycle_id, outcome.version.version
+    assert f"- [Drift report](/pipeline/drift/{cycle_id})" in body
+    assert f"- [Validation](/pipeline/validation/{cycle_id})" in body
+    assert f"(/pipeline/models#v{version})" in body and str(second.cycle.storage.location) not in body
+    assert "[MLflow run](http://mlflow.example:5000/#/experiments/" in body
 
 
-def test_without_an_mlflow_ui_the_reports_are_named_by_location(cycles):
-    config, first, _ = cycles
-    outcome = CycleOutcome.read(CycleRecord.find(config.model_copy(update={"registry": config.registry.model_copy(
-        update={"ui_url": None})}), first.cycle.cycle_id))
+def test_the_approval_shows_both_models_on_the_same_unseen_rows(cycles):
+    _, _, second = cycles
+    outcome = CycleOutcome.read(second.cycle)
+    evidence = second.cycle.read(EVIDENCE)
     body = approval_body(outcome)
-    assert "[Drift report]" not in body and f"- Drift report: `{first.cycle.url_of('drift.html')}`" in body
+
+    assert evidence.rows == outcome.verdict.compare_rows and evidence.champion_version == "1"
+    assert f"### Candidate and champion v1 on the same {evidence.rows:,} unseen rows" in body
+    for name in ("roc_auc", "log_loss", "f1"):
+        assert (f"| {name} | {evidence.candidate.metrics[name]:.4f} | {evidence.champion.metrics[name]:.4f} |"
+                in body), name
+    (tn, fp), (fn, tp) = evidence.candidate.confusion
+    assert f"- candidate: {tn:,} · {fp:,} · {fn:,} · {tp:,}" in body and "change class" in body
+    assert "calibration: largest gap" in body and "Wasserstein distance of" in body
+    assert "| time bucket | rows | candidate roc_auc | champion v1 |" in body
+
+
+def test_a_first_champion_has_no_champion_to_compare_with(cycles):
+    _, first, _ = cycles
+    assert first.cycle.read(EVIDENCE) is None
+    assert "unseen rows" not in approval_body(CycleOutcome.read(first.cycle)).split("### Data")[0].split("|")[0]
 
 
 @pytest.mark.parametrize(
