@@ -299,10 +299,13 @@ def _bin_on_cluster(client: Client, windows: dict[str, _WindowSummary], names: l
 
 def _report_sample(client: Client, summary: _WindowSummary, columns: list[str], limit: int | None,
                    seed: int) -> pd.DataFrame:
-    """The rows ``drift._sample`` draws from the whole window (``DataFrame.sample``'s draw), in its order."""
+    """The rows ``drift.report_rows`` draws from the whole window, in its order."""
+    from pipeline.drift import report_rows
+
     total = sum(summary.rows)
-    chosen = np.arange(total) if limit is None or total <= limit else \
-        np.random.RandomState(seed).choice(total, size=limit, replace=False)
+    chosen = report_rows(total, limit, seed)
+    if chosen is None:
+        chosen = np.arange(total)
     picks = _split_positions(chosen, summary.rows)
     rows = pd.concat(_gather(client, _per_partition(summary.frame, _rows_at, columns, picks)))
     return rows.sort_values("__order").drop(columns="__order").reset_index(drop=True)

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +83,10 @@ def judge_windows(config: Config, reference_rows: int, current_rows: int, judge:
         features = [FeatureDrift(name, kind, METHODS[kind], None, None, False, "degenerate", notes[0])
                     for name, kind in kinds.items()]
     else:
-        features = [judge(name, kind, _floor(config, name, kind), feature_alpha) for name, kind in kinds.items()]
+        # numpy's sorts release the GIL: the features are binned side by side, on the cores the process may use.
+        with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+            features = list(pool.map(lambda item: judge(item[0], item[1], _floor(config, *item), feature_alpha),
+                                     kinds.items()))
     computable = [f for f in features if f.status != "degenerate"]
     drifted = sum(f.drifted for f in computable)
     share = drifted / len(computable) if computable else 0.0
@@ -181,11 +186,19 @@ def _as_text(column: pd.Series) -> pd.Series:
     return pd.Series(text[codes], index=column.index)
 
 
+def report_rows(rows: int, limit: int | None, seed: int) -> np.ndarray | None:
+    """The positions of the rows the report shows (``DataFrame.sample``'s draw, in its order); None: every row."""
+    if limit is None or rows <= limit:
+        return None
+    return np.random.RandomState(seed).choice(rows, size=limit, replace=False)
+
+
 def _sample(frame: pd.DataFrame, columns: list[str], limit: int | None, seed: int) -> pd.DataFrame:
-    features = frame[columns]
-    if limit is not None and len(features) > limit:
-        features = features.sample(n=limit, random_state=seed, ignore_index=True)
-    return features
+    # The rows first, then the columns: a million-row window is never copied whole for a sample of it.
+    chosen = report_rows(len(frame), limit, seed)
+    if chosen is None:
+        return frame[columns]
+    return frame.iloc[chosen][columns].reset_index(drop=True)
 
 
 def _run_evidently(
@@ -194,7 +207,7 @@ def _run_evidently(
 ) -> None:
     """Evidently's report of the compared features, with the pipeline's distances and floors, verdict table first."""
     from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+    from evidently.metrics import ValueDrift
 
     kinds = _kinds(config)
     def prepared(frame: pd.DataFrame) -> pd.DataFrame:
@@ -207,18 +220,15 @@ def _run_evidently(
         numerical_columns=[n for n in compared if kinds[n] == NUMERIC],
         categorical_columns=[n for n in compared if kinds[n] == CATEGORICAL],
     )
-    preset = DataDriftPreset(
-        columns=compared,
-        drift_share=result.share_threshold,
-        per_column_method={n: METHODS[kinds[n]] for n in compared},
-        per_column_threshold={
-            n: (floors[n] or 0.0) * (EVIDENTLY_JS_FACTOR if kinds[n] == CATEGORICAL else 1.0) for n in compared
-        },
-    )
+    # One ValueDrift per column, with the pipeline's distance and floor: Evidently's DataDriftPreset computes each
+    # column's drift three times over (2.7 times the cost), for a dataset verdict the page opens with anyway.
+    metrics = [ValueDrift(column=n, method=METHODS[kinds[n]],
+                          threshold=(floors[n] or 0.0) * (EVIDENTLY_JS_FACTOR if kinds[n] == CATEGORICAL else 1.0))
+               for n in compared]
     with warnings.catch_warnings():
         # A column constant in one window makes Evidently's plots divide by zero; the score is unaffected.
         warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
-        snapshot = Report([preset], include_tests=True).run(
+        snapshot = Report(metrics, include_tests=True).run(
             current_data=Dataset.from_pandas(prepared(current), data_definition=definition),
             reference_data=Dataset.from_pandas(prepared(reference), data_definition=definition),
         )
