@@ -54,6 +54,13 @@ def cycle_page(config: Config, where: cycle_index.CycleFilter = cycle_index.Cycl
     return cycle_index.page(config, where, number, size)
 
 
+def cycle_summaries(config: Config, cycle_ids: list[str]) -> dict[str, RunSummary]:
+    """Recorded cycles by id, from the cycle index (a version's lineage, a page's worth at a time)."""
+    if not cycle_ids or all(registry.find_experiment_id(config, kind) is None for kind in KINDS):
+        return {}
+    return cycle_index.summaries(config, cycle_ids)
+
+
 def cycle(config: Config, cycle_id: str) -> RunSummary:
     """One recorded cycle, however old: looked up by its id, not found in a list."""
     try:

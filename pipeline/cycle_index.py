@@ -153,3 +153,13 @@ def page(config: Config, where: CycleFilter = CycleFilter(), number: int = 1, si
                             .limit(size).offset((number - 1) * size)).scalars()
         found = [RunSummary.from_dict(json.loads(row)) for row in rows]
     return CyclePage(found, number, size, total)
+
+
+def summaries(config: Config, cycle_ids: list[str]) -> dict[str, RunSummary]:
+    """The indexed summaries of these cycles, by id (the ones not indexed are left out)."""
+    _fill_from_mlflow(config)
+    with _engine(config.promotion.database_url).connect() as conn:
+        rows = conn.execute(sa.select(cycles.c.summary).where(
+            cycles.c.model_name == config.model_name, cycles.c.cycle_id.in_(cycle_ids))).scalars()
+        found = [RunSummary.from_dict(json.loads(row)) for row in rows]
+    return {s.cycle_id: s for s in found}

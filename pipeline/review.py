@@ -72,7 +72,7 @@ def approval_body(outcome: CycleOutcome) -> str:
     lines += ["", "### Reports", f"- [Drift report]({REVIEW_PAGES}/drift/{cycle.cycle_id})",
               f"- [Validation]({REVIEW_PAGES}/validation/{cycle.cycle_id})"]
     if version:
-        lines.append(f"- [v{version} against the champion, fold by fold]({REVIEW_PAGES}/models#v{version})")
+        lines.append(f"- [v{version}: its evidence, fold by fold]({REVIEW_PAGES}/models/{version})")
     run_url = registry.run_ui_url(cycle.config, cycle.run_id)
     lines.append(f"- {'[MLflow run](' + run_url + ')' if run_url else 'MLflow run'}: `{cycle.run_id}`")
     return "\n".join(lines)

@@ -107,7 +107,7 @@ def drift_page(kind: str = "", status: str = "", since: str = "", until: str = "
     from pipeline.record import metric_key
 
     config = _config()
-    listed, controls, pager = _listing(f"{PREFIX}/drift", kind, status, since, until, q, page, "cycles")
+    listed, controls, pager = _listing(f"{PREFIX}/drift", kind, status, since, until, q, page, "cycle")
     recorded = listed.cycles
     rows = []
     for cycle in recorded:
@@ -183,7 +183,7 @@ def _validation_verdict(cycle) -> str:
 @app.get("/validation", response_class=HTMLResponse)
 def validation_page(kind: str = "", status: str = "", since: str = "", until: str = "", q: str = "",
                     page: int = 1) -> HTMLResponse:
-    listed, controls, pager = _listing(f"{PREFIX}/validation", kind, status, since, until, q, page, "cycles")
+    listed, controls, pager = _listing(f"{PREFIX}/validation", kind, status, since, until, q, page, "cycle")
 
     def count(value: int | None) -> str:
         return "—" if value is None else f"{value:,}"
@@ -243,20 +243,6 @@ def lineage(config, cycle, mlflow_run_id: str | None) -> str:
 
 ALIAS_STATES = {"champion": ("champion", "good"), "challenger": ("pending approval", "info"),
                 "previous-champion": ("previous champion", "muted")}
-
-
-def version_state(aliases: list[str], tags, cycle) -> str:
-    """What a version is now: its alias, else what happened to it (rejected, superseded, retired champion)."""
-    for alias in ("champion", "challenger", "previous-champion"):
-        if alias in aliases:
-            return ui.badge(*ALIAS_STATES[alias])
-    if tags.approval == "rejected":
-        return ui.badge("rejected", "warn")
-    if cycle is not None and cycle.status == "superseded":
-        return ui.status_badge("superseded")
-    if tags.approval == "approved":
-        return ui.badge("former champion", "muted")
-    return ui.badge("never promoted", "muted")
 
 
 def alias_event(entry) -> str:
@@ -329,30 +315,58 @@ def _evidence(config, cycle_id: str) -> str:
     return "".join(parts)
 
 
+VERSION_STATES = ("champion", "pending approval", "previous champion", "rejected", "superseded", "former champion",
+                  "never promoted")
+
+
+def version_state_label(aliases: list[str], tags, cycle) -> tuple[str, str]:
+    """What a version is now (label, badge tone): its alias, else what happened to it."""
+    for alias in ("champion", "challenger", "previous-champion"):
+        if alias in aliases:
+            return ALIAS_STATES[alias]
+    if tags.approval == "rejected":
+        return "rejected", "warn"
+    if cycle is not None and cycle.status == "superseded":
+        return "superseded", "muted"
+    if tags.approval == "approved":
+        return "former champion", "muted"
+    return "never promoted", "muted"
+
+
+def version_state(aliases: list[str], tags, cycle) -> str:
+    return ui.badge(*version_state_label(aliases, tags, cycle))
+
+
 @app.get("/models", response_class=HTMLResponse)
-def models_page() -> HTMLResponse:
+def models_page(status: str = "", q: str = "", page: int = 1) -> HTMLResponse:
     from pipeline import catalog, promote, registry
     from pipeline.record import VersionTags
 
     config = _config()
-    versions = registry.list_versions(config)
     aliases = registry.aliases(config)  # a version search does not return aliases
-    runs = {c.cycle_id: c for c in catalog.cycles(config, kinds=("retrain",))}
-    rows, sections = [], []
-    for v in reversed(versions):
-        tags = VersionTags.of(v)
-        cycle = runs.get(tags.cycle_id or "")
-        held = [a for a, version in aliases.items() if version == v.version]
+    versions = [(v, VersionTags.of(v)) for v in reversed(registry.list_versions(config))]
+    lineage_of = catalog.cycle_summaries(config, [tags.cycle_id for _, tags in versions if tags.cycle_id])
+    search = q.strip().lower().removeprefix("v")
+    listed = []
+    for v, tags in versions:
+        cycle = lineage_of.get(tags.cycle_id or "")
+        state = version_state_label([a for a, version in aliases.items() if version == v.version], tags, cycle)
+        if (not status or state[0] == status) and (not search or search == v.version or search in (tags.cycle_id or "")):
+            listed.append((v, tags, cycle, state))
+    pages = max(1, -(-len(listed) // PAGE_SIZE))
+    number = min(max(page, 1), pages)
+    rows = []
+    for v, tags, cycle, state in listed[(number - 1) * PAGE_SIZE: number * PAGE_SIZE]:
         improvement = ui.percent(tags.improvement, signed=True) if tags.improvement is not None else "—"
-        rows.append([f'<a href="#v{e(v.version)}">v{e(v.version)}</a>', version_state(held, tags, cycle),
+        rows.append([ui.link(f"{PREFIX}/models/{v.version}", f"v{v.version}"), ui.badge(*state),
                      e(tags.primary_metric or ""), ui.metric(tags.candidate_mean),
                      e(f"v{tags.compared_champion}" if tags.compared_champion else "—"), improvement,
                      ui.p_value(tags.p_value), _window(tags.window), f"<code>{e((tags.window_sha256 or '')[:12])}</code>",
                      e(tags.device or ""), lineage(config, cycle, v.run_id) or e(tags.cycle_id or "")])
-    for v in reversed(versions[-3:]):
-        tags = VersionTags.of(v)
-        sections.append(f'<h3 id="v{e(v.version)}">v{e(v.version)}: {e(tags.primary_metric or "metric")} per fold</h3>'
-                        + _fold_chart(config, v.version, tags.cycle_id or ""))
+    query = {"status": status, "q": q}
+    controls = ui.filter_form(f"{PREFIX}/models", query, {"status": [(s, s) for s in VERSION_STATES]}, dates=False,
+                              placeholder="version or cycle id")
+    pager = ui.pager(f"{PREFIX}/models", query, number, pages, len(listed), "version")
     champion = aliases.get("champion")
     live = ""
     if champion:
@@ -368,12 +382,41 @@ def models_page() -> HTMLResponse:
                for h in promote.history(config)]
     columns = ["version", "status", "metric", ui.Column("k-fold mean", True), "compared with",
                ui.Column("error reduction", True), ui.Column("p", True), "training window", "sha256", "device", "lineage"]
-    body = (ui.table(columns, rows, empty="No version registered yet.") + live
-            + "<h2>Candidate against champion, fold by fold</h2>"
-            "<p class=lead>Each newest version's k-fold folds, and where the gate compared it with the champion, both "
-            "models on the rows of each fold the champion never trained on.</p>" + "".join(sections)
+    body = (controls + pager + ui.table(columns, rows, empty="No version matches.") + live
             + "<h2>Alias history</h2>" + ui.table(["#", "when", "who", "event", "why"], history, empty="No alias moved yet."))
-    return _page("Models", body, "models", f"Versions of {e(config.model_name)}, newest first")
+    return _page("Models", body, "models", f"Versions of {e(config.model_name)}, newest first; each version's page "
+                 "holds its evidence")
+
+
+@app.get("/models/{version}", response_class=HTMLResponse)
+def version_page(version: str) -> HTMLResponse:
+    from pipeline import catalog, registry
+    from pipeline.errors import PipelineError
+    from pipeline.record import VersionTags
+
+    config = _config()
+    try:
+        info = registry.get_version(config, version) if version.isdigit() else None
+    except PipelineError:
+        info = None
+    if info is None:
+        raise HTTPException(404, "no such version")
+    tags = VersionTags.of(info)
+    aliases = registry.aliases(config)
+    cycle = catalog.cycle_summaries(config, [tags.cycle_id]).get(tags.cycle_id) if tags.cycle_id else None
+    state = version_state([a for a, held in aliases.items() if held == version], tags, cycle)
+    facts = [["status", state], ["trained on", f"{_window(tags.window)} ({tags.window_rows or 0:,} rows, sha256 "
+                                               f"<code>{e((tags.window_sha256 or '')[:12])}</code>)"],
+             ["family, device", e(f"{tags.family or '—'}, {tags.device or '—'}")],
+             ["k-fold mean", f"{e(tags.primary_metric or '')} {ui.metric(tags.candidate_mean)}"],
+             ["gate", e(f"compared with champion v{tags.compared_champion}") if tags.compared_champion
+              else "no champion to compare with: the floors alone decided"],
+             ["decided", e(f"{tags.approval} by {tags.decided_by}") if tags.approval else "not yet"],
+             ["lineage", lineage(config, cycle, info.run_id) or e(tags.cycle_id or "")]]
+    lead = ui.link(PREFIX + "/models", "← all versions")
+    body = (ui.table(["", ""], facts, head=False) + f"<h2>v{e(version)}: {e(tags.primary_metric or 'metric')} per fold</h2>"
+            + _fold_chart(config, version, tags.cycle_id or ""))
+    return _page(f"{config.model_name} v{version}", body, "models", lead)
 
 
 @app.get("/approvals", response_class=HTMLResponse)
@@ -391,7 +434,7 @@ def approvals_page() -> HTMLResponse:
         else:
             decide = "<code>pipeline promote</code> or <code>pipeline reject</code>"
         version = by_cycle.get(c.cycle_id)
-        evidence = f'<a href="{PREFIX}/models#v{e(version)}">v{e(version)}</a>' if version else "—"
+        evidence = ui.link(f"{PREFIX}/models/{version}", f"v{version}") if version else "—"
         rows.append([str(c.as_of), evidence, e(c.primary_metric or ""), ui.metric(c.candidate_mean),
                      ui.metric(c.candidate_compare), ui.metric(c.champion_compare),
                      ui.percent(c.improvement, signed=True), ui.p_value(c.gate_p_value), e(c.trigger), decide])

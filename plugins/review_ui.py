@@ -95,15 +95,17 @@ class Column:
     numeric: bool = False
 
 
-def table(columns: Sequence[Column | str], rows: Iterable[Sequence[str]], empty: str = "Nothing recorded yet.") -> str:
-    """Cells are HTML already (escaped by the caller); numeric columns are right-aligned in tabular figures."""
+def table(columns: Sequence[Column | str], rows: Iterable[Sequence[str]], empty: str = "Nothing recorded yet.",
+          head: bool = True) -> str:
+    """Cells are HTML already (escaped by the caller); numeric columns are right-aligned in tabular figures.
+    ``head=False``: a table of facts, each row naming its own."""
     cols = [c if isinstance(c, Column) else Column(c) for c in columns]
     body = "".join("<tr>" + "".join(f'<td{" class=num" if c.numeric else ""}>{cell}</td>'
                                     for c, cell in zip(cols, row, strict=True)) + "</tr>" for row in rows)
     if not body:
         return f"<p>{e(empty)}</p>"
-    head = "".join(f'<th{" class=num" if c.numeric else ""}>{e(c.title)}</th>' for c in cols)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    titles = "".join(f'<th{" class=num" if c.numeric else ""}>{e(c.title)}</th>' for c in cols)
+    return f"<table>{f'<thead><tr>{titles}</tr></thead>' if head else ''}<tbody>{body}</tbody></table>"
 
 
 def status_badge(status: str | None) -> str:
@@ -151,25 +153,27 @@ def query_link(path: str, query: dict[str, str], text: str) -> str:
     return link(f"{path}?{urllib.parse.urlencode(clean)}" if clean else path, text)
 
 
-def filter_form(path: str, query: dict[str, str], selects: dict[str, Sequence[tuple[str, str]]]) -> str:
+def filter_form(path: str, query: dict[str, str], selects: dict[str, Sequence[tuple[str, str]]], dates: bool = True,
+                placeholder: str = "cycle id, trigger or feature") -> str:
     """The list's filters as a GET form: a select per ``selects`` entry (name -> (value, label)), as-of dates, a search."""
     fields = []
     for name, options in selects.items():
         choices = "".join(f'<option value="{e(value)}"{" selected" if query.get(name) == value else ""}>{e(label)}</option>'
                           for value, label in [("", "any"), *options])
         fields.append(f'<label>{e(name)}<select name="{e(name)}">{choices}</select></label>')
-    for name, label in (("since", "as of from"), ("until", "as of to")):
+    for name, label in (("since", "as of from"), ("until", "as of to")) if dates else ():
         fields.append(f'<label>{label}<input type="date" name="{name}" value="{e(query.get(name, ""))}"></label>')
     fields.append(f'<label>search<input type="search" name="q" value="{e(query.get("q", ""))}" '
-                  'placeholder="cycle id, trigger or feature"></label>')
+                  f'placeholder="{e(placeholder)}"></label>')
     return f'<form class="filters" method="get" action="{e(path)}">{"".join(fields)}<button>Filter</button></form>'
 
 
 def pager(path: str, query: dict[str, str], number: int, pages: int, total: int, what: str) -> str:
-    """"page 2 of 41 (2,004 cycles)" between links to the newer and the older page, the filters kept."""
+    """"page 2 of 41 (2,004 cycles)" (``what``: "cycle") between links to the newer and the older page, the filters kept."""
     newer = query_link(path, {**query, "page": str(number - 1)}, "← newer") if number > 1 else ""
     older = query_link(path, {**query, "page": str(number + 1)}, "older →") if number < pages else ""
-    return f'<nav class="pager">{newer}<span>page {number} of {pages} ({total:,} {e(what)})</span>{older}</nav>'
+    return (f'<nav class="pager">{newer}<span>page {number} of {pages} ({total:,} {e(what)}{"s" * (total != 1)})</span>'
+            f"{older}</nav>")
 
 
 # ---------------------------------------------------------------------------- charts

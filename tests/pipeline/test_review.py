@@ -60,7 +60,7 @@ def test_the_approval_shows_fold_numbers_data_drift_and_links(cycles):
     cycle_id, version = second.cycle.cycle_id, outcome.version.version
     assert f"- [Drift report](/pipeline/drift/{cycle_id})" in body
     assert f"- [Validation](/pipeline/validation/{cycle_id})" in body
-    assert f"(/pipeline/models#v{version})" in body and str(second.cycle.storage.location) not in body
+    assert f"(/pipeline/models/{version})" in body and str(second.cycle.storage.location) not in body
     assert "[MLflow run](http://mlflow.example:5000/#/experiments/" in body
 
 

@@ -14,7 +14,7 @@ from pipeline.config import load_config
 from pipeline.cycle import run_cycle
 from pipeline.validate import propose_suite, write_suite
 from tests.conftest import config_dict, small_frame, write_config
-from tests.dags.server import AirflowServer
+from tests.dags.server import UNSCHEDULED, AirflowServer
 
 pytestmark = pytest.mark.timeout(600)
 HOSTILE_COLUMN = "</script><script>alert(1)</script>"
@@ -32,8 +32,9 @@ def airflow(tmp_path_factory):
     engine.dispose()
     features = {"numeric": ["x_num", "y_num"], "categorical": [HOSTILE_COLUMN]}
     raw_source = config_dict(root)["source"]
+    # No scheduled runs: the lists hold exactly the cycles the tests record.
     config_path = write_config(root, training={"family": "logistic_regression", "params": {}},
-                               source={**raw_source, "features": features})
+                               source={**raw_source, "features": features}, orchestration=UNSCHEDULED)
     config = load_config(config_path, environ={})
     write_suite(propose_suite(config, frame), config.validation.suite)
     cycle = run_cycle(config, date(2026, 1, 10))
@@ -90,10 +91,12 @@ def test_a_report_is_served_sandboxed(airflow):
         pytest.param("/pipeline/validation", ["{cycle}", "passed", "warnings", "pending approval"], id="validation-list"),
         pytest.param("/pipeline/validation/{cycle}", ["Validation PASSED", "column &#x27;x_num&#x27;", "full report",
                                                       "← all validations"], id="validation-detail"),
+        pytest.param("/pipeline/models", ["v1", "pending approval", "roc_auc", 'href="/pipeline/models/1"',
+                                          "page 1 of 1 (1 version)"], id="models"),
         # v1 has no champion to be compared with: its own k-fold folds are plotted all the same.
-        pytest.param("/pipeline/models", ["v1", "pending approval", "roc_auc", "<svg", "v1: roc_auc per fold",
-                                          "v1 k-fold (held-out fold)"], id="models"),
-        pytest.param("/pipeline/approvals", ['href="/pipeline/models#v1"', "pipeline promote", "k-fold mean"],
+        pytest.param("/pipeline/models/1", ["v1: roc_auc per fold", "v1 k-fold (held-out fold)", "<svg",
+                                            "the floors alone decided", "← all versions"], id="version"),
+        pytest.param("/pipeline/approvals", ['href="/pipeline/models/1"', "pipeline promote", "k-fold mean"],
                      id="pending-approvals"),
         pytest.param("/pipeline/drift", ["Drift per feature and cycle", "x_num · wasserstein, threshold 0.1", "<svg"],
                      id="drift-history"),
@@ -108,7 +111,8 @@ def test_pages_show_what_was_recorded(airflow, path, expected):
 
 
 @pytest.mark.parametrize("path", ["/pipeline/drift", "/pipeline/validation", "/pipeline/validation/{cycle}",
-                                  "/pipeline/models", "/pipeline/approvals", "/pipeline/drift/{cycle}"])
+                                  "/pipeline/models", "/pipeline/models/1", "/pipeline/approvals",
+                                  "/pipeline/drift/{cycle}"])
 def test_every_link_of_a_page_into_the_review_pages_answers(airflow, path):
     import re
 
@@ -130,6 +134,8 @@ def test_every_link_of_a_page_into_the_review_pages_answers(airflow, path):
         pytest.param("/pipeline/reports/{cycle}/current.parquet", id="not-a-report"),
         pytest.param("/pipeline/reports/{cycle}/config.yaml", id="another-file-of-the-cycle"),
         pytest.param("/pipeline/drift/no-such-cycle", id="unrecorded-cycle"),
+        pytest.param("/pipeline/models/99", id="unregistered-version"),
+        pytest.param("/pipeline/models/..%2F1", id="not-a-version"),
     ],
 )
 def test_nothing_outside_the_recorded_reports_is_served(airflow, path):
@@ -227,7 +233,7 @@ def many_cycles(airflow):
     pytest.param("/pipeline/drift?kind=monitor&status=drift_detected&since=2022-01-01&until=&q=",
                  ["page 1 of 3 (134 cycles)", "bulk-1997", 'value="2022-01-01"'], ["bulk-1998", "{cycle}"],
                  id="filtered"),
-    pytest.param("/pipeline/validation?q=BULK-0001", ["(1 cycles)", "bulk-0001"], ["bulk-0002"], id="search"),
+    pytest.param("/pipeline/validation?q=BULK-0001", ["(1 cycle)", "bulk-0001"], ["bulk-0002"], id="search"),
 ])
 def test_lists_of_2000_cycles_page_filter_and_search(many_cycles, path, shown, not_shown):
     status, _, body = get(many_cycles, path, token=many_cycles.token_admin)

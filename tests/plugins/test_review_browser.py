@@ -149,17 +149,15 @@ def test_pending_approval_leads_to_required_actions(story, browser):
 
 
 def test_models_page_shows_aliases_gate_and_history(story, browser):
-    open_page(browser, story, "models")
-    text = wait_for_text(browser, "Alias history", "Candidate against champion, fold by fold", "v1: roc_auc per fold")
     from selenium.webdriver.common.by import By
 
+    open_page(browser, story, "models")
+    text = wait_for_text(browser, "Alias history", "page 1 of 1 (2 versions)")
     rows = {row.text.split()[0]: row.text for row in browser.find_elements(By.XPATH, "(//table)[1]//tr[td]")}
     assert "champion" in rows["v1"] and "pending approval" in rows["v2"] and "roc_auc" in rows["v2"]
     assert "Airflow run" in rows["v2"]  # lineage of the drift-triggered version
     assert "0.80" in rows["v2"] and "0.8000000" not in rows["v2"]  # rounded
     assert "carol" in text and "promoted v1 (first champion)" in text and "first champion, reviewed by hand" in text
-    # v1 was the first champion: its own folds are plotted, not "nothing recorded".
-    assert "v1 k-fold (held-out fold)" in text and "Nothing recorded yet" not in text
     screenshot(browser, "6-models")
     # The same page for a reader whose system asks for dark pages.
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
@@ -169,6 +167,22 @@ def test_models_page_shows_aliases_gate_and_history(story, browser):
         screenshot(browser, "6b-models-dark")
     finally:
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    browser.find_element(By.LINK_TEXT, "v1").click()
+    # v1 was the first champion: its own folds are plotted, not "nothing recorded".
+    text = wait_for_text(browser, "v1: roc_auc per fold", "v1 k-fold (held-out fold)", "the floors alone decided")
+    assert "Nothing recorded yet" not in text
+
+
+def test_a_version_page_holds_the_evidence_against_the_champion(story, browser):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, story, "models/2")
+    text = wait_for_text(browser, "v2: roc_auc per fold", "Candidate and champion v1 on the same", "true positives",
+                         "perfectly calibrated", "time bucket of the compared rows")
+    assert "v2 on rows the champion never saw" in text and "champion v1 on the same rows" in text
+    metrics = {row.text.split()[0]: row.text for row in browser.find_elements(By.XPATH, "(//table)[2]//tr[td]")}
+    assert set(metrics) == {"roc_auc", "log_loss", "f1"}
+    screenshot(browser, "6c-version")
 
 
 def test_the_drift_task_links_to_its_report(story, browser):
