@@ -17,6 +17,7 @@ from pipeline import cycle_index, registry
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.record import (
+    EARLIER_VERSIONS,
     EVALUATION,
     EVIDENCE,
     FAILED_BATCH,
@@ -28,7 +29,7 @@ from pipeline.record import (
     Status,
     find_run,
 )
-from pipeline.results import EvaluationResult, Evidence, GateVerdict, ValidationResult
+from pipeline.results import EarlierVersions, EvaluationResult, Evidence, GateVerdict, ValidationResult
 from pipeline.storage import is_remote
 
 KINDS: tuple[registry.CycleKind, ...] = ("retrain", "monitor")
@@ -140,3 +141,8 @@ def evaluation(config: Config, cycle_id: str) -> EvaluationResult:
 def evidence(config: Config, cycle_id: str) -> Evidence:
     """Candidate and champion on the rows the champion never saw (a first champion's cycle has none)."""
     return _read(config, cycle_id, EVIDENCE)
+
+
+def earlier_versions(config: Config, cycle_id: str) -> EarlierVersions:
+    """The previous champion and the newest other versions, scored beside the cycle's candidate."""
+    return _read(config, cycle_id, EARLIER_VERSIONS)

@@ -30,6 +30,7 @@ from pipeline.record import (
     COMPARED,
     DRIFT,
     DRIFT_REPORT,
+    EARLIER_VERSIONS,
     EVALUATION,
     EVIDENCE,
     FAILED_BATCH,
@@ -222,7 +223,7 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
     a fit on the whole window or the fold models' ensemble (``training.final_model``)."""
     import joblib
 
-    from pipeline.evaluate import compare_with_champion, fit_folds
+    from pipeline.evaluate import compare_with_champion, fit_folds, score_earlier_versions
     from pipeline.train import final_candidate, resolve_device
 
     config = cycle.config
@@ -244,6 +245,7 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
             frame = cycle.frame("current")
             folds = fit_folds(config, frame, device, progress)
             evaluation, compared = compare_with_champion(config, frame, folds, champion)
+            cycle.write(EARLIER_VERSIONS, score_earlier_versions(config, frame, folds, champion, cycle.cycle_id))
             model, info = final_candidate(config, frame, folds.y, folds.models, device, progress)
         if compared is not None:
             with cycle.writing(COMPARED) as path:

@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.metrics import ComparedRows, metric_value, task_metrics
-from pipeline.results import EvaluationResult, FoldResult
+from pipeline.results import EarlierVersions, EvaluationResult, FoldResult, VersionOnRows
 from pipeline.train import encode_target, fit_model, predict_scores
 
 
@@ -187,3 +187,44 @@ def evaluate_kfold(
 ) -> tuple[EvaluationResult, ComparedRows | None]:
     """Fit and score the candidate on each fold; score the champion on the same unseen held-out rows."""
     return compare_with_champion(config, frame, fit_folds(config, frame, device, progress), champion)
+
+
+EARLIER_VERSIONS_SCORED = 3  # besides the previous champion: the newest other versions
+
+
+def score_earlier_versions(config: Config, frame: pd.DataFrame, candidate: CandidateFolds, champion: Champion | None,
+                           cycle_id: str) -> EarlierVersions:
+    """The previous champion and the newest other versions, each with the candidate, on the rows of the gate's
+    comparison that the version never trained on either: after a rollback, the version rolled back is among them."""
+    from pipeline import registry
+    from pipeline.record import VersionTags
+
+    primary = config.primary_metric
+    compared = candidate.fold > 0
+    if champion is not None:
+        compared &= unseen_by_champion(config, frame, champion)
+    previous = registry.alias_version(config, registry.PREVIOUS)
+    newest = [v for v in reversed(registry.list_versions(config))
+              if VersionTags.of(v).cycle_id != cycle_id and (champion is None or v.version != champion.version)]
+    chosen = ([previous] if previous is not None and (champion is None or previous.version != champion.version) else [])
+    chosen += [v for v in newest if previous is None or v.version != previous.version][:EARLIER_VERSIONS_SCORED]
+    scored = []
+    for info in chosen:
+        role = "previous champion" if previous is not None and info.version == previous.version else "earlier version"
+        tags = VersionTags.of(info)
+        if tags.window is None:
+            scored.append(VersionOnRows(info.version, role, 0, note="its training window is not on record"))
+            continue
+        rows = compared & unseen_by_champion(config, frame, Champion(info.version, None, *tags.window))
+        if not rows.any():
+            scored.append(VersionOnRows(info.version, role, 0, note="it trained on every compared row"))
+            continue
+        try:
+            scores = predict_scores(registry.load_model(config, info.version), frame[rows], config.task)
+        except (PipelineError, KeyError, ValueError) as exc:  # refused by its manifest, or other features
+            scored.append(VersionOnRows(info.version, role, 0, note=f"not scored: {str(exc).splitlines()[0][:200]}"))
+            continue
+        y = candidate.y[rows]
+        scored.append(VersionOnRows(info.version, role, int(rows.sum()), metric_value(primary, y, scores),
+                                    metric_value(primary, y, candidate.scores[rows])))
+    return EarlierVersions(primary, scored)

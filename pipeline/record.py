@@ -37,6 +37,7 @@ from pipeline.errors import ConfigError, PipelineError, PromotionRefused, Storag
 from pipeline.registry import CycleKind
 from pipeline.results import (
     DriftResult,
+    EarlierVersions,
     EvaluationResult,
     Evidence,
     GateVerdict,
@@ -302,6 +303,7 @@ QUALITY = JsonFile("quality.json", ModelQuality.from_dict, ModelQuality.to_dict)
 EVALUATION = JsonFile("evaluation.json", EvaluationResult.from_dict, EvaluationResult.to_dict)
 GATE = JsonFile("gate.json", GateVerdict.from_dict, GateVerdict.to_dict)
 EVIDENCE = JsonFile("evidence.json", Evidence.from_dict, Evidence.to_dict)
+EARLIER_VERSIONS = JsonFile("earlier_versions.json", EarlierVersions.from_dict, EarlierVersions.to_dict)
 REGISTRATION = JsonFile("registered.json", Registration.from_dict, Registration.to_dict)
 APPROVAL = JsonFile("approval.json", Decision.from_dict, Decision.to_dict)
 STATUS = JsonFile("status.json", StatusRecord.from_dict, StatusRecord.to_dict)

@@ -441,3 +441,30 @@ class Evidence:
 
         return cls(**{**data, "candidate": model(data["candidate"]), "champion": model(data["champion"]),
                       "buckets": [TimeBucket(**b) for b in data["buckets"]]})
+
+
+@dataclass(frozen=True)
+class VersionOnRows:
+    """An earlier version and the candidate on the compared rows that version never trained on either."""
+
+    version: str
+    role: str  # "previous champion" | "earlier version"
+    rows: int
+    version_value: float | None = None  # the primary metric; None when it could not be scored (``note`` says why)
+    candidate_value: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class EarlierVersions:
+    """The previous champion and the newest other versions, each scored beside the candidate (train stage)."""
+
+    primary_metric: str
+    versions: list[VersionOnRows]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EarlierVersions:
+        return cls(data["primary_metric"], [VersionOnRows(**v) for v in data["versions"]])

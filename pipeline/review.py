@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from pipeline import catalog, registry
 from pipeline.errors import PipelineError
-from pipeline.record import EVIDENCE, CycleOutcome
-from pipeline.results import Evidence
+from pipeline.record import EARLIER_VERSIONS, EVIDENCE, CycleOutcome
+from pipeline.results import EarlierVersions, Evidence
 from pipeline.summary import QUALITY_TREND_CYCLES, format_number
 
 # The review pages inside Airflow (plugins/pipeline_review.py): links in an approval open there, in Airflow's origin.
@@ -56,6 +56,9 @@ def approval_body(outcome: CycleOutcome) -> str:
     evidence = cycle.read(EVIDENCE)
     if evidence is not None:
         lines += _evidence_section(evidence)
+    earlier = cycle.read(EARLIER_VERSIONS)
+    if earlier is not None and earlier.versions:
+        lines += _earlier_section(earlier)
     lines += ["", "### Data"]
     for name, snap in outcome.windows.items() if outcome.windows else []:
         lines.append(f"- {name}: {snap.start}..{snap.end}, {snap.rows:,} rows, sha256 `{snap.sha256[:12]}…`")
@@ -102,6 +105,18 @@ def _evidence_section(evidence: Evidence) -> list[str]:
     lines += [f"| {bucket.start[:16]} – {bucket.end[:16]} | {bucket.rows:,} | {format_number(c)} | {format_number(h)} |"
               for bucket, c, h in zip(evidence.buckets, evidence.candidate.by_time, evidence.champion.by_time,
                                       strict=True)]
+    return lines
+
+
+def _earlier_section(earlier: EarlierVersions) -> list[str]:
+    lines = ["", "### Earlier versions beside the candidate, on the compared rows neither trained on",
+             f"| version | role | rows | its {earlier.primary_metric} | candidate |", "|---|---|---:|---:|---:|"]
+    for v in earlier.versions:
+        if v.note:
+            lines.append(f"| v{v.version} | {v.role} | - | {v.note} | |")
+        else:
+            lines.append(f"| v{v.version} | {v.role} | {v.rows:,} | {format_number(v.version_value)} | "
+                         f"{format_number(v.candidate_value)} |")
     return lines
 
 

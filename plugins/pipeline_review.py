@@ -315,6 +315,24 @@ def _evidence(config, cycle_id: str) -> str:
     return "".join(parts)
 
 
+def _earlier_versions(config, cycle_id: str) -> str:
+    """The previous champion and the newest other versions beside the candidate, on rows neither trained on."""
+    from pipeline import catalog
+
+    try:
+        earlier = catalog.earlier_versions(config, cycle_id)
+    except catalog.NotRecorded:
+        return ""
+    if not earlier.versions:
+        return ""
+    rows = [[ui.link(f"{PREFIX}/models/{v.version}", f"v{v.version}"), e(v.role),
+             "—" if v.note else f"{v.rows:,}", e(v.note) if v.note else ui.metric(v.version_value),
+             "" if v.note else ui.metric(v.candidate_value)] for v in earlier.versions]
+    return ("<h4>Earlier versions beside the candidate, on the compared rows neither trained on</h4>"
+            + ui.table(["version", "role", ui.Column("rows", True), ui.Column(f"its {earlier.primary_metric}", True),
+                        ui.Column("candidate", True)], rows))
+
+
 VERSION_STATES = ("champion", "pending approval", "previous champion", "rejected", "superseded", "former champion",
                   "never promoted")
 
@@ -415,7 +433,7 @@ def version_page(version: str) -> HTMLResponse:
              ["lineage", lineage(config, cycle, info.run_id) or e(tags.cycle_id or "")]]
     lead = ui.link(PREFIX + "/models", "← all versions")
     body = (ui.table(["", ""], facts, head=False) + f"<h2>v{e(version)}: {e(tags.primary_metric or 'metric')} per fold</h2>"
-            + _fold_chart(config, version, tags.cycle_id or ""))
+            + _fold_chart(config, version, tags.cycle_id or "") + _earlier_versions(config, tags.cycle_id or ""))
     return _page(f"{config.model_name} v{version}", body, "models", lead)
 
 

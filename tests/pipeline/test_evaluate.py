@@ -81,3 +81,38 @@ def test_without_a_champion_nothing_is_compared(tmp_path):
     assert compared is None
     assert result.champion_version is None
     assert all(f.compare_rows == 0 and f.champion_compare is None for f in result.folds)
+
+
+def test_the_previous_champion_and_a_rolled_back_version_are_scored_beside_the_candidate(tmp_path):
+    from pipeline import promote
+    from pipeline.approval import decide_version, reviewer_decision
+    from pipeline.cycle import run_cycle
+    from pipeline.record import EARLIER_VERSIONS
+    from tests.conftest import label_flip_store
+
+    config = label_flip_store(tmp_path)
+    for day in (date(2026, 1, 10), date(2026, 1, 20)):  # v1 before the labels flipped, v2 after
+        decide_version(config, run_cycle(config, day).version.version, reviewer_decision(True, "alice", "cli"))
+
+    # Champion v2, previous champion v1; the days between, which neither trained on.
+    between = run_cycle(config, date(2026, 1, 15), cycle_id="test_model-between-1")
+    after_promotion = between.cycle.read(EARLIER_VERSIONS)
+    promote.rollback(config, actor="bob", reason="try it")
+    after_rollback = run_cycle(config, date(2026, 1, 15), cycle_id="test_model-between-2").cycle.read(EARLIER_VERSIONS)
+
+    [v1] = [v for v in after_promotion.versions if v.version == "1"]
+    # Neither champion v2 nor v1 trained on these days: v1 is judged on every row the gate compared.
+    assert (v1.role, v1.rows) == ("previous champion", between.verdict.compare_rows)
+    assert v1.version_value < 0.5 < v1.candidate_value  # the flipped labels: v1 is worse than chance on them
+    assert "2" not in {v.version for v in after_promotion.versions}  # the champion is the gate's comparison
+    # After the rollback v2 is no champion of any kind, and still shows how it did on the same rows.
+    [v2] = [v for v in after_rollback.versions if v.version == "2"]
+    assert v2.role == "earlier version" and v2.version_value > 0.5 and v2.rows > 0
+    assert "1" not in {v.version for v in after_rollback.versions}
+    # What the reviewer reads of it.
+    from pipeline.record import CycleOutcome
+    from pipeline.review import approval_body
+
+    body = approval_body(CycleOutcome.read(between.cycle))
+    assert "### Earlier versions beside the candidate, on the compared rows neither trained on" in body
+    assert f"| v1 | previous champion | {v1.rows:,} | {v1.version_value:.4f} | {v1.candidate_value:.4f} |" in body
