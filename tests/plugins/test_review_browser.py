@@ -146,6 +146,13 @@ def test_pending_approval_leads_to_required_actions(story, browser):
     text = wait_for_text(browser, "Promote demo_churn v2 (vs champion v1, as of 2026-05-28)", timeout_s=90)
     assert "Approve" in text and "Reject" in text
     screenshot(browser, "5-required-actions")
+    # The approval's evidence, and its links into the review pages (not server paths, not MLflow's port).
+    wait_for_text(browser, "Candidate and champion v1 on the same", "change class from the champion", timeout_s=60)
+    links = {a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='/pipeline/']")}
+    assert {link.split("/pipeline/")[1].split("/")[0] for link in links} >= {"drift", "validation", "models"}, links
+    for link in sorted(links):
+        browser.get(link)
+        wait_for_text(browser, "Airflow", "Pending approvals")  # the review layout, not an error
 
 
 def test_models_page_shows_aliases_gate_and_history(story, browser):
