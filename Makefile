@@ -7,7 +7,7 @@ DAY    ?= latest
 export MLFLOW_DISABLE_TELEMETRY ?= true
 PROFILE ?=
 # `down` and `logs` name every profile: a service whose profile is off is neither stopped nor shown.
-ALL_PROFILES := --profile gpu
+ALL_PROFILES := --profile gpu --profile dask
 
 .DEFAULT_GOAL := help
 AIRFLOW_ENV := . scripts/airflow-env.sh
