@@ -1,7 +1,14 @@
 """The dask engine (``compute.engine: dask``): the heavy stages on a Dask cluster, one partition per day.
 
-What runs on the cluster, reading the load stage's Parquet snapshots one day at a time:
+What runs on the cluster:
 
+- load: each worker reads days of the window from the source through Arrow (ADBC: SQLite, PostgreSQL),
+  one day per task, streams the day into a Parquet file of its own under the cycle's storage and hashes
+  its rows; the days' row hashes (8 bytes a row, sorted and digested here) give the window's sha256, the
+  local path's exactly (``data.parts_digest``). This process then copies the days one at a time into the
+  snapshot (a row group per day), so no process holds the window. Where a day cannot stand for its share
+  (no Arrow driver or ``source.reader: sqlalchemy``, types or a timestamp format that differ between days,
+  a column null throughout the window), the window is read as the local path reads it.
 - drift: per partition, each feature's finite count, extremes, moments and category counts; then the
   values at the edge sample's positions (``drift_stats.edge_sample``) and the histograms on the shared
   bins, summed. The counts are the local path's exactly, so are the scores and the verdict; Evidently
@@ -11,10 +18,12 @@ What runs on the cluster, reading the load stage's Parquet snapshots one day at 
   early stopping, and each fit's encoder fitted on the categories of its own training rows;
 - scoring each fold's held-out rows and the champion's unseen rows, partition by partition.
 
-Each fit's booster becomes a plain ``xgboost`` estimator behind the project's encoder: the model that is
-registered is the same scikit-learn pipeline as the local engine's and loads without Dask.
+The later stages read the snapshot day by day (Parquet filters on the timestamp). Each fit's booster
+becomes a plain ``xgboost`` estimator behind the project's encoder: the model that is registered is the
+same scikit-learn pipeline as the local engine's and loads without Dask.
 
-Not yet distributed: the load stage (it writes the snapshots), validation and the quality check.
+Not yet distributed: validation and the quality check read the whole current snapshot in one process;
+the load stage's merge of row hashes holds 8 bytes per row of the window here.
 Dask, distributed and xgboost.dask are imported only here, inside the functions that use them.
 """
 
