@@ -7,7 +7,7 @@ DAY    ?= latest
 export MLFLOW_DISABLE_TELEMETRY ?= true
 PROFILE ?=
 # `down` and `logs` name every profile: a service whose profile is off is neither stopped nor shown.
-ALL_PROFILES := --profile gpu
+ALL_PROFILES := --profile gpu --profile dask
 
 # A verdict (3: validation stopped, 4: gate rejected) is the job done for make; the CLI keeps the codes for scripts.
 VERDICT_IS_SUCCESS := || { code=$$?; [ $$code -eq 3 ] || [ $$code -eq 4 ] || exit $$code; }

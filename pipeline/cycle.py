@@ -96,16 +96,23 @@ def load_stage(cycle: CycleRecord) -> Windows:
         champion = _champion_at_start(cycle)
         champion_version, champion_tags = champion if champion else (None, VersionTags())
         snapshots, notes = {}, []
-        for window in (current, data.reference_window(config, current, champion_tags.window)):
+
+        def snapshot(window: data.WindowSpec) -> WindowSnapshot:
             with cycle.writing(snapshot_file(window.name)) as path:
-                snapshots[window.name] = data.snapshot_window(config.source, window, path)
+                if config.compute.engine == "dask":
+                    from pipeline.distributed import snapshot_on_cluster
+
+                    return snapshot_on_cluster(config, window, path, cycle.url_of(f"{window.name}.days"))
+                return data.snapshot_window(config.source, window, path)
+
+        for window in (current, data.reference_window(config, current, champion_tags.window)):
+            snapshots[window.name] = snapshot(window)
         fallback = data.champion_reference(config, current, champion_tags.window)
         if data.reference_falls_back(config, snapshots["reference"].rows):
             notes.append(f"drift.reference same_period_last_year: {snapshots['reference'].label()} has "
                          f"{snapshots['reference'].rows:,} rows (the history is shorter); compared with "
                          f"{fallback.label()} instead")
-            with cycle.writing(snapshot_file("reference")) as path:
-                snapshots["reference"] = data.snapshot_window(config.source, fallback, path)
+            snapshots["reference"] = snapshot(fallback)
         if not snapshots["current"].rows:
             notes.append(data.empty_window_note(config.source, current))
         notes += reference_notes(snapshots["reference"])

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -222,7 +222,7 @@ def snapshot_window(source: Source, window: WindowSpec, path: Path) -> WindowSna
         if _reads_arrow(source, engine):
             try:
                 return _stream_snapshot(source, engine, window, path)
-            except _NotStreamable:
+            except NotStreamable:
                 pass  # the whole window at once, by the same rules as the SQLAlchemy path
             except ArrowFallback as exc:
                 _fall_back(source, exc)
@@ -257,7 +257,7 @@ class ArrowFallback(Exception):
     or today's error message; ``arrow`` reports it."""
 
 
-class _NotStreamable(Exception):
+class NotStreamable(Exception):
     """The window is read whole: a column that is null throughout, no rows, or timestamps that are only
     known to parse (or not) once every value has been seen."""
 
@@ -403,14 +403,26 @@ def _read_window_arrow(source: Source, engine: sa.Engine, window: WindowSpec) ->
     return frame
 
 
-def _stream_snapshot(source: Source, engine: sa.Engine, window: WindowSpec, path: Path) -> WindowSnapshot:
-    """Each batch: its timestamps parsed, its rows hashed, written to the file; then the file replaces ``path``."""
+@dataclass
+class SnapshotPart:
+    """What one streamed read left to know of its rows: enough to digest a window from its parts (days)."""
+
+    rows: int
+    batch_dtypes: list[pd.Series]  # each batch's pandas dtypes, as read
+    row_hashes: list[np.ndarray]  # each batch's row hashes under its own dtypes
+    null_counts: dict[str, int]
+    first: pd.Timestamp | None  # the earliest timestamp
+    ts_format: str | None  # the format text timestamps were parsed with (None: the driver gave timestamps)
+    schema: pa.Schema | None  # the Parquet file's (None: no rows, no file)
+
+
+def stream_part(source: Source, engine: sa.Engine, window: WindowSpec, partial: Path) -> SnapshotPart:
+    """Each batch of the window: its timestamps parsed, its rows hashed, written to the Parquet file ``partial``.
+
+    Raises NotStreamable where the batches alone cannot tell how the whole window would parse.
+    """
     ts = source.timestamp_column
-    partial = path.with_name(path.name + ".partial")
-    row_hashes: list[np.ndarray] = []
-    batch_dtypes: list[pd.Series] = []
-    null_counts: dict[str, int] = {}
-    rows, first, ts_format = 0, None, None
+    part = SnapshotPart(0, [], [], {}, None, None, None)
     writer: pq.ParquetWriter | None = None
     try:
         with _arrow_batches(source, engine, window) as (_, batches):
@@ -419,48 +431,73 @@ def _stream_snapshot(source: Source, engine: sa.Engine, window: WindowSpec, path
                     continue
                 frame = batch.to_pandas()
                 if ts in frame.columns and not pd.api.types.is_datetime64_any_dtype(frame[ts]):
-                    if ts_format is None:
-                        ts_format = _guessed_format(frame[ts])
-                    frame[ts] = parse_timestamps(frame[ts], ts_format)
+                    if part.ts_format is None:
+                        part.ts_format = _guessed_format(frame[ts])
+                    frame[ts] = parse_timestamps(frame[ts], part.ts_format)
                     if not pd.api.types.is_datetime64_any_dtype(frame[ts]):
-                        raise _NotStreamable
+                        raise NotStreamable
                     batch = batch.set_column(batch.schema.get_field_index(ts), ts, pa.Array.from_pandas(frame[ts]))
-                if batch_dtypes and ts in frame.columns and frame[ts].dtype != batch_dtypes[0][ts]:
-                    raise _NotStreamable  # a time-zone offset that changes between batches: text, as a whole
+                if part.batch_dtypes and ts in frame.columns and frame[ts].dtype != part.batch_dtypes[0][ts]:
+                    raise NotStreamable  # a time-zone offset that changes between batches: text, as a whole
                 if writer is None:
                     writer = pq.ParquetWriter(partial, batch.schema)
+                    part.schema = batch.schema
                 writer.write_batch(batch)
-                row_hashes.append(pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64))
-                batch_dtypes.append(frame.dtypes)
+                part.row_hashes.append(pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64))
+                part.batch_dtypes.append(frame.dtypes)
                 for name, column in zip(batch.schema.names, batch.columns, strict=True):
-                    null_counts[name] = null_counts.get(name, 0) + column.null_count
+                    part.null_counts[name] = part.null_counts.get(name, 0) + column.null_count
                 if ts in frame.columns:
                     low = frame[ts].min()
-                    first = low if first is None or (not pd.isna(low) and low < first) else first
-                rows += batch.num_rows
+                    part.first = low if part.first is None or (not pd.isna(low) and low < part.first) else part.first
+                part.rows += batch.num_rows
                 del frame
-        if not rows or any(count == rows for count in null_counts.values()):
-            raise _NotStreamable
-        writer.close()  # type: ignore[union-attr]
-        writer = None
-        dtypes = _unified_dtypes(batch_dtypes)
-        if dtypes is None:
-            raise _NotStreamable
-        if any(not d.equals(dtypes) for d in batch_dtypes):
-            # An integer column with nulls in some batches only is float64 in the whole window: hash it as that.
-            row_hashes = [
-                pd.util.hash_pandas_object(group.to_pandas().astype(dtypes.to_dict()), index=False).to_numpy(dtype=np.uint64)
-                for group in pq.ParquetFile(partial).iter_batches(batch_size=source.read_chunk_rows)
-            ]
-        os.replace(partial, path)
     finally:
         if writer is not None:
             writer.close()
+    return part
+
+
+def parts_digest(parts: list[SnapshotPart], rehash: Callable[[int, pd.Series], np.ndarray]) -> str:
+    """The sha256 of the window made of these parts, as ``content_sha256`` of the whole window gives it.
+
+    ``rehash(i, dtypes)`` hashes part ``i``'s rows again under the window's dtypes, for a part whose
+    batches read some column otherwise (an integer column with nulls in other parts only is float64).
+    Raises NotStreamable where the window as a whole would read differently (see ``_unified_dtypes``).
+    """
+    rows = sum(part.rows for part in parts)
+    read = [part for part in parts if part.rows]
+    nulls = {name: sum(part.null_counts.get(name, 0) for part in read) for name in read[0].null_counts} if read else {}
+    if not rows or any(count == rows for count in nulls.values()):
+        raise NotStreamable
+    dtypes = _unified_dtypes([d for part in read for d in part.batch_dtypes])
+    if dtypes is None:
+        raise NotStreamable
+    hashes = [rehash(i, dtypes) if any(not d.equals(dtypes) for d in part.batch_dtypes) else np.concatenate(part.row_hashes)
+              for i, part in enumerate(parts) if part.rows]
+    return _digest(dtypes, np.concatenate(hashes))
+
+
+def hash_rows(path: Path | str, dtypes: pd.Series, batch_rows: int) -> np.ndarray:
+    """The row hashes of a Parquet file's rows read as ``dtypes``."""
+    return np.concatenate([
+        pd.util.hash_pandas_object(group.to_pandas().astype(dtypes.to_dict()), index=False).to_numpy(dtype=np.uint64)
+        for group in pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+    ])
+
+
+def _stream_snapshot(source: Source, engine: sa.Engine, window: WindowSpec, path: Path) -> WindowSnapshot:
+    """The window streamed into a file beside ``path``, which then replaces it."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        part = stream_part(source, engine, window, partial)
+        sha256 = parts_digest([part], lambda _, dtypes: hash_rows(partial, dtypes, source.read_chunk_rows))
+        os.replace(partial, path)
+    finally:
         partial.unlink(missing_ok=True)
     return WindowSnapshot(
-        name=window.name, start=window.start, end=window.end, rows=rows,
-        sha256=_digest(dtypes, np.concatenate(row_hashes)),
-        first_day=None if first is None or pd.isna(first) else pd.Timestamp(first).date(),
+        name=window.name, start=window.start, end=window.end, rows=part.rows, sha256=sha256,
+        first_day=None if part.first is None or pd.isna(part.first) else pd.Timestamp(part.first).date(),
     )
 
 
@@ -469,7 +506,7 @@ def _guessed_format(values: pd.Series) -> str:
     present = values.dropna()
     guessed = guess_datetime_format(present.iloc[0]) if len(present) and isinstance(present.iloc[0], str) else None
     if guessed is None:
-        raise _NotStreamable
+        raise NotStreamable
     return guessed
 
 

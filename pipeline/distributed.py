@@ -1,7 +1,14 @@
 """The dask engine (``compute.engine: dask``): the heavy stages on a Dask cluster, one partition per day.
 
-What runs on the cluster, reading the load stage's Parquet snapshots one day at a time:
+What runs on the cluster:
 
+- load: each worker reads days of the window from the source through Arrow (ADBC: SQLite, PostgreSQL),
+  one day per task, streams the day into a Parquet file of its own under the cycle's storage and hashes
+  its rows; the days' row hashes (8 bytes a row, sorted and digested here) give the window's sha256, the
+  local path's exactly (``data.parts_digest``). This process then copies the days one at a time into the
+  snapshot (a row group per day), so no process holds the window. Where a day cannot stand for its share
+  (no Arrow driver or ``source.reader: sqlalchemy``, types or a timestamp format that differ between days,
+  a column null throughout the window), the window is read as the local path reads it.
 - drift: per partition, each feature's finite count, extremes, moments and category counts; then the
   values at the edge sample's positions (``drift_stats.edge_sample``) and the histograms on the shared
   bins, summed. The counts are the local path's exactly, so are the scores and the verdict; Evidently
@@ -11,10 +18,12 @@ What runs on the cluster, reading the load stage's Parquet snapshots one day at 
   early stopping, and each fit's encoder fitted on the categories of its own training rows;
 - scoring each fold's held-out rows and the champion's unseen rows, partition by partition.
 
-Each fit's booster becomes a plain ``xgboost`` estimator behind the project's encoder: the model that is
-registered is the same scikit-learn pipeline as the local engine's and loads without Dask.
+The later stages read the snapshot day by day (Parquet filters on the timestamp). Each fit's booster
+becomes a plain ``xgboost`` estimator behind the project's encoder: the model that is registered is the
+same scikit-learn pipeline as the local engine's and loads without Dask.
 
-Not yet distributed: the load stage (it writes the snapshots), validation and the quality check.
+Not yet distributed: validation and the quality check read the whole current snapshot in one process;
+the load stage's merge of row hashes holds 8 bytes per row of the window here.
 Dask, distributed and xgboost.dask are imported only here, inside the functions that use them.
 """
 
@@ -33,9 +42,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline import drift_stats
-from pipeline.config import Config
+from pipeline.config import Config, Source
+from pipeline.data import SnapshotPart, WindowSpec
 from pipeline.errors import PipelineError
-from pipeline.results import DriftResult, EvaluationResult, FoldResult
+from pipeline.results import DriftResult, EvaluationResult, FoldResult, WindowSnapshot
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -169,6 +179,94 @@ def _per_partition(frame, function: Callable[..., Any], *args: Any) -> list[Any]
 
     call = dask.delayed(function, pure=True)
     return [call(part, i, *args) for i, part in enumerate(frame.to_delayed())]
+
+
+# ---------------------------------------------------------------------------- load
+
+
+def _snapshot_day(source: Source, day: WindowSpec, parts: str) -> SnapshotPart | None:
+    """One day of the window read from the source on a worker into ``<parts>/<day>.parquet``; None where
+    the day cannot be read on its own as the whole window would be (the window is then read whole)."""
+    from fsspec.core import url_to_fs
+
+    from pipeline import data
+
+    engine = data.create_engine(source.url)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            local = Path(folder) / "day.parquet"
+            try:
+                part = data.stream_part(source, engine, day, local)
+            except (data.NotStreamable, data.ArrowFallback):
+                return None
+            if part.rows:
+                filesystem, location = url_to_fs(parts)
+                filesystem.makedirs(location, exist_ok=True)
+                filesystem.put_file(str(local), f"{location}/{day.start.isoformat()}.parquet")
+    finally:
+        engine.dispose()
+    # The driver sorts and digests the hashes: 8 bytes a row travel, not the row.
+    part.row_hashes = [np.sort(np.concatenate(part.row_hashes))] if part.row_hashes else []
+    return part
+
+
+def _day_hashes(parts: str, day: date, dtypes: pd.Series, batch_rows: int) -> np.ndarray:
+    from fsspec.core import url_to_fs
+
+    from pipeline.data import hash_rows
+
+    filesystem, location = url_to_fs(parts)
+    with filesystem.open(f"{location}/{day.isoformat()}.parquet", "rb") as file:
+        return hash_rows(file, dtypes, batch_rows)
+
+
+def snapshot_on_cluster(config: Config, window: WindowSpec, path: Path, parts: str) -> WindowSnapshot:
+    """``data.snapshot_window`` with the workers reading the window from the source one day at a time.
+
+    Each day is streamed (Arrow) into its own Parquet file under ``parts``; the days' row hashes give the
+    window's sha256, equal to the local path's; then the days are copied, one at a time, into the snapshot
+    at ``path`` (a row group per day, which the later stages read back day by day), and ``parts`` removed.
+    Where a day cannot stand for its share of the window (a driver without Arrow, types or a timestamp
+    format that differ between days, a column null throughout), the window is read whole as the local path reads it.
+    """
+    import pyarrow.parquet as pq
+    from fsspec.core import url_to_fs
+
+    from pipeline import data
+
+    source = config.source
+    if data.arrow_dialect(source.url) is None or source.reader == "sqlalchemy":
+        return data.snapshot_window(source, window, path)
+    filesystem, location = url_to_fs(parts)
+    days = window_days(window.start, window.end)
+    try:
+        with session(config) as client:
+            read = _gather(client, [client.submit(_snapshot_day, source, WindowSpec(window.name, day, day), parts,
+                                                  pure=False) for day in days])
+            present = [(day, part) for day, part in zip(days, read, strict=True) if part is None or part.rows]
+            complete = [part for _, part in present if part is not None]
+            formats = {part.ts_format for part in complete}
+            schemas = [part.schema for part in complete]
+            if len(complete) < len(present) or len(formats) > 1 or any(not s.equals(schemas[0]) for s in schemas):
+                raise data.NotStreamable
+            kept = [day for day, _ in present]
+
+            def rehash(i: int, dtypes: pd.Series) -> np.ndarray:
+                return client.submit(_day_hashes, parts, kept[i], dtypes, source.read_chunk_rows).result()
+
+            sha256 = data.parts_digest(complete, rehash)
+        with pq.ParquetWriter(path, schemas[0]) as writer:
+            for day in kept:
+                with filesystem.open(f"{location}/{day.isoformat()}.parquet", "rb") as file:
+                    writer.write_table(pq.read_table(file))
+    except data.NotStreamable:
+        return data.snapshot_window(source, window, path)
+    finally:
+        if filesystem.exists(location):
+            filesystem.rm(location, recursive=True)
+    firsts = [part.first for part in complete if part.first is not None and not pd.isna(part.first)]
+    return WindowSnapshot(name=window.name, start=window.start, end=window.end, rows=sum(p.rows for p in complete),
+                          sha256=sha256, first_day=min(firsts).date() if firsts else None)
 
 
 # ---------------------------------------------------------------------------- drift

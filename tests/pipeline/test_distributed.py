@@ -11,6 +11,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from sklearn.model_selection import train_test_split
 
@@ -19,6 +20,7 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.record import CANDIDATE
 from tests.conftest import label_flip_store, small_frame, write_config
+from tests.pipeline.test_data import database_url, mixed_frame, postgres_url  # noqa: F401 (fixtures)
 
 DASK = {"engine": "dask", "dask": {"n_workers": 2, "threads_per_worker": 1, "processes": False}}
 # xgboost.dask sketches quantiles per worker, so its splits differ a little from one process's.
@@ -77,6 +79,30 @@ def test_merged_moments_give_the_windows_standard_deviation():
         merged = merged.merge(distributed.Moments.of(part))
     assert merged.count == 1000 and merged.low == values.min() and merged.high == values.max()
     assert merged.std == pytest.approx(np.std(values), rel=1e-10)
+
+
+@pytest.mark.parametrize("null_column", [pytest.param(False, id="per-day"), pytest.param(True, id="null-column-read-whole")])
+@pytest.mark.parametrize("reader", [pytest.param("auto", id="arrow"), pytest.param("sqlalchemy", id="sqlalchemy")])
+def test_the_workers_snapshot_gives_the_local_snapshot_and_sha256(cluster, tmp_path, database_url, reader, null_column):  # noqa: F811
+    import sqlalchemy as sa
+
+    from pipeline.data import WindowSpec, snapshot_window
+
+    engine = sa.create_engine(database_url)
+    mixed_frame(null_column).to_sql("events", engine, index=False)  # one day's integers have nulls: float64 there
+    engine.dispose()
+    config = load_config(write_config(tmp_path, source={"url": database_url, "reader": reader, "read_chunk_rows": 50},
+                                      compute=DASK), environ={})
+    window = WindowSpec("current", date(2026, 1, 1), date(2026, 1, 6))  # its last day has no rows
+    local = snapshot_window(config.source, window, tmp_path / "local.parquet")
+    parts = tmp_path / "current.days"
+    on_cluster = distributed.snapshot_on_cluster(config, window, tmp_path / "dask.parquet", str(parts))
+
+    assert on_cluster == local
+    assert not parts.exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask.parquet"), pd.read_parquet(tmp_path / "local.parquet"))
+    if reader == "auto" and not null_column:
+        assert pq.ParquetFile(tmp_path / "dask.parquet").metadata.num_row_groups == 5  # a row group per day
 
 
 def _snapshot(frame: pd.DataFrame, path: Path) -> tuple[str, date, date]:
