@@ -173,6 +173,12 @@ def _gather(client: Client, tasks: list[Any]) -> list[Any]:
     return client.gather(client.compute(tasks))
 
 
+def _shared(client: Client, value: Any):
+    """``value`` sent to every worker once, for tasks to take as an argument: passed as itself, each task
+    would carry (and first hash) its own copy, which for a model of many trees costs more than the task."""
+    return client.scatter(value, broadcast=True, hash=False)
+
+
 def _per_partition(frame, function: Callable[..., Any], *args: Any) -> list[Any]:
     """``function(partition, i, *args)`` on every partition, as delayed tasks in partition order."""
     import dask
@@ -519,10 +525,11 @@ def _fitted_head(config: Config, device: str, vocabulary: dict[str, set]) -> Pip
     return model
 
 
-def _encoded(part: pd.DataFrame, head, role: str, columns: list[str]) -> pd.DataFrame:
-    rows = part[part[role].to_numpy() != NOT_IN_FIT]
+def _encoded(part: pd.DataFrame, head, role: str, wanted: int, columns: list[str]) -> pd.DataFrame:
+    """The partition's rows of one role in a fit, encoded, with their target."""
+    rows = part[part[role].to_numpy() == wanted]
     encoded = pd.DataFrame(head.transform(rows), columns=columns, index=rows.index).astype("float64")
-    return encoded.assign(**{TARGET: rows[TARGET].to_numpy(), role: rows[role].to_numpy()})
+    return encoded.assign(**{TARGET: rows[TARGET].to_numpy()})
 
 
 def _scores(part: pd.DataFrame, index: int, model, task: str, select: Callable[[pd.DataFrame], np.ndarray]):
@@ -550,14 +557,20 @@ def _fit_on_cluster(config: Config, client: Client, frame, device: str, fit: int
     columns = [f"f{i}" for i in range(len(config.source.features.all))]
     role = ROLE.format(fit)
     meta = pd.DataFrame({name: pd.Series(dtype="float64") for name in columns}).assign(
-        **{TARGET: pd.Series(dtype=frame[TARGET].dtype), role: pd.Series(dtype="int8")})
-    encoded = frame.map_partitions(_encoded, model[:-1], role, columns, meta=meta)
+        **{TARGET: pd.Series(dtype=frame[TARGET].dtype)})
+
+    def encoded(wanted: int):
+        # Persisted: xgboost.dask persists the features and the target apart, which would encode every row twice.
+        return client.persist(frame.map_partitions(_encoded, model[:-1], role, wanted, columns, meta=meta))
+
     estimator = model[-1]
     distributed_cls = dxgb.DaskXGBClassifier if config.task == "classification" else dxgb.DaskXGBRegressor
-    trainer = distributed_cls(**estimator.get_params())
+    # n_jobs None: each worker fits with its own threads; this process's count would oversubscribe every worker.
+    trainer = distributed_cls(**{**estimator.get_params(), "n_jobs": None})
     trainer.client = client
-    fitting, watched = encoded[encoded[role] == FIT], encoded[encoded[role] == VALIDATION]
-    eval_set = [(watched[columns], watched[TARGET])] if config.training.early_stopping_rounds else None
+    fitting = encoded(FIT)
+    watched = encoded(VALIDATION) if config.training.early_stopping_rounds else None
+    eval_set = None if watched is None else [(watched[columns], watched[TARGET])]
     trainer.fit(fitting[columns], fitting[TARGET], eval_set=eval_set, verbose=False)
     with tempfile.TemporaryDirectory() as folder:
         saved = Path(folder) / "booster.json"
@@ -612,7 +625,8 @@ def train_on_cluster(config: Config, path: str, start: date, end: date, champion
             say(f"fold {number}/{k}: fitting on {int((roles[:, number] != NOT_IN_FIT).sum()):,} rows on the cluster")
             model, info = _fit_on_cluster(config, client, frame, device, number, merged[number])
             best_iterations.append(info.best_iteration)
-            held_out = pd.concat(_gather(client, _per_partition(frame, _scores, model, config.task, _in_fold(number))))
+            shared = _shared(client, model)
+            held_out = pd.concat(_gather(client, _per_partition(frame, _scores, shared, config.task, _in_fold(number))))
             scores[held_out[ROW].to_numpy()] = held_out["score"].to_numpy()
             test = folds == number
             fold_results.append(FoldResult(
@@ -625,7 +639,8 @@ def train_on_cluster(config: Config, path: str, start: date, end: date, champion
             def unseen(part: pd.DataFrame) -> np.ndarray:
                 return unseen_by_champion(config, part, champion) & (part[FOLD].to_numpy() > 0)
 
-            scored = pd.concat(_gather(client, _per_partition(frame, _scores, champion.model, config.task, unseen)))
+            shared = _shared(client, champion.model)
+            scored = pd.concat(_gather(client, _per_partition(frame, _scores, shared, config.task, unseen)))
             scored = scored.sort_values(ROW)
             if not np.array_equal(scored[ROW].to_numpy(), np.flatnonzero(rows)):
                 raise PipelineError("the champion's unseen rows on the cluster are not the rows the gate compares")
