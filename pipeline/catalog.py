@@ -4,7 +4,8 @@ approvals, reports.
 Every lookup starts from a cycle id recorded in MLflow, never from a path a caller
 supplies: a report is served only if it is one of the known report files of a
 recorded cycle and resolves, with no symlink on the way, inside the storage root.
-Nothing here writes: a store that no cycle has used yet lists nothing.
+Lists come from the cycle index, which copies MLflow's cycles in once (``pipeline.cycle_index``);
+nothing else here writes, and a store that no cycle has used yet lists nothing and gets no tables.
 """
 
 from __future__ import annotations
@@ -40,24 +41,22 @@ class NotRecorded(LookupError):
     """No such cycle or report: the caller gets a 404, whatever it asked for."""
 
 
-def cycles(config: Config, kinds: tuple[registry.CycleKind, ...] = KINDS, limit: int = 200) -> list[RunSummary]:
-    """The newest ``limit`` recorded cycles, newest first: what a list page shows."""
-    found = [RunSummary.of(run, kind) for kind in kinds
-             for run in registry.find_runs(config, kind, "tags.cycle_id != ''", max_results=limit)]
-    return sorted(found, key=lambda c: (c.as_of, c.started), reverse=True)[:limit]
+def _nothing_recorded(config: Config) -> bool:
+    """No cycle ever ran on this store: reading it creates nothing (no index, no tables)."""
+    return all(registry.find_experiment_id(config, kind) is None for kind in KINDS)
 
 
 def cycle_page(config: Config, where: cycle_index.CycleFilter = cycle_index.CycleFilter(), number: int = 1,
                size: int = 50) -> cycle_index.CyclePage:
     """A page of the cycles that match ``where``, newest first, from the cycle index; nothing before any cycle ran."""
-    if all(registry.find_experiment_id(config, kind) is None for kind in KINDS):
+    if _nothing_recorded(config):
         return cycle_index.CyclePage([], number, size, 0)
     return cycle_index.page(config, where, number, size)
 
 
 def cycle_summaries(config: Config, cycle_ids: list[str]) -> dict[str, RunSummary]:
     """Recorded cycles by id, from the cycle index (a version's lineage, a page's worth at a time)."""
-    if not cycle_ids or all(registry.find_experiment_id(config, kind) is None for kind in KINDS):
+    if not cycle_ids or _nothing_recorded(config):
         return {}
     return cycle_index.summaries(config, cycle_ids)
 
@@ -71,15 +70,6 @@ def cycle(config: Config, cycle_id: str) -> RunSummary:
     if found is None:
         raise NotRecorded(cycle_id)
     return RunSummary.of(*found)
-
-
-def drift_history(summaries: list[RunSummary]) -> dict[str, list[tuple[RunSummary, float]]]:
-    """Each feature's drift score across the cycles that measured drift, oldest first."""
-    history: dict[str, list[tuple[RunSummary, float]]] = {}
-    for summary in sorted(summaries, key=lambda c: (c.as_of, c.started)):
-        for feature, score in summary.drift_scores.items():
-            history.setdefault(feature, []).append((summary, score))
-    return history
 
 
 def quality_trend(config: Config, version: str, limit: int = 5) -> list[RunSummary]:

@@ -18,6 +18,7 @@ import yaml
 
 from pipeline import catalog, promote, registry
 from pipeline.config import load_config
+from pipeline.cycle_index import CycleFilter
 from tests.dags.harness import DEMO_CONFIG, Reviewer, as_of, dag_config, run_dag, task_states
 from tests.dags.receivers import SmtpReceiver, WebhookReceiver
 
@@ -284,7 +285,7 @@ def test_an_unreachable_source_is_retried_then_reported_once(tmp_path, airflow_d
 
     assert task_states(dag_run)["load"] == "failed"
     assert _try_number(dag_run, "load") == 3  # the first try and orchestration.retries = 2
-    [cycle] = catalog.cycles(load_config(config))
+    [cycle] = catalog.cycle_page(load_config(config)).cycles
     assert cycle.status == "failed"  # recorded by the last try, not left "running"
     [failure] = [e for e in _events(webhook, "task_failed") if "monitor_drift.load" in e["subject"]]
     assert "try 3" in failure["text"] and "cannot read table 'demo_churn' from postgresql+psycopg://nobody@127.0.0.1:9/nowhere" in failure["text"]
@@ -330,7 +331,8 @@ def test_each_task_parses_the_config_once_and_fetches_only_what_it_reads(tmp_pat
     for decision_task in ("gate", "route_approval", "review", "promote"):
         assert {name for t, name in fetched if t == decision_task} <= {
             "status.json", "trigger.json", "windows.json", "validation.json", "drift.json", "quality.json",
-            "evaluation.json", "gate.json", "registered.json", "approval.json"}, decision_task
+            "evaluation.json", "gate.json", "evidence.json", "earlier_versions.json", "registered.json",
+            "approval.json"}, decision_task
 
 
 @pytest.fixture(scope="module")
@@ -362,7 +364,8 @@ def test_retrain_on_degradation_signals_only_a_degraded_champion(watched, monkey
 
     states = task_states(dag_run)
     assert str(dag_run.state) == "success" and states["monitor_model"] == "success"
-    [cycle] = [c for c in catalog.cycles(load_config(watched), kinds=("monitor",)) if c.airflow_run_id == dag_run.run_id]
+    [cycle] = [c for c in catalog.cycle_page(load_config(watched), CycleFilter(kind="monitor")).cycles
+               if c.airflow_run_id == dag_run.run_id]
     assert cycle.status == status and cycle.quality_champion == "1" and cycle.live_value is not None
     events = _asset_events()[events_before:]
     if status != "degraded":

@@ -44,7 +44,7 @@ def recorded(tmp_path_factory):
 
 def test_cycles_newest_first_with_their_verdicts(recorded):
     config, retrain, monitor = recorded
-    listed = catalog.cycles(config)
+    listed = catalog.cycle_page(config).cycles
     assert [c.cycle_id for c in listed] == ["test_model-monitor-1", "test_model-2026-01-10"]
     newest, oldest = listed
     assert (newest.kind, newest.trigger, newest.as_of, newest.status) == ("monitor", "nightly", date(2026, 1, 20),
@@ -56,7 +56,7 @@ def test_cycles_newest_first_with_their_verdicts(recorded):
 
 def test_a_listed_cycle_carries_what_the_pages_show_without_opening_its_files(recorded):
     config, retrain, monitor = recorded
-    newest, oldest = catalog.cycles(config)
+    newest, oldest = catalog.cycle_page(config).cycles
     windows = retrain.windows
     assert oldest.reference_window == (windows.reference.start, windows.reference.end)
     assert oldest.current_window == (windows.current.start, windows.current.end)
@@ -69,13 +69,11 @@ def test_a_listed_cycle_carries_what_the_pages_show_without_opening_its_files(re
     assert catalog.evaluation(config, retrain.cycle.cycle_id) == retrain.evaluation
 
 
-def test_drift_history_per_feature_oldest_first(recorded):
+def test_every_listed_cycle_carries_its_drift_scores(recorded):
     config, _, _ = recorded
-    history = catalog.drift_history(catalog.cycles(config))
-    assert set(history) == {"x_num", "y_num", "color"}
-    x_scores = [(c.as_of, score) for c, score in history["x_num"]]
-    assert [d for d, _ in x_scores] == [date(2026, 1, 10), date(2026, 1, 20)]
-    assert x_scores[1][1] > x_scores[0][1]  # the shift shows as a rising score
+    newest, oldest = catalog.cycle_page(config).cycles
+    assert set(newest.drift_scores) == set(oldest.drift_scores) == {"x_num", "y_num", "color"}
+    assert newest.drift_scores["x_num"] > oldest.drift_scores["x_num"]  # the shift shows as a rising score
 
 
 def test_pending_approvals_are_the_waiting_retraining_cycles(recorded):
@@ -136,7 +134,6 @@ def test_a_cycle_is_found_by_id_however_many_came_after(recorded):
     monitoring = registry.find_experiment_id(config, "monitor")
     for hour in range(205):  # more than a list page holds
         mlflow_client.create_run(monitoring, tags={"cycle_id": f"test_model-monitor-h{hour}", "as_of": "2026-01-21"})
-    assert retrain.cycle.cycle_id not in [c.cycle_id for c in catalog.cycles(config)]
     assert catalog.cycle(config, retrain.cycle.cycle_id).mlflow_run_id == retrain.cycle.run_id
     assert catalog.report_file(config, retrain.cycle.cycle_id, "drift.html").is_file()
 
@@ -150,7 +147,7 @@ def test_an_impossible_cycle_id_is_not_recorded(recorded, cycle_id):
 
 def test_reading_an_unused_store_creates_nothing(tmp_path):
     config = load_config(write_config(tmp_path), environ={})
-    assert catalog.cycles(config) == [] and catalog.pending_approvals(config) == []
+    assert catalog.cycle_page(config).cycles == [] and catalog.pending_approvals(config) == []
     with pytest.raises(catalog.NotRecorded):
         catalog.cycle(config, "test_model-2026-01-10")
     assert [e.name for e in registry.client(config).search_experiments()] == ["Default"]
