@@ -224,6 +224,11 @@ class Evaluation(_Strict):
                                     "stratified/kfold: rows shuffled; time: train on the past, test on what follows.",
     )
     primary_metric: Metric | None = None
+    importance_rows: int = Field(
+        default=5000, ge=0,
+        description="Held-out rows (a seeded sample) the permutation importance of candidate and champion is measured "
+                    "on, for the reviewer; each model scores this many rows per feature. 0: not measured.",
+    )
 
 
 class Gate(_Strict):

@@ -35,6 +35,7 @@ from pipeline.record import (
     EVIDENCE,
     FAILED_BATCH,
     GATE,
+    IMPORTANCE,
     QUALITY,
     REGISTRATION,
     STATUS,
@@ -230,7 +231,7 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
     a fit on the whole window or the fold models' ensemble (``training.final_model``)."""
     import joblib
 
-    from pipeline.evaluate import compare_with_champion, fit_folds, score_earlier_versions
+    from pipeline.evaluate import compare_with_champion, fit_folds, review_scores
     from pipeline.train import final_candidate, resolve_device
 
     config = cycle.config
@@ -245,15 +246,19 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
             from pipeline.distributed import train_on_cluster
 
             trained = train_on_cluster(config, cycle.url_of(snapshot_file("current")), windows.current.start,
-                                       windows.current.end, champion, progress=progress)
+                                       windows.current.end, champion, cycle.cycle_id, progress=progress)
             evaluation, compared, model, info = trained.evaluation, trained.compared, trained.model, trained.final_fit
+            review = trained.review
         else:
             device = resolve_device(config)
             frame = cycle.frame("current")
             folds = fit_folds(config, frame, device, progress)
             evaluation, compared = compare_with_champion(config, frame, folds, champion)
-            cycle.write(EARLIER_VERSIONS, score_earlier_versions(config, frame, folds, champion, cycle.cycle_id))
+            review = review_scores(config, frame, folds, champion, cycle.cycle_id)
             model, info = final_candidate(config, frame, folds.y, folds.models, device, progress)
+        cycle.write(EARLIER_VERSIONS, review.earlier)
+        if review.importance is not None:
+            cycle.write(IMPORTANCE, review.importance)
         if compared is not None:
             with cycle.writing(COMPARED) as path:
                 compared.to_parquet(path)
@@ -293,7 +298,8 @@ def gate_stage(cycle: CycleRecord, evaluation: EvaluationResult | None = None) -
         cycle.write(GATE, verdict)
         cycle.log_gate(verdict)
         evidence = None if compared is None else gather_evidence(
-            cycle.config.task, evaluation.primary_metric, evaluation.champion_version or "", compared)
+            cycle.config.task, evaluation.primary_metric, evaluation.champion_version or "", compared,
+            cycle.read(IMPORTANCE))
         if evidence is not None:
             cycle.write(EVIDENCE, evidence)
             cycle.log_evidence()

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from distributed import Client
     from sklearn.pipeline import Pipeline
 
-    from pipeline.evaluate import Champion, ComparedRows
+    from pipeline.evaluate import Champion, ComparedRows, ReviewScores
     from pipeline.train import FitInfo
 
 ROW = "__row"  # a row's position in its window's snapshot
@@ -532,16 +532,17 @@ def _encoded(part: pd.DataFrame, head, role: str, wanted: int, columns: list[str
     return encoded.assign(**{TARGET: rows[TARGET].to_numpy()})
 
 
-def _scores(part: pd.DataFrame, index: int, model, task: str, select: Callable[[pd.DataFrame], np.ndarray]):
+def _scores(part: pd.DataFrame, index: int, model, task: str, wanted: np.ndarray):
+    """The model's scores on the partition's rows marked in ``wanted`` (a mask over the window's rows)."""
     from pipeline.train import predict_scores
 
-    rows = part[select(part)]
+    rows = _marked(part, index, wanted)
     scores = predict_scores(model, rows, task) if len(rows) else np.array([], dtype="float64")
     return pd.DataFrame({ROW: rows[ROW].to_numpy(), "score": scores})
 
 
-def _in_fold(number: int) -> Callable[[pd.DataFrame], np.ndarray]:
-    return lambda part: part[FOLD].to_numpy() == number
+def _marked(part: pd.DataFrame, index: int, wanted: np.ndarray) -> pd.DataFrame:
+    return part[wanted[part[ROW].to_numpy()]]
 
 
 def _fit_on_cluster(config: Config, client: Client, frame, device: str, fit: int,
@@ -590,12 +591,14 @@ class ClusterTraining:
     compared: ComparedRows | None
     model: Pipeline
     final_fit: FitInfo
+    review: ReviewScores
 
 
-def train_on_cluster(config: Config, path: str, start: date, end: date, champion: Champion | None,
+def train_on_cluster(config: Config, path: str, start: date, end: date, champion: Champion | None, cycle_id: str,
                      progress: Callable[[str], None] | None = None) -> ClusterTraining:
     """``evaluate.evaluate_kfold`` and the final ``fit_model`` of the local path, on the window's day partitions."""
-    from pipeline.evaluate import CandidateFolds, compare_with_champion, metric_value, task_metrics, unseen_by_champion
+    from pipeline import importance
+    from pipeline.evaluate import CandidateFolds, compare_with_champion, local_scorer, metric_value, review_scores, task_metrics
     from pipeline.train import encode_target
 
     say = progress or (lambda message: None)
@@ -620,33 +623,35 @@ def train_on_cluster(config: Config, path: str, start: date, end: date, champion
         merged = [{name: set().union(*(part[j][name] for part in vocabularies)) for name in source.features.categorical}
                   for j in range(k + 1)]
 
+        def score_rows(model: Pipeline, rows: np.ndarray) -> np.ndarray:
+            scored = pd.concat(_gather(client, _per_partition(frame, _scores, _shared(client, model), config.task,
+                                                              _shared(client, rows))))
+            return scored.sort_values(ROW)["score"].to_numpy()
+
+        probe_rows = importance.probe_rows(config, folds)
+        in_probe = np.zeros(len(thin), dtype=bool)
+        in_probe[probe_rows] = True
+        probe_frame = pd.concat(_gather(client, _per_partition(frame, _marked, _shared(client, in_probe))))
+        probe_frame = probe_frame.sort_values(ROW)
+        probe = importance.new_probe(config, probe_rows, probe_frame, y[probe_rows], folds[probe_rows],
+                                     np.full(len(probe_rows), np.nan))
         scores, fold_results, best_iterations = np.full(len(thin), np.nan), [], []
         for number in range(1, k + 1):
             say(f"fold {number}/{k}: fitting on {int((roles[:, number] != NOT_IN_FIT).sum()):,} rows on the cluster")
             model, info = _fit_on_cluster(config, client, frame, device, number, merged[number])
             best_iterations.append(info.best_iteration)
-            shared = _shared(client, model)
-            held_out = pd.concat(_gather(client, _per_partition(frame, _scores, shared, config.task, _in_fold(number))))
-            scores[held_out[ROW].to_numpy()] = held_out["score"].to_numpy()
             test = folds == number
+            scores[test] = score_rows(model, test)
+            importance.probe_fold(config, probe, number, model, local_scorer(config))
             fold_results.append(FoldResult(
                 fold=number, train_rows=int((roles[:, number] != NOT_IN_FIT).sum()), test_rows=int(test.sum()),
                 metrics={name: metric_value(name, y[test], scores[test]) for name in task_metrics(config.task)},
             ))
-        candidate = CandidateFolds(y, scores, folds, fold_results, best_iterations, device, time.perf_counter() - started)
-
-        def score_champion(champion: Champion, rows: np.ndarray) -> np.ndarray:
-            def unseen(part: pd.DataFrame) -> np.ndarray:
-                return unseen_by_champion(config, part, champion) & (part[FOLD].to_numpy() > 0)
-
-            shared = _shared(client, champion.model)
-            scored = pd.concat(_gather(client, _per_partition(frame, _scores, shared, config.task, unseen)))
-            scored = scored.sort_values(ROW)
-            if not np.array_equal(scored[ROW].to_numpy(), np.flatnonzero(rows)):
-                raise PipelineError("the champion's unseen rows on the cluster are not the rows the gate compares")
-            return scored["score"].to_numpy()
-
-        evaluation, compared = compare_with_champion(config, thin, candidate, champion, score_champion)
+        probe.base = scores[probe_rows]
+        candidate = CandidateFolds(y, scores, folds, fold_results, best_iterations, device, time.perf_counter() - started,
+                                   probe=probe)
+        evaluation, compared = compare_with_champion(config, thin, candidate, champion, score_rows)
+        review = review_scores(config, thin, candidate, champion, cycle_id, score_rows)
         say(f"final fit on all {len(thin):,} rows on the cluster")
         model, info = _fit_on_cluster(config, client, frame, device, 0, merged[0])
-    return ClusterTraining(evaluation, compared, model, info)
+    return ClusterTraining(evaluation, compared, model, info, review)

@@ -21,10 +21,11 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
+from pipeline import importance
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.metrics import ComparedRows, metric_value, task_metrics
-from pipeline.results import EarlierVersions, EvaluationResult, FoldResult, VersionOnRows
+from pipeline.results import EarlierVersions, EvaluationResult, FeatureImportance, FoldResult, VersionOnRows
 from pipeline.train import encode_target, fit_model, predict_scores
 
 
@@ -106,18 +107,25 @@ class CandidateFolds:
     # Kept only for ``training.final_model: fold_ensemble``, which is made of them: a refit needs none,
     # and k random forests of a large window are large.
     models: list[Pipeline] = field(default_factory=list)
+    probe: importance.ImportanceProbe | None = None
 
 
 def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -> CandidateFolds:
-    """Fit the candidate on each fold's training rows and score the rows it held out."""
+    """Fit the candidate on each fold's training rows and score the rows it held out (and its importance probe)."""
     started = time.perf_counter()
     y = encode_target(config, frame[config.source.target_column])
+    splits = list(fold_indices(config, frame, y))
     scores, fold_of_row = np.full(len(frame), np.nan), np.zeros(len(frame), dtype="int64")
+    for number, (_, test_idx) in enumerate(splits, start=1):
+        fold_of_row[test_idx] = number
+    probe_rows = importance.probe_rows(config, fold_of_row)
+    probe = importance.new_probe(config, probe_rows, frame.iloc[probe_rows], y[probe_rows], fold_of_row[probe_rows],
+                                 np.full(len(probe_rows), np.nan))
     folds: list[FoldResult] = []
     best_iterations: list[int | None] = []
     models: list[Pipeline] = []
     keep_models = config.training.final_model == "fold_ensemble"
-    for number, (train_idx, test_idx) in enumerate(fold_indices(config, frame, y), start=1):
+    for number, (train_idx, test_idx) in enumerate(splits, start=1):
         if progress:
             progress(f"fold {number}/{config.evaluation.k}: fitting on {len(train_idx):,} rows")
         model, info = fit_model(config, frame.iloc[train_idx], y[train_idx], device)
@@ -125,37 +133,44 @@ def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -
         if keep_models:
             models.append(model)
         scores[test_idx] = predict_scores(model, frame.iloc[test_idx], config.task)
-        fold_of_row[test_idx] = number
+        importance.probe_fold(config, probe, number, model, local_scorer(config))
         folds.append(FoldResult(
             fold=number, train_rows=len(train_idx), test_rows=len(test_idx),
             metrics={name: metric_value(name, y[test_idx], scores[test_idx]) for name in task_metrics(config.task)},
         ))
-    return CandidateFolds(y, scores, fold_of_row, folds, best_iterations, device, time.perf_counter() - started, models)
+    probe.base = scores[probe_rows]
+    return CandidateFolds(y, scores, fold_of_row, folds, best_iterations, device, time.perf_counter() - started,
+                          models, probe)
 
 
-# (champion, which rows of the window) -> its scores on those rows, in row order: where the rows are held.
-ChampionScorer = Callable[[Champion, np.ndarray], np.ndarray]
+def local_scorer(config: Config):
+    """Scores of rows held in this process, for the importance probe."""
+    return lambda model, rows: predict_scores(model, rows, config.task)
+
+
+# (a model, which rows of the window) -> its scores on those rows, in row order: where the rows are held.
+RowScorer = Callable[[Any, np.ndarray], np.ndarray]
+
+
+def rows_in_frame(config: Config, frame: pd.DataFrame) -> RowScorer:
+    return lambda model, rows: predict_scores(model, frame[rows], config.task)
 
 
 def compare_with_champion(
     config: Config, frame: pd.DataFrame, candidate: CandidateFolds, champion: Champion | None,
-    score_champion: ChampionScorer | None = None,
+    score_rows: RowScorer | None = None,
 ) -> tuple[EvaluationResult, ComparedRows | None]:
     """The evaluation against one champion: it is scored on the rows it never saw, and so is the candidate.
 
     Only the ``time`` split leaves rows no fold model predicted (the first block); they are not compared.
-    ``frame`` needs only the timestamp column when ``score_champion`` scores the rows elsewhere (on a cluster).
+    ``frame`` needs only the timestamp column when ``score_rows`` scores the rows elsewhere (on a cluster).
     """
     folds = [replace(f) for f in candidate.folds]
     compared = None
     if champion is not None:
-        rows = unseen_by_champion(config, frame, champion) & (candidate.fold > 0)
-        if not rows.any():
-            champion_scores = np.array([])
-        elif score_champion is not None:
-            champion_scores = score_champion(champion, rows)
-        else:
-            champion_scores = predict_scores(champion.model, frame[rows], config.task)
+        rows = compared_rows(config, frame, candidate, champion)
+        score = score_rows or rows_in_frame(config, frame)
+        champion_scores = score(champion.model, rows) if rows.any() else np.array([])
         compared = ComparedRows(
             timestamps=frame[config.source.timestamp_column].to_numpy()[rows], y=candidate.y[rows],
             candidate=candidate.scores[rows], champion=champion_scores, fold=candidate.fold[rows],
@@ -182,6 +197,11 @@ def compare_with_champion(
     return evaluation, compared
 
 
+def compared_rows(config: Config, frame: pd.DataFrame, candidate: CandidateFolds, champion: Champion) -> np.ndarray:
+    """The rows the gate compares on: held out by a fold model, and outside the champion's training days."""
+    return unseen_by_champion(config, frame, champion) & (candidate.fold > 0)
+
+
 def evaluate_kfold(
     config: Config, frame: pd.DataFrame, device: str, champion: Champion | None = None, progress=None
 ) -> tuple[EvaluationResult, ComparedRows | None]:
@@ -193,16 +213,17 @@ EARLIER_VERSIONS_SCORED = 3  # besides the previous champion: the newest other v
 
 
 def score_earlier_versions(config: Config, frame: pd.DataFrame, candidate: CandidateFolds, champion: Champion | None,
-                           cycle_id: str) -> EarlierVersions:
+                           cycle_id: str, score_rows: RowScorer | None = None) -> EarlierVersions:
     """The previous champion and the newest other versions, each with the candidate, on the rows of the gate's
-    comparison that the version never trained on either: after a rollback, the version rolled back is among them."""
+    comparison that the version never trained on either: after a rollback, the version rolled back is among them.
+
+    ``frame`` needs only the timestamp column when ``score_rows`` scores the rows elsewhere (on a cluster)."""
     from pipeline import registry
     from pipeline.record import VersionTags
 
     primary = config.primary_metric
-    compared = candidate.fold > 0
-    if champion is not None:
-        compared &= unseen_by_champion(config, frame, champion)
+    score = score_rows or rows_in_frame(config, frame)
+    compared = candidate.fold > 0 if champion is None else compared_rows(config, frame, candidate, champion)
     previous = registry.alias_version(config, registry.PREVIOUS)
     newest = [v for v in reversed(registry.list_versions(config))
               if VersionTags.of(v).cycle_id != cycle_id and (champion is None or v.version != champion.version)]
@@ -220,7 +241,7 @@ def score_earlier_versions(config: Config, frame: pd.DataFrame, candidate: Candi
             scored.append(VersionOnRows(info.version, role, 0, note="it trained on every compared row"))
             continue
         try:
-            scores = predict_scores(registry.load_model(config, info.version), frame[rows], config.task)
+            scores = score(registry.load_model(config, info.version), rows)
         except (PipelineError, KeyError, ValueError) as exc:  # refused by its manifest, or other features
             scored.append(VersionOnRows(info.version, role, 0, note=f"not scored: {str(exc).splitlines()[0][:200]}"))
             continue
@@ -228,3 +249,21 @@ def score_earlier_versions(config: Config, frame: pd.DataFrame, candidate: Candi
         scored.append(VersionOnRows(info.version, role, int(rows.sum()), metric_value(primary, y, scores),
                                     metric_value(primary, y, candidate.scores[rows])))
     return EarlierVersions(primary, scored)
+
+
+@dataclass
+class ReviewScores:
+    """What the reviewer sees beyond the gate's comparison, scored where the window's rows are (train stage)."""
+
+    earlier: EarlierVersions
+    importance: FeatureImportance | None
+
+
+def review_scores(config: Config, frame: pd.DataFrame, candidate: CandidateFolds, champion: Champion | None,
+                  cycle_id: str, score_rows: RowScorer | None = None) -> ReviewScores:
+    """Earlier versions beside the candidate, and both models' feature importances on the compared rows."""
+    earlier = score_earlier_versions(config, frame, candidate, champion, cycle_id, score_rows)
+    shuffled = None if champion is None else importance.compare(
+        config, candidate.probe, champion.model, compared_rows(config, frame, candidate, champion),
+        local_scorer(config))
+    return ReviewScores(earlier, shuffled)

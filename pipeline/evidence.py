@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.metrics import ComparedRows, metric_value, task_metrics
-from pipeline.results import Binned, Evidence, ModelEvidence, TimeBucket
+from pipeline.results import Binned, Evidence, FeatureImportance, ModelEvidence, TimeBucket
 
 # The class threshold of ``predict`` and of f1: a probability of the positive class of at least one half.
 CLASS_THRESHOLD = 0.5
@@ -59,8 +59,10 @@ def _wasserstein(first: np.ndarray, second: np.ndarray) -> float:
     return float(np.mean(np.abs(np.sort(first) - np.sort(second))))
 
 
-def gather(task: str, primary_metric: str, champion_version: str, compared: ComparedRows) -> Evidence | None:
-    """The evidence on the compared rows; None when there are none (no champion, or it saw every row)."""
+def gather(task: str, primary_metric: str, champion_version: str, compared: ComparedRows,
+           importance: FeatureImportance | None = None) -> Evidence | None:
+    """The evidence on the compared rows, with both models' feature importances (measured at the train stage where
+    the rows' features are); None when there are no compared rows (no champion, or it saw every row)."""
     if not len(compared):
         return None
     y = compared.y.astype(float)
@@ -73,4 +75,4 @@ def gather(task: str, primary_metric: str, champion_version: str, compared: Comp
     if task == "classification":
         flips = float(np.mean((compared.candidate >= CLASS_THRESHOLD) != (compared.champion >= CLASS_THRESHOLD)))
     return Evidence(task, primary_metric, len(compared), champion_version, candidate, champion, buckets, shift, flips,
-                    CLASS_THRESHOLD if task == "classification" else None)
+                    CLASS_THRESHOLD if task == "classification" else None, importance)

@@ -40,6 +40,7 @@ from pipeline.results import (
     EarlierVersions,
     EvaluationResult,
     Evidence,
+    FeatureImportance,
     GateVerdict,
     ModelQuality,
     ValidationResult,
@@ -304,6 +305,7 @@ EVALUATION = JsonFile("evaluation.json", EvaluationResult.from_dict, EvaluationR
 GATE = JsonFile("gate.json", GateVerdict.from_dict, GateVerdict.to_dict)
 EVIDENCE = JsonFile("evidence.json", Evidence.from_dict, Evidence.to_dict)
 EARLIER_VERSIONS = JsonFile("earlier_versions.json", EarlierVersions.from_dict, EarlierVersions.to_dict)
+IMPORTANCE = JsonFile("importance.json", FeatureImportance.from_dict, asdict)
 REGISTRATION = JsonFile("registered.json", Registration.from_dict, Registration.to_dict)
 APPROVAL = JsonFile("approval.json", Decision.from_dict, Decision.to_dict)
 STATUS = JsonFile("status.json", StatusRecord.from_dict, StatusRecord.to_dict)

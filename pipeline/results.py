@@ -416,6 +416,39 @@ class TimeBucket:
     rows: int
 
 
+IMPORTANCE_CHANGES_SHOWN = 8  # features a reviewer is shown: those whose importance moved most
+
+
+@dataclass(frozen=True)
+class ImportanceOf:
+    feature: str
+    candidate: float  # how much worse the metric gets with the feature shuffled
+    champion: float
+
+
+@dataclass(frozen=True)
+class FeatureImportance:
+    """Both models' permutation importances on the same rows neither trained on (``pipeline.importance``)."""
+
+    method: str
+    metric: str
+    rows: int
+    features: list[ImportanceOf]
+
+    def top_changes(self, count: int = IMPORTANCE_CHANGES_SHOWN) -> list[ImportanceOf]:
+        """The features whose importance moved most from the champion to the candidate."""
+        return sorted(self.features, key=lambda f: -abs(f.candidate - f.champion))[:count]
+
+    def rank(self, feature: str, model: str) -> int:
+        """1 for the model's most important feature."""
+        order = sorted(self.features, key=lambda f: -getattr(f, model))
+        return next(i for i, f in enumerate(order, 1) if f.feature == feature)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureImportance:
+        return cls(**{**data, "features": [ImportanceOf(**f) for f in data["features"]]})
+
+
 @dataclass(frozen=True)
 class Evidence:
     task: str
@@ -430,6 +463,7 @@ class Evidence:
     prediction_shift: float
     class_flips: float | None = None
     threshold: float | None = None
+    importance: FeatureImportance | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -439,8 +473,10 @@ class Evidence:
         def model(raw: dict[str, Any]) -> ModelEvidence:
             return ModelEvidence(**{**raw, "bins": [Binned(**b) for b in raw["bins"]]})
 
+        importance = data.get("importance")
         return cls(**{**data, "candidate": model(data["candidate"]), "champion": model(data["champion"]),
-                      "buckets": [TimeBucket(**b) for b in data["buckets"]]})
+                      "buckets": [TimeBucket(**b) for b in data["buckets"]],
+                      "importance": None if importance is None else FeatureImportance.from_dict(importance)})
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pipeline import catalog, registry
 from pipeline.errors import PipelineError
 from pipeline.record import EARLIER_VERSIONS, EVIDENCE, CycleOutcome
-from pipeline.results import EarlierVersions, Evidence
+from pipeline.results import EarlierVersions, Evidence, FeatureImportance
 from pipeline.summary import QUALITY_TREND_CYCLES, format_number
 
 # The review pages inside Airflow (plugins/pipeline_review.py): links in an approval open there, in Airflow's origin.
@@ -101,10 +101,21 @@ def _evidence_section(evidence: Evidence) -> list[str]:
                      + ", ".join(f"{label} {value:.3f}" for label, value in gap.items()))
     lines.append(f"- the predictions differ by a Wasserstein distance of {evidence.prediction_shift:.2f} standard "
                  f"deviations of the champion's predictions")
+    if evidence.importance is not None:
+        lines += _importance_section(evidence.importance, champion)
     lines += ["", f"| time bucket | rows | candidate {evidence.primary_metric} | {champion} |", "|---|---:|---:|---:|"]
     lines += [f"| {bucket.start[:16]} – {bucket.end[:16]} | {bucket.rows:,} | {format_number(c)} | {format_number(h)} |"
               for bucket, c, h in zip(evidence.buckets, evidence.candidate.by_time, evidence.champion.by_time,
                                       strict=True)]
+    return lines
+
+
+def _importance_section(importance: FeatureImportance, champion: str) -> list[str]:
+    lines = ["", f"Feature importance, the largest changes ({importance.method}; {importance.rows:,} of the rows):",
+             f"| feature | candidate | {champion} | change | rank candidate / champion |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {f.feature} | {format_number(f.candidate)} | {format_number(f.champion)} | "
+              f"{f.candidate - f.champion:+.4f} | {importance.rank(f.feature, 'candidate')} / "
+              f"{importance.rank(f.feature, 'champion')} |" for f in importance.top_changes()]
     return lines
 
 

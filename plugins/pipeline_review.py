@@ -307,6 +307,16 @@ def _evidence(config, cycle_id: str) -> str:
         parts.append(ui.line_chart(deciles, [ui.Series(label, [b.observed for b in model.bins]) for label, model in models],
                                    "mean residual (truth − prediction)", "tenth of the rows, by the model's prediction",
                                    threshold=0.0, threshold_label="no bias"))
+    if evidence.importance is not None:
+        shown = evidence.importance
+        parts += [f"<h4>Feature importance: the largest changes</h4><p>{e(shown.method)}, on {shown.rows:,} of these "
+                  "rows, each scored by the model that never trained on it.</p>",
+                  ui.table(["feature", ui.Column("candidate", True), ui.Column(champion, True), ui.Column("change", True),
+                            ui.Column("rank candidate / champion", True)],
+                           [[e(f.feature), ui.metric(f.candidate), ui.metric(f.champion),
+                             e(f"{f.candidate - f.champion:+.4f}"),
+                             f"{shown.rank(f.feature, 'candidate')} / {shown.rank(f.feature, 'champion')}"]
+                            for f in shown.top_changes()])]
     buckets = [b.start[:16] for b in evidence.buckets]
     parts.append(ui.line_chart(buckets, [ui.Series(label, model.by_time) for label, model in models],
                                evidence.primary_metric, "time bucket of the compared rows (its first row)"))

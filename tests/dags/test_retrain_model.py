@@ -331,7 +331,7 @@ def test_each_task_parses_the_config_once_and_fetches_only_what_it_reads(tmp_pat
     for decision_task in ("gate", "route_approval", "review", "promote"):
         assert {name for t, name in fetched if t == decision_task} <= {
             "status.json", "trigger.json", "windows.json", "validation.json", "drift.json", "quality.json",
-            "evaluation.json", "gate.json", "evidence.json", "earlier_versions.json", "registered.json",
+            "evaluation.json", "gate.json", "evidence.json", "earlier_versions.json", "importance.json", "registered.json",
             "approval.json"}, decision_task
 
 

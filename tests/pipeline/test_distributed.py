@@ -18,7 +18,7 @@ from sklearn.model_selection import train_test_split
 from pipeline import distributed
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.record import CANDIDATE
+from pipeline.record import CANDIDATE, EARLIER_VERSIONS, EVIDENCE, IMPORTANCE
 from tests.conftest import label_flip_store, small_frame, write_config
 from tests.pipeline.test_data import database_url, mixed_frame, postgres_url  # noqa: F401 (fixtures)
 
@@ -196,3 +196,28 @@ print(type(model[-1]).__name__, json.dumps(model.predict_proba(pd.read_parquet({
     assert name == "XGBClassifier"
     candidate = joblib.load(outcome.cycle.local_path(CANDIDATE))
     assert json.loads(scores) == pytest.approx(candidate.predict_proba(frame)[:, 1].tolist(), abs=1e-6)
+
+
+def test_feature_importance_on_the_cluster_matches_the_local_engines(engines):
+    (_, local), (_, on_cluster) = engines["local"], engines["dask"]
+    theirs, ours = (outcome.cycle.read(IMPORTANCE) for outcome in (local, on_cluster))
+    # The same probe rows (the same folds, the same seed), the same shuffles; fold models within xgboost.dask's sketch.
+    assert ours.rows == theirs.rows == min(local.verdict.compare_rows, local.cycle.config.evaluation.importance_rows)
+    assert [f.feature for f in ours.features] == [f.feature for f in theirs.features]
+    for mine, other in zip(ours.features, theirs.features, strict=True):
+        assert mine.candidate == pytest.approx(other.candidate, abs=KFOLD_TOLERANCE)
+        assert mine.champion == pytest.approx(other.champion, abs=KFOLD_TOLERANCE)
+    assert on_cluster.cycle.read(EVIDENCE).importance == ours
+
+
+def test_earlier_versions_are_scored_on_the_cluster(engines):
+    """Runs last: it promotes the dask store's v2, so that v1 becomes its previous champion."""
+    from pipeline.approval import decide_version, reviewer_decision
+    from pipeline.cycle import run_cycle
+
+    config, second = engines["dask"]
+    decide_version(config, second.version.version, reviewer_decision(True, "alice", "cli"))
+    between = run_cycle(config, date(2026, 1, 15), cycle_id="test_model-between")
+    [v1] = between.cycle.read(EARLIER_VERSIONS).versions
+    assert (v1.version, v1.role, v1.rows) == ("1", "previous champion", between.verdict.compare_rows)
+    assert v1.version_value < 0.5 < v1.candidate_value  # v1 learnt the labels before they flipped

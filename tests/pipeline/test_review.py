@@ -79,6 +79,13 @@ def test_the_approval_shows_both_models_on_the_same_unseen_rows(cycles):
     assert f"- candidate: {tn:,} · {fp:,} · {fn:,} · {tp:,}" in body and "change class" in body
     assert "calibration: largest gap" in body and "Wasserstein distance of" in body
     assert "| time bucket | rows | candidate roc_auc | champion v1 |" in body
+    importance = evidence.importance
+    assert importance.rows == min(evidence.rows, second.cycle.config.evaluation.importance_rows)
+    assert (f"Feature importance, the largest changes ({importance.method}; {importance.rows:,} of the rows):"
+            in body)
+    top = importance.top_changes()[0]
+    assert (f"| {top.feature} | {top.candidate:.4f} | {top.champion:.4f} | {top.candidate - top.champion:+.4f} | "
+            f"{importance.rank(top.feature, 'candidate')} / {importance.rank(top.feature, 'champion')} |") in body
 
 
 def test_a_first_champion_has_no_champion_to_compare_with(cycles):

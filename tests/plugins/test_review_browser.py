@@ -147,7 +147,8 @@ def test_pending_approval_leads_to_required_actions(story, browser):
     assert "Approve" in text and "Reject" in text
     screenshot(browser, "5-required-actions")
     # The approval's evidence, and its links into the review pages (not server paths, not MLflow's port).
-    wait_for_text(browser, "Candidate and champion v1 on the same", "change class from the champion", timeout_s=60)
+    wait_for_text(browser, "Candidate and champion v1 on the same", "change class from the champion",
+                  "Feature importance, the largest changes", timeout_s=60)
     links = {a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='/pipeline/']")}
     assert {link.split("/pipeline/")[1].split("/")[0] for link in links} >= {"drift", "validation", "models"}, links
     for link in sorted(links):
@@ -189,6 +190,7 @@ def test_a_version_page_holds_the_evidence_against_the_champion(story, browser):
     assert "v2 on rows the champion never saw" in text and "champion v1 on the same rows" in text
     metrics = {row.text.split()[0]: row.text for row in browser.find_elements(By.XPATH, "(//table)[2]//tr[td]")}
     assert set(metrics) == {"roc_auc", "log_loss", "f1"}
+    assert "Feature importance: the largest changes" in text and "rank candidate / champion" in text
     screenshot(browser, "6c-version")
 
 
