@@ -200,10 +200,23 @@ class LogEntry:
     verdict_id: str | None
     reason: str | None
 
+    def event(self) -> str:
+        """The row as the event it was, not as a move from nothing ("promoted v2 (was v1)")."""
+        was = f"was v{self.from_version}" if self.from_version else "first champion"
+        if self.action == "promote":
+            return f"promoted v{self.to_version} ({was})"
+        if self.action == "override":
+            return f"promoted v{self.to_version} over its rejection ({was})"
+        if self.action == "rollback":
+            return f"rolled back to v{self.to_version} ({was})"
+        if self.action == "reject":
+            stays = f"champion stays v{self.from_version}" if self.from_version else "no champion"
+            return f"rejected v{self.to_version} ({stays})"
+        return f"{self.action} v{self.to_version}"
+
     def describe(self) -> str:
-        moved = f"v{self.from_version or '-'} -> v{self.to_version or '-'}"
         why = f" ({self.reason})" if self.reason else ""
-        return f"#{self.seq} {self.at:%Y-%m-%d %H:%M:%S} {self.actor}: {self.action} {moved}{why}"
+        return f"#{self.seq} {self.at:%Y-%m-%d %H:%M:%S} {self.actor}: {self.event()}{why}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "at": self.at.isoformat()}

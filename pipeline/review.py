@@ -12,7 +12,7 @@ from pipeline import catalog, registry
 from pipeline.errors import PipelineError
 from pipeline.record import EARLIER_VERSIONS, EVIDENCE, CycleOutcome
 from pipeline.results import EarlierVersions, Evidence, FeatureImportance
-from pipeline.summary import QUALITY_TREND_CYCLES, format_number
+from pipeline.summary import QUALITY_TREND_CYCLES, format_number, format_significant
 
 # The review pages inside Airflow (plugins/pipeline_review.py): links in an approval open there, in Airflow's origin.
 REVIEW_PAGES = "/pipeline"
@@ -99,6 +99,12 @@ def _evidence_section(evidence: Evidence) -> list[str]:
                for label, model in (("candidate", evidence.candidate), (champion, evidence.champion))}
         lines.append("- calibration: largest gap between predicted and observed positive rate over ten equal bins: "
                      + ", ".join(f"{label} {value:.3f}" for label, value in gap.items()))
+    else:
+        spans = {label: (min(b.observed for b in model.bins), max(b.observed for b in model.bins))
+                 for label, model in (("candidate", evidence.candidate), (champion, evidence.champion))}
+        lines.append("- residuals (truth − prediction), mean over each tenth of the rows by prediction: "
+                     + ", ".join(f"{label} from {format_significant(low, signed=True)} to "
+                                 f"{format_significant(high, signed=True)}" for label, (low, high) in spans.items()))
     lines.append(f"- the predictions differ by a Wasserstein distance of {evidence.prediction_shift:.2f} standard "
                  f"deviations of the champion's predictions")
     if evidence.importance is not None:
@@ -113,8 +119,8 @@ def _evidence_section(evidence: Evidence) -> list[str]:
 def _importance_section(importance: FeatureImportance, champion: str) -> list[str]:
     lines = ["", f"Feature importance, the largest changes ({importance.method}; {importance.rows:,} of the rows):",
              f"| feature | candidate | {champion} | change | rank candidate / champion |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {f.feature} | {format_number(f.candidate)} | {format_number(f.champion)} | "
-              f"{f.candidate - f.champion:+.4f} | {importance.rank(f.feature, 'candidate')} / "
+    lines += [f"| {f.feature} | {format_significant(f.candidate)} | {format_significant(f.champion)} | "
+              f"{format_significant(f.candidate - f.champion, signed=True)} | {importance.rank(f.feature, 'candidate')} / "
               f"{importance.rank(f.feature, 'champion')} |" for f in importance.top_changes()]
     return lines
 

@@ -245,21 +245,6 @@ ALIAS_STATES = {"champion": ("champion", "good"), "challenger": ("pending approv
                 "previous-champion": ("previous champion", "muted")}
 
 
-def alias_event(entry) -> str:
-    """A promotion-log row as the event it was, not as a move from nothing."""
-    was = f"was v{entry.from_version}" if entry.from_version else "first champion"
-    if entry.action == "promote":
-        return f"promoted v{entry.to_version} ({was})"
-    if entry.action == "override":
-        return f"promoted v{entry.to_version} over its rejection ({was})"
-    if entry.action == "rollback":
-        return f"rolled back to v{entry.to_version} ({was})"
-    if entry.action == "reject":
-        stays = f"champion stays v{entry.from_version}" if entry.from_version else "no champion"
-        return f"rejected v{entry.to_version} ({stays})"
-    return f"{entry.action} v{entry.to_version}"
-
-
 def _fold_chart(config, version: str, cycle_id: str) -> str:
     """The candidate's k-fold folds, and on the compared rows (never seen by the champion) both models fold by fold."""
     from pipeline import catalog
@@ -281,6 +266,7 @@ def _fold_chart(config, version: str, cycle_id: str) -> str:
 def _evidence(config, cycle_id: str) -> str:
     """Both models on the rows the champion never saw: metrics, class errors or residuals, calibration, over time."""
     from pipeline import catalog
+    from pipeline.summary import format_significant
 
     try:
         evidence = catalog.evidence(config, cycle_id)
@@ -314,7 +300,7 @@ def _evidence(config, cycle_id: str) -> str:
                   ui.table(["feature", ui.Column("candidate", True), ui.Column(champion, True), ui.Column("change", True),
                             ui.Column("rank candidate / champion", True)],
                            [[e(f.feature), ui.metric(f.candidate), ui.metric(f.champion),
-                             e(f"{f.candidate - f.champion:+.4f}"),
+                             e(format_significant(f.candidate - f.champion, signed=True)),
                              f"{shown.rank(f.feature, 'candidate')} / {shown.rank(f.feature, 'champion')}"]
                             for f in shown.top_changes()])]
     buckets = [b.start[:16] for b in evidence.buckets]
@@ -406,7 +392,7 @@ def models_page(status: str = "", q: str = "", page: int = 1) -> HTMLResponse:
                 + ui.line_chart(labels, [ui.Series(f"live {metric_name} on new labelled rows", [c.live_value for c in checks]),
                                          ui.Series("k-fold estimate at training", [c.kfold_value for c in checks])],
                                 metric_name, "cycle that checked it (as of, kind)"))
-    history = [[f"#{h.seq}", e(f"{h.at:%Y-%m-%d %H:%M}"), e(h.actor), e(alias_event(h)), e(h.reason or "")]
+    history = [[f"#{h.seq}", e(f"{h.at:%Y-%m-%d %H:%M}"), e(h.actor), e(h.event()), e(h.reason or "")]
                for h in promote.history(config)]
     columns = ["version", "status", "metric", ui.Column("k-fold mean", True), "compared with",
                ui.Column("error reduction", True), ui.Column("p", True), "training window", "sha256", "device", "lineage"]

@@ -122,11 +122,9 @@ def badge(text: str, tone: str) -> str:
 
 def metric(value: float | None, digits: int = 4) -> str:
     """A metric's value to the digits that tell models apart (AUC 0.8047, RMSE 48.42)."""
-    if value is None or not math.isfinite(value):
-        return "—"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}" if abs(value) >= 1 else f"{value:.{digits}f}"
+    from pipeline.summary import format_significant
+
+    return "—" if value is None or not math.isfinite(value) else format_significant(value, digits)
 
 
 def p_value(value: float | None) -> str:

@@ -155,7 +155,7 @@ def test_status_shows_champion_and_log(established, capsys):
     root, _, _ = established
     assert main(["status", "--config", str(root / "config.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "champion           v1" in out and "alice: promote v- -> v1" in out
+    assert "champion           v1" in out and "alice: promoted v1 (first champion)" in out
     assert "Champion v1 live quality (roc_auc " in out and "k-fold when trained; newest first)" in out
 
 
@@ -180,8 +180,8 @@ def test_manual_approval_flow_reject_refuse_override_rollback(tmp_path, capsys):
     assert "no previous champion" in capsys.readouterr().err
     assert cli("status") == 0
     out = capsys.readouterr().out
-    assert "carol: reject v- -> v1 (spot check failed)" in out
-    assert "bob: override v- -> v1 (checked by hand)" in out
+    assert "carol: rejected v1 (no champion) (spot check failed)" in out
+    assert "bob: promoted v1 over its rejection (first champion) (checked by hand)" in out
     assert registry.aliases(config)["champion"] == "1"
 
 
@@ -192,7 +192,7 @@ def test_show_prints_a_recorded_cycle(established, capsys):
     out = capsys.readouterr().out
     # `pipeline promote` closed the cycle that waited for it.
     assert out.startswith(f"Cycle test_model-{AS_OF} (model test_model, as of {AS_OF}): PROMOTED")
-    assert "Registry    test_model v1 (champion)" in out and "alice: promote v- -> v1" in out
+    assert "Registry    test_model v1 (champion)" in out and "alice: promoted v1 (first champion)" in out
     assert main(["show", "--config", str(config_path), "--cycle-id", "no-such-cycle"]) == 1
     assert "no retrain cycle no-such-cycle of 'test_model' is recorded" in capsys.readouterr().err
 

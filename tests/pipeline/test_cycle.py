@@ -122,7 +122,7 @@ def test_after_concept_drift_retraining_beats_the_stale_champion(demo_config, sh
         f"on the {verdict.compare_rows:,} rows since its window",
         "PASS improvement:", "sign-flip test over 20 time blocks",
         f"Registry    demo_churn v{concept.version.version} (champion)",
-        "auto-approval: promote", "drift.html",
+        "auto-approval: promoted", "drift.html",
     ):
         assert line in summary, f"{line!r} not in\n{summary}"
 
@@ -135,7 +135,7 @@ def test_rollback_restores_the_previous_champion(demo_config, concept):
     actions = [(e.action, e.to_version) for e in promote.history(demo_config)]
     assert actions[0] == ("rollback", stale) and actions[1] == ("promote", concept.version.version)
     status = format_status(demo_config)
-    assert f"champion           v{stale}" in status and "on-call: rollback" in status
+    assert f"champion           v{stale}" in status and "on-call: rolled back to" in status
 
 
 def test_the_regression_demo_runs_a_cycle(demo_environ):

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.evidence import BINS, TIME_BUCKETS, gather
 from pipeline.metrics import ComparedRows, metric_value
-from pipeline.results import Evidence
+from pipeline.results import Evidence, FeatureImportance, ImportanceOf
 
 
 def compared(y, candidate, champion, days: int = 14, tz: str | None = None) -> ComparedRows:
@@ -73,5 +73,7 @@ def test_no_compared_rows_no_evidence():
 
 def test_evidence_reads_back_as_written():
     y = np.array([0, 1] * 60)
-    evidence = gather("classification", "f1", "2", compared(y, y * 0.7 + 0.1, np.full(120, 0.5)))
-    assert Evidence.from_dict(evidence.to_dict()) == evidence
+    importance = FeatureImportance("permutation", "f1", 120, [ImportanceOf("x_num", 0.2, 0.01)])
+    for shown in (None, importance):
+        evidence = gather("classification", "f1", "2", compared(y, y * 0.7 + 0.1, np.full(120, 0.5)), shown)
+        assert Evidence.from_dict(evidence.to_dict()) == evidence

@@ -38,7 +38,7 @@ def test_promote_moves_aliases_and_logs_the_actor(config):
     assert registry.aliases(config) == {"champion": v2, "previous-champion": v1}
     assert (entry.actor, entry.action, entry.from_version, entry.to_version, entry.verdict_id) == ("bob", "promote", v1, v2, "c2")
     assert [e.describe().split(" ", 3)[-1] for e in promote.history(config)] == [
-        f"bob: promote v{v1} -> v{v2} (looks good)", f"alice: promote v- -> v{v1}",
+        f"bob: promoted v{v2} (was v{v1}) (looks good)", f"alice: promoted v{v1} (first champion)",
     ]
     assert registry.get_version(config, v2).tags["approved_by"] == "bob"
 

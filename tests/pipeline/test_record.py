@@ -184,3 +184,19 @@ def test_a_damaged_record_is_a_clear_error(record):
 def test_an_unknown_cycle_is_a_clear_error(config):
     with pytest.raises(PipelineError, match="no retrain cycle nope of 'test_model' is recorded"):
         CycleRecord.find(config, "nope")
+
+
+def entry(action: str, was: str | None, to: str) -> LogEntry:
+    return LogEntry(1, datetime(2026, 6, 1, tzinfo=UTC), "alice", action, was, to, None, None)
+
+
+@pytest.mark.parametrize("logged, event", [
+    pytest.param(entry("promote", None, "1"), "promoted v1 (first champion)", id="first-promotion"),
+    pytest.param(entry("promote", "1", "2"), "promoted v2 (was v1)", id="promotion"),
+    pytest.param(entry("rollback", "2", "1"), "rolled back to v1 (was v2)", id="rollback"),
+    pytest.param(entry("reject", "1", "3"), "rejected v3 (champion stays v1)", id="rejection"),
+    pytest.param(entry("reject", None, "1"), "rejected v1 (no champion)", id="rejection-without-champion"),
+    pytest.param(entry("override", "1", "3"), "promoted v3 over its rejection (was v1)", id="override"),
+])
+def test_alias_history_reads_as_events(logged, event):
+    assert logged.event() == event

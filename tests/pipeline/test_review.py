@@ -10,6 +10,7 @@ from pipeline.approval import decide_version, reviewer_decision
 from pipeline.cycle import run_cycle
 from pipeline.record import EVIDENCE, CycleOutcome, CycleRecord, Status
 from pipeline.review import approval_body, approval_subject, message
+from pipeline.summary import format_significant
 from tests.conftest import label_flip_store
 
 
@@ -84,7 +85,8 @@ def test_the_approval_shows_both_models_on_the_same_unseen_rows(cycles):
     assert (f"Feature importance, the largest changes ({importance.method}; {importance.rows:,} of the rows):"
             in body)
     top = importance.top_changes()[0]
-    assert (f"| {top.feature} | {top.candidate:.4f} | {top.champion:.4f} | {top.candidate - top.champion:+.4f} | "
+    assert (f"| {top.feature} | {format_significant(top.candidate)} | {format_significant(top.champion)} | "
+            f"{format_significant(top.candidate - top.champion, signed=True)} | "
             f"{importance.rank(top.feature, 'candidate')} / {importance.rank(top.feature, 'champion')} |") in body
 
 
@@ -121,3 +123,21 @@ def test_drift_is_announced_exactly_when_detected(cycles):
         sent = message("drift_detected", outcome)
         drift = outcome.drift
         assert (sent is None) == (not drift.dataset_drift)
+
+
+def test_the_approval_gives_a_regressions_residuals_and_importance_changes_to_the_metrics_scale():
+    import numpy as np
+
+    from pipeline.evidence import gather
+    from pipeline.results import FeatureImportance, ImportanceOf
+    from pipeline.review import _evidence_section
+    from tests.pipeline.test_evidence import compared
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(100, 10, size=800)
+    importance = FeatureImportance("permutation", "rmse", 800, [ImportanceOf("hr", 170.5648, 140.5496),
+                                                                 ImportanceOf("temp", 0.23104, 2.33421)])
+    evidence = gather("regression", "rmse", "3", compared(y, y + rng.normal(0, 1, size=800), y + 5.0), importance)
+    body = "\n".join(_evidence_section(evidence))
+    assert "champion v3 from -5 to -5" in body  # every residual of the biased champion
+    assert "| hr | 170.6 | 140.5 | +30.02 | 1 / 1 |" in body and "| temp | 0.2310 | 2.334 | -2.103 | 2 / 2 |" in body

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.record import LogEntry, VersionTags
+from pipeline.record import VersionTags
 from tests.dags.harness import ROOT
 
 sys.path.insert(0, str(ROOT / "plugins"))
@@ -69,22 +68,6 @@ def test_statuses_read_as_a_reviewer_says_them():
     assert ">stopped by validation<" in ui.status_badge("validation_stopped")
     assert ">pending approval<" in ui.status_badge("awaiting_approval")
     assert ">superseded<" in ui.status_badge("superseded")
-
-
-def entry(action: str, was: str | None, to: str) -> LogEntry:
-    return LogEntry(1, datetime(2026, 6, 1, tzinfo=UTC), "alice", action, was, to, None, None)
-
-
-@pytest.mark.parametrize("logged, event", [
-    pytest.param(entry("promote", None, "1"), "promoted v1 (first champion)", id="first-promotion"),
-    pytest.param(entry("promote", "1", "2"), "promoted v2 (was v1)", id="promotion"),
-    pytest.param(entry("rollback", "2", "1"), "rolled back to v1 (was v2)", id="rollback"),
-    pytest.param(entry("reject", "1", "3"), "rejected v3 (champion stays v1)", id="rejection"),
-    pytest.param(entry("reject", None, "1"), "rejected v1 (no champion)", id="rejection-without-champion"),
-    pytest.param(entry("override", "1", "3"), "promoted v3 over its rejection (was v1)", id="override"),
-])
-def test_alias_history_reads_as_events(logged, event):
-    assert pipeline_review.alias_event(logged) == event
 
 
 @pytest.mark.parametrize("aliases, approval, status, state", [
