@@ -407,13 +407,24 @@ def _model_exists(mlflow_client, name: str) -> bool:
     return True
 
 
+# MLflow 3's UI opens an experiment as a GenAI one (its traces overview) unless the link asks for model training,
+# whatever the experiment's ``mlflow.experimentKind``; with it, the run's breadcrumb leads to the runs table.
+ML_WORKFLOW = "?workflowType=machine_learning"
+
+
 def run_ui_url(config: Config, run_id: str) -> str | None:
     """The run's page in the MLflow UI, when the config names the UI (`registry.ui_url`)."""
     base = config.registry.ui_url
     if not base:
         return None
     experiment = client(config).get_run(run_id).info.experiment_id
-    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}{ML_WORKFLOW}"
+
+
+def runs_ui_url(config: Config, run_id: str) -> str | None:
+    """The runs table of the run's experiment in the MLflow UI, when the config names the UI."""
+    run = run_ui_url(config, run_id)
+    return None if run is None else run.replace(f"/{run_id}{ML_WORKFLOW}", ML_WORKFLOW)
 
 
 def aliases(config: Config) -> dict[str, str]:

@@ -78,6 +78,8 @@ def approval_body(outcome: CycleOutcome) -> str:
         lines.append(f"- [v{version}: its evidence, fold by fold]({REVIEW_PAGES}/models/{version})")
     run_url = registry.run_ui_url(cycle.config, cycle.run_id)
     lines.append(f"- {'[MLflow run](' + run_url + ')' if run_url else 'MLflow run'}: `{cycle.run_id}`")
+    if run_url:
+        lines.append(f"- [Every cycle's run in MLflow]({registry.runs_ui_url(cycle.config, cycle.run_id)})")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 
+from pipeline import registry
 from pipeline.approval import decide_version, reviewer_decision
 from pipeline.cycle import run_cycle
 from pipeline.record import EVIDENCE, CycleOutcome, CycleRecord, Status
@@ -62,7 +63,11 @@ def test_the_approval_shows_fold_numbers_data_drift_and_links(cycles):
     assert f"- [Drift report](/pipeline/drift/{cycle_id})" in body
     assert f"- [Validation](/pipeline/validation/{cycle_id})" in body
     assert f"(/pipeline/models/{version})" in body and str(second.cycle.storage.location) not in body
-    assert "[MLflow run](http://mlflow.example:5000/#/experiments/" in body
+    # MLflow's UI opens on the model-training views (its runs table), not on the GenAI overview.
+    experiment = registry.client(second.cycle.config).get_run(second.cycle.run_id).info.experiment_id
+    runs = f"http://mlflow.example:5000/#/experiments/{experiment}/runs"
+    assert f"[MLflow run]({runs}/{second.cycle.run_id}?workflowType=machine_learning)" in body
+    assert f"[Every cycle's run in MLflow]({runs}?workflowType=machine_learning)" in body
 
 
 def test_the_approval_shows_both_models_on_the_same_unseen_rows(cycles):
