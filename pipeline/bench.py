@@ -1,16 +1,21 @@
 """Benchmark one cycle on synthetic data: ``python -m pipeline.bench [--rows N ...]`` (``make bench``).
 
 For each size: generate N rows × 30 features (24 numeric, 6 categorical, binary target) per
-window into a SQLite warehouse; snapshot the current window through each reader (Arrow and
-SQLAlchemy, ``source.reader``); time the bare 5-fold training of the configured model
-(scikit-learn's ``cross_validate``, nothing else); run one full cycle per ``--final-model``
-(each into its own empty registry, on the same warehouse); print per-stage wall time, peak RSS,
-the cycle-to-bare-training ratio, the final model and the threads each fit used. Every step runs
-in its own process, so each peak RSS is that step's own (a stage's figure is the cycle's peak so far).
-``--load-only`` measures the readers and nothing else.
+window into a SQLite warehouse: the champion's window, and the current window, which drifts in
+three features and whose label depends on one feature the other way round, so the cycle finds
+drift, scores the champion on every current row and promotes a candidate that beats it. Then:
+snapshot the current window through each reader (Arrow and SQLAlchemy, ``source.reader``); time
+the bare 5-fold training of the configured model (scikit-learn's ``cross_validate``, nothing
+else); per ``--final-model``, train and promote the champion on its window (outside the clock)
+and time one full cycle on the current one; print per-stage wall time, peak RSS, the
+cycle-to-bare-training ratio, the final model and the threads each fit used, and what each
+Airflow task's process pays to start (``orchestration.startup``) before its stage's work.
+Every step runs in its own process, so each peak RSS is that step's own (a stage's figure is
+the cycle's peak so far). ``--load-only`` measures the readers and nothing else.
 
-Library imports are done before the clock starts in both measurements, as in a warm worker, and
-both run their fits under the same thread limits (``training.threads``, ``--threads``).
+Both measurements import their libraries before the clock starts, as a warm worker has them, and
+the cycle's imports are reported apart; both run their fits under the same thread limits
+(``training.threads``, ``--threads``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,21 +37,39 @@ import pandas as pd
 
 AS_OF = date(2026, 3, 31)
 DAYS = 28
+CHAMPION_AS_OF = AS_OF - timedelta(days=DAYS)
 NUMERIC, CATEGORICAL = 24, 6
+DRIFTED = ("num_01", "num_02", "cat_1")  # what the current window changes; the rest keeps its distribution
+# What a warm worker has imported before a cycle's stage runs; the cycle's clock starts after them.
+LIBRARIES = ("great_expectations", "evidently", "mlflow", "xgboost", "sklearn")
 
 
-def synthetic_frame(rows: int, seed: int = 0) -> pd.DataFrame:
+def synthetic_frame(rows: int, seed: int = 0, as_of: date = AS_OF, drifted: bool = False) -> pd.DataFrame:
+    """``rows`` rows over the DAYS days up to ``as_of``; ``drifted``: the current window's changes."""
     rng = np.random.default_rng(seed)
     numeric = rng.normal(size=(rows, NUMERIC)).astype("float64")
+    weights = np.array([0.8, -0.6, 0.5, 0.4, -0.3, 0.2])
+    if drifted:
+        numeric[:, 1] += 0.5  # half a standard deviation
+        numeric[:, 2] *= 1.5
+        weights[3] = -0.8  # the label now falls with num_03: a champion that learnt otherwise is beaten
     frame = pd.DataFrame(numeric, columns=[f"num_{i:02d}" for i in range(NUMERIC)])
     for i in range(CATEGORICAL):
-        frame[f"cat_{i}"] = rng.choice([f"v{j}" for j in range(3 + 2 * i)], size=rows)
+        values = [f"v{j}" for j in range(3 + 2 * i)]
+        odds = np.ones(len(values))
+        if drifted and i == 1:
+            odds[0] = 3.0  # its first value three times as common as the others
+        frame[f"cat_{i}"] = rng.choice(values, size=rows, p=odds / odds.sum())
     frame.loc[rng.random(rows) < 0.02, "num_00"] = np.nan
-    logit = numeric[:, :6] @ np.array([0.8, -0.6, 0.5, 0.4, -0.3, 0.2]) + (frame["cat_0"] == "v0") * 0.7
+    logit = numeric[:, :6] @ weights + (frame["cat_0"] == "v0") * 0.7
     frame["target"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("int64")
-    start = pd.Timestamp(AS_OF - timedelta(days=DAYS - 1))
+    start = pd.Timestamp(as_of - timedelta(days=DAYS - 1))
     frame.insert(0, "ts", start + pd.to_timedelta(np.sort(rng.integers(0, DAYS * 86400, size=rows)), unit="s"))
     return frame
+
+
+def current_frame(rows: int) -> pd.DataFrame:
+    return synthetic_frame(rows, seed=0, drifted=True)
 
 
 def bench_config(data: Path, store: Path, final_model: str = "refit", threads: str | int = "auto") -> dict:
@@ -93,15 +118,14 @@ def _config(root: Path):
 
 
 def _prepare(root: Path, rows: int) -> dict:
-    """The warehouse (reference and current window, N rows each) and a proposed suite."""
+    """The warehouse (the champion's window and the current one, N rows each) and a suite proposed on the former."""
     from pipeline import demo
     from pipeline.validate import propose_suite, write_suite
 
     config = _config(root)
-    frame = synthetic_frame(rows)
-    reference = frame.assign(ts=frame["ts"] - pd.Timedelta(days=DAYS))
-    demo.write_tables(config.source.url, {"events": pd.concat([reference, frame], ignore_index=True)}, "ts")
-    write_suite(propose_suite(config, frame), config.validation.suite)
+    champion = synthetic_frame(rows, seed=1, as_of=CHAMPION_AS_OF)
+    demo.write_tables(config.source.url, {"events": pd.concat([champion, current_frame(rows)], ignore_index=True)}, "ts")
+    write_suite(propose_suite(config, champion), config.validation.suite)
     return {}
 
 
@@ -123,8 +147,10 @@ def _load(root: Path, rows: int, reader: str) -> dict:
     snapshot = data.snapshot_window(source, window, root / f"load-{reader}.parquet")
     seconds = time.perf_counter() - started
     peak = _vm_hwm_mb()
+    # One window as the stages hold it: its snapshot read back.
+    held = pd.read_parquet(root / f"load-{reader}.parquet").memory_usage(deep=True).sum() / 2**20
     return {f"load_{reader}": {"seconds": seconds, "peak_rss_mb": peak, "above_imports_mb": peak - before,
-                               "rows": snapshot.rows, "sha256": snapshot.sha256}}
+                               "rows": snapshot.rows, "sha256": snapshot.sha256}, "window_mb": held}
 
 
 def _bare_training(root: Path, rows: int) -> dict:
@@ -134,7 +160,7 @@ def _bare_training(root: Path, rows: int) -> dict:
     from pipeline.train import build_model, encode_target, fit_threads
 
     config = _config(root)
-    frame = synthetic_frame(rows)
+    frame = current_frame(rows)
     y = encode_target(config, frame["target"])
     cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=config.training.seed)
     started = time.perf_counter()
@@ -143,9 +169,23 @@ def _bare_training(root: Path, rows: int) -> dict:
     return {"bare_5fold_s": time.perf_counter() - started, "bare_peak_rss_mb": _peak_rss_mb(), "bare_threads": threads}
 
 
+def _champion(root: Path, rows: int) -> dict:
+    """v1, trained on the champion's window and promoted (auto approval): the cycle then has a champion to beat."""
+    from pipeline.cycle import run_cycle
+
+    outcome = run_cycle(_config(root), CHAMPION_AS_OF)
+    if outcome.version is None:
+        raise RuntimeError(f"the champion's cycle ended {outcome.status.value}, no version to compare with")
+    return {"champion_version": outcome.version.version}
+
+
 def _cycle(root: Path, rows: int) -> dict:
-    import pipeline.drift  # noqa: F401  (warm imports: GX, Evidently, MLflow, XGBoost)
-    import pipeline.validate  # noqa: F401
+    import importlib
+
+    started = time.perf_counter()
+    for library in LIBRARIES:
+        importlib.import_module(library)
+    imports_s = time.perf_counter() - started
     from pipeline import registry
     from pipeline.cycle import STAGES, run_cycle
     from pipeline.record import STATUS
@@ -156,13 +196,28 @@ def _cycle(root: Path, rows: int) -> dict:
     started = time.perf_counter()
     outcome = run_cycle(config, AS_OF)
     stages = outcome.cycle.require(STATUS).stages
+    drift = outcome.drift
     return {
-        "cycle_s": time.perf_counter() - started, "status": outcome.status.value, "peak_rss_mb": _peak_rss_mb(),
+        "cycle_s": time.perf_counter() - started, "imports_s": imports_s, "status": outcome.status.value,
+        "peak_rss_mb": _peak_rss_mb(),
         "stages": {s: stages[s].seconds if s in stages else None for s in STAGES},
         "stage_rss_mb": {s: stages[s].peak_rss_mb if s in stages else None for s in STAGES},
         "auc": outcome.evaluation.primary_mean if outcome.evaluation else None,
+        "compared_rows": outcome.verdict.compare_rows if outcome.verdict else 0,
+        "drifted": [f.feature for f in drift.features if f.drifted] if drift else [],
         "final_model": config.training.final_model, "threads": resolve_threads(config),
     }
+
+
+def task_startup(repeats: int) -> list[dict]:
+    """Each Airflow task's start-up before its work (``orchestration.startup``), in fresh interpreters."""
+    dags = Path(__file__).resolve().parents[1] / "dags"
+    with tempfile.TemporaryDirectory(prefix="startup-") as tmp:
+        out = Path(tmp) / "startup.json"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(dags), os.environ.get("PYTHONPATH")]))}
+        subprocess.run([sys.executable, "-m", "orchestration.startup", "--repeats", str(repeats), "--json", str(out)],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
 
 
 def _in_child(step, *args) -> dict:
@@ -187,7 +242,8 @@ def run(rows: int, final_models: list[str], threads: str | int = "auto", load_on
         for final_model in final_models:
             store = root / final_model
             write_config(root, store, final_model, threads)
-            results.append(shared | _in_child(_cycle, store, rows))
+            champion = _in_child(_champion, store, rows)
+            results.append(shared | champion | _in_child(_cycle, store, rows))
         return results
 
 
@@ -223,14 +279,27 @@ def print_table(results: list[dict]) -> None:
     for stage in STAGES:
         line(stage, [f"{(r['stages'][stage] or 0):>14.1f}s {(r['stage_rss_mb'][stage] or 0):>6,.0f} MB  " for r in results])
     line("cycle total (wall)", [timed(f"{r['cycle_s']:.1f}s") for r in results])
+    line("imports (apart)", [timed(f"{r['imports_s']:.1f}s") for r in results])
     line("bare 5-fold training", [timed(f"{r['bare_5fold_s']:.1f}s") for r in results])
     line("cycle / bare 5-fold", [timed(f"{r['cycle_s'] / r['bare_5fold_s']:.2f}x") for r in results])
     line("train / bare 5-fold", [timed(f"{(r['stages']['train'] or 0) / r['bare_5fold_s']:.2f}x") for r in results])
     line("peak RSS, cycle", [sized(f"{r['peak_rss_mb']:,.0f} MB") for r in results])
     line("peak RSS, bare 5-fold", [sized(f"{r['bare_peak_rss_mb']:,.0f} MB") for r in results])
+    line("one window in memory", [sized(f"{r['window_mb']:,.0f} MB") for r in results])
+    line("peak RSS / window", [timed(f"{r['peak_rss_mb'] / r['window_mb']:.1f}x") for r in results])
+    line("drifted features", [timed(",".join(r["drifted"]) or "none") for r in results])
+    line("champion compared on", [timed(f"v{r['champion_version']}, {r['compared_rows']:,} rows") for r in results])
     line("k-fold AUC", [timed(f"{r['auc']:.4f}") for r in results])
     line("threads per fit", [timed(f"{r['threads']} (bare {r['bare_threads']})") for r in results])
     line("status", [timed(r["status"]) for r in results])
+
+
+def print_startup_table(rows: list[dict]) -> None:
+    print("Airflow task start-up: a fresh process per task, the DAG file parsed, the task's modules imported")
+    print(f"{'task':<34}{'start-up':>10}  heavy libraries imported")
+    print("-" * 82)
+    for row in rows:
+        print(f"{row['dag'] + '.' + row['task']:<34}{row['seconds']:>9.2f}s  {', '.join(row['heavy']) or '-'}")
 
 
 def _threads(value: str) -> str | int:
@@ -249,19 +318,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=_threads, default="auto",
                         help="training.threads of every fit, the bare training's too (default: auto)")
     parser.add_argument("--load-only", action="store_true", help="measure the readers only (no training, no cycle)")
+    parser.add_argument("--startup-repeats", type=int, default=3,
+                        help="fresh interpreters per Airflow task for its start-up (median shown; 0: not measured)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     results = []
     for rows in args.rows:
         print(f"benchmarking {rows:,} rows x {NUMERIC + CATEGORICAL} features ...", file=sys.stderr, flush=True)
         results += run(rows, args.final_model, args.threads, args.load_only)
+    startup = task_startup(args.startup_repeats) if args.startup_repeats and not args.load_only else []
     # One load row per size: the cycles of one size share its warehouse and its reads.
     print_load_table(list({r["rows"]: r for r in results}.values()))
     if not args.load_only:
         print()
         print_table(results)
+    if startup:
+        print()
+        print_startup_table(startup)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps({"cycles": results, "task_startup": startup}, indent=2))
     return 0
 
 

@@ -21,3 +21,28 @@ def test_the_options_reach_the_config_of_the_cycle(tmp_path):
     assert (config.training.final_model, config.training.threads) == ("fold_ensemble", 3)
     assert config.source.url == f"sqlite:///{tmp_path / 'data' / 'warehouse.db'}"
     assert config.storage.root == str(tmp_path / "store" / "runs")
+
+
+def test_the_current_window_drifts_in_the_features_it_changes_and_beats_no_champion(tmp_path):
+    """What the benchmark's cycle meets: drift in DRIFTED only, and a label relation the champion did not learn."""
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline.drift import judge_drift
+    from pipeline.train import build_model, encode_target
+
+    config = Config.model_validate(bench.bench_config(tmp_path, tmp_path))
+    config = config.model_copy(update={"training": config.training.model_copy(update={"params": {"n_estimators": 30}})})
+    champion_window = bench.synthetic_frame(20_000, seed=1, as_of=bench.CHAMPION_AS_OF)
+    current = bench.current_frame(20_000)
+    assert current["ts"].min() > champion_window["ts"].max()
+
+    result = judge_drift(config, champion_window, current)
+    assert sorted(f.feature for f in result.features if f.drifted) == sorted(bench.DRIFTED)
+    assert not any(f.drifted for f in judge_drift(config, champion_window, bench.synthetic_frame(20_000, seed=2)).features)
+
+    y = encode_target(config, champion_window["target"])
+    champion = build_model(config, "cpu").fit(champion_window, y)
+    fresh = build_model(config, "cpu").fit(current.iloc[:10_000], current["target"].iloc[:10_000])
+    held_out = current.iloc[10_000:]
+    assert (roc_auc_score(held_out["target"], fresh.predict_proba(held_out)[:, 1])
+            > roc_auc_score(held_out["target"], champion.predict_proba(held_out)[:, 1]) + 0.02)
