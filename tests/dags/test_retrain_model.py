@@ -84,7 +84,7 @@ def test_first_cycle_promotes_the_first_champion(story):
     assert hook["subject"] == "[demo_churn] v1 promoted to champion"
     assert story["webhook"].received[0]["headers"]["Authorization"] == "Bearer hook-token"
     [(subject, body)] = _mails(story["smtp"], "promoted")
-    assert "auto-approval" in body and "v- -&gt; v1" in body
+    assert "auto-approval" in body and "promoted v1 (first champion)" in body
 
 
 def test_gate_rejection_ends_the_run_without_asking(story, monkeypatch):
