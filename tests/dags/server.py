@@ -132,6 +132,20 @@ def finished_state(api, dag_id: str, run_id: str):
     return state if state in ("success", "failed") else None
 
 
+def failed_tasks(server: AirflowServer, client, dag_id: str, run_id: str, lines: int = 40) -> str:
+    """The run's failed tasks with their last attempt's log tail: what a failed run's assertion says."""
+    import airflow_client.client as ac
+
+    instances = ac.TaskInstanceApi(client).get_task_instances(dag_id, run_id).task_instances
+    failed = [ti for ti in instances if ti.state and ti.state.value in ("failed", "upstream_failed")]
+    parts = []
+    for ti in failed:
+        logs = sorted(server.home.glob(f"logs/dag_id={dag_id}/run_id={run_id}/task_id={ti.task_id}/attempt=*.log"))
+        tail = "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else "(no log)"
+        parts.append(f"--- {ti.task_id}: {ti.state.value}, try {ti.try_number}\n{tail}")
+    return "\n".join(parts) or "no task failed"
+
+
 def task_state(client, dag_id: str, run_id: str, task_id: str) -> str | None:
     import airflow_client.client as ac
 

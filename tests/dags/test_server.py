@@ -19,6 +19,7 @@ from tests.dags.server import (
     answer,
     asset_triggered_run,
     dags_parsed,
+    failed_tasks,
     finished_state,
     kill_task_when_logged,
     task_state,
@@ -97,7 +98,8 @@ def test_trigger_approve_rerun_then_drift_triggers_a_run_that_is_rejected(airflo
                   ("load", "validate", "drift", "train", "gate", "register", "route_approval", "promote")]))
     wait_for("the cleared run restarted", lambda: finished_state(runs, "retrain_model", run.dag_run_id) is None or None,
              airflow, timeout_s=60, every_s=0.5)
-    assert wait_for("the re-run finished", lambda: finished_state(runs, "retrain_model", run.dag_run_id), airflow) == "success"
+    rerun = wait_for("the re-run finished", lambda: finished_state(runs, "retrain_model", run.dag_run_id), airflow)
+    assert rerun == "success", failed_tasks(airflow, admin, "retrain_model", run.dag_run_id)
     assert [r.info.run_id for r in registry.find_runs(config, "retrain", max_results=10)] == mlflow_runs
     assert [v.version for v in registry.list_versions(config)] == ["1"]
     assert len(promote.history(config)) == 1
