@@ -256,10 +256,17 @@ def _fold_chart(config, version: str, cycle_id: str) -> str:
         return "<p>This version's evaluation is not in the run directory.</p>"
     primary = evaluation.primary_metric
     labels = [f"fold {f.fold}" for f in evaluation.folds]
-    series = [ui.Series(f"v{version} k-fold (held-out fold)", [f.metrics.get(primary) for f in evaluation.folds])]
-    if verdict.champion_version:
-        series += [ui.Series(f"v{version} on rows the champion never saw", verdict.fold_candidate),
-                   ui.Series(f"champion v{verdict.champion_version} on the same rows", verdict.fold_champion)]
+    kfold = [f.metrics.get(primary) for f in evaluation.folds]
+    if not verdict.champion_version:
+        series = [ui.Series(f"v{version} k-fold (held-out fold)", kfold)]
+    elif all(f.compare_rows == f.test_rows for f in evaluation.folds):
+        # The champion saw none of the window: both of the candidate's lines would be one, the second hiding the first.
+        series = [ui.Series(f"v{version} k-fold (held-out fold, none seen by the champion)", kfold),
+                  ui.Series(f"champion v{verdict.champion_version} on the same rows", verdict.fold_champion)]
+    else:
+        series = [ui.Series(f"v{version} k-fold (held-out fold)", kfold),
+                  ui.Series(f"v{version} on rows the champion never saw", verdict.fold_candidate),
+                  ui.Series(f"champion v{verdict.champion_version} on the same rows", verdict.fold_champion)]
     return ui.line_chart(labels, series, primary, "fold") + _evidence(config, cycle_id)
 
 

@@ -187,11 +187,18 @@ def test_a_version_page_holds_the_evidence_against_the_champion(story, browser):
     open_page(browser, story, "models/2")
     text = wait_for_text(browser, "v2: roc_auc per fold", "Candidate and champion v1 on the same", "true positives",
                          "perfectly calibrated", "time bucket of the compared rows")
-    assert "v2 on rows the champion never saw" in text and "champion v1 on the same rows" in text
+    # v1 trained weeks before v2's window: each held-out fold is all compared rows, drawn once, not twice.
+    assert "v2 k-fold (held-out fold, none seen by the champion)" in text and "champion v1 on the same rows" in text
+    assert "v2 on rows the champion never saw" not in text
     metrics = {row.text.split()[0]: row.text for row in browser.find_elements(By.XPATH, "(//table)[2]//tr[td]")}
     assert set(metrics) == {"roc_auc", "log_loss", "f1"}
     assert "Feature importance: the largest changes" in text and "rank candidate / champion" in text
     screenshot(browser, "6c-version")
+    importance = browser.find_element(By.XPATH, "//h4[starts-with(., 'Feature importance')]")
+    browser.execute_script("arguments[0].scrollIntoView()", importance)
+    rows = browser.find_elements(By.XPATH, "//h4[starts-with(., 'Feature importance')]/following::table[1]//tr[td]")
+    assert 1 <= len(rows) <= 8 and all(len(row.find_elements(By.TAG_NAME, "td")) == 5 for row in rows)
+    screenshot(browser, "6d-version-importance")
 
 
 def test_the_drift_task_links_to_its_report(story, browser):
