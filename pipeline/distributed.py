@@ -633,8 +633,7 @@ def train_on_cluster(config: Config, path: str, start: date, end: date, champion
         in_probe[probe_rows] = True
         probe_frame = pd.concat(_gather(client, _per_partition(frame, _marked, _shared(client, in_probe))))
         probe_frame = probe_frame.sort_values(ROW)
-        probe = importance.new_probe(config, probe_rows, probe_frame, y[probe_rows], folds[probe_rows],
-                                     np.full(len(probe_rows), np.nan))
+        probe = importance.new_probe(config, probe_rows, probe_frame, y[probe_rows], folds[probe_rows])
         scores, fold_results, best_iterations = np.full(len(thin), np.nan), [], []
         for number in range(1, k + 1):
             say(f"fold {number}/{k}: fitting on {int((roles[:, number] != NOT_IN_FIT).sum()):,} rows on the cluster")
@@ -647,8 +646,7 @@ def train_on_cluster(config: Config, path: str, start: date, end: date, champion
                 fold=number, train_rows=int((roles[:, number] != NOT_IN_FIT).sum()), test_rows=int(test.sum()),
                 metrics={name: metric_value(name, y[test], scores[test]) for name in task_metrics(config.task)},
             ))
-        probe.base = scores[probe_rows]
-        candidate = CandidateFolds(y, scores, folds, fold_results, best_iterations, device, time.perf_counter() - started,
+            candidate = CandidateFolds(y, scores, folds, fold_results, best_iterations, device, time.perf_counter() - started,
                                    probe=probe)
         evaluation, compared = compare_with_champion(config, thin, candidate, champion, score_rows)
         review = review_scores(config, thin, candidate, champion, cycle_id, score_rows)

@@ -119,8 +119,7 @@ def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -
     for number, (_, test_idx) in enumerate(splits, start=1):
         fold_of_row[test_idx] = number
     probe_rows = importance.probe_rows(config, fold_of_row)
-    probe = importance.new_probe(config, probe_rows, frame.iloc[probe_rows], y[probe_rows], fold_of_row[probe_rows],
-                                 np.full(len(probe_rows), np.nan))
+    probe = importance.new_probe(config, probe_rows, frame.iloc[probe_rows], y[probe_rows], fold_of_row[probe_rows])
     folds: list[FoldResult] = []
     best_iterations: list[int | None] = []
     models: list[Pipeline] = []
@@ -138,7 +137,6 @@ def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -
             fold=number, train_rows=len(train_idx), test_rows=len(test_idx),
             metrics={name: metric_value(name, y[test_idx], scores[test_idx]) for name in task_metrics(config.task)},
         ))
-    probe.base = scores[probe_rows]
     return CandidateFolds(y, scores, fold_of_row, folds, best_iterations, device, time.perf_counter() - started,
                           models, probe)
 
@@ -264,6 +262,6 @@ def review_scores(config: Config, frame: pd.DataFrame, candidate: CandidateFolds
     """Earlier versions beside the candidate, and both models' feature importances on the compared rows."""
     earlier = score_earlier_versions(config, frame, candidate, champion, cycle_id, score_rows)
     shuffled = None if champion is None else importance.compare(
-        config, candidate.probe, champion.model, compared_rows(config, frame, candidate, champion),
+        config, candidate.probe, candidate.scores, champion.model, compared_rows(config, frame, candidate, champion),
         local_scorer(config))
     return ReviewScores(earlier, shuffled)

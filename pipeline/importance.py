@@ -29,14 +29,13 @@ Scorer = Callable[[object, pd.DataFrame], np.ndarray]
 
 @dataclass
 class ImportanceProbe:
-    """The probe rows and the candidate's scores on them, intact and with each feature shuffled."""
+    """The probe rows, their shuffles, and the candidate's scores with each feature shuffled."""
 
     rows: np.ndarray  # positions in the window, ascending
     frame: pd.DataFrame  # the probe rows' features, in ``rows`` order
     y: np.ndarray
     fold: np.ndarray  # the fold that held each probe row out
     donors: np.ndarray  # [feature, probe row] -> the probe row whose value replaces it
-    base: np.ndarray  # the candidate's scores on the intact rows
     shuffled: np.ndarray  # [feature, probe row] -> the candidate's score with that feature shuffled
 
 
@@ -84,11 +83,10 @@ def probe_fold(config: Config, probe: ImportanceProbe, number: int, model, score
         probe.shuffled[:, members] = _scored(config, model, probe.frame, probe.donors, members, score)
 
 
-def new_probe(config: Config, rows: np.ndarray, frame: pd.DataFrame, y: np.ndarray, fold: np.ndarray,
-              base: np.ndarray) -> ImportanceProbe:
+def new_probe(config: Config, rows: np.ndarray, frame: pd.DataFrame, y: np.ndarray, fold: np.ndarray) -> ImportanceProbe:
+    """The probe before any fold's model scored it: ``shuffled`` is filled fold by fold."""
     donors = draw_donors(config, fold)
-    return ImportanceProbe(rows, frame.reset_index(drop=True), y, fold, donors, base,
-                           np.full(donors.shape, np.nan))
+    return ImportanceProbe(rows, frame.reset_index(drop=True), y, fold, donors, np.full(donors.shape, np.nan))
 
 
 def _worsening(metric: str, y: np.ndarray, base: np.ndarray, shuffled: np.ndarray) -> list[float]:
@@ -97,9 +95,10 @@ def _worsening(metric: str, y: np.ndarray, base: np.ndarray, shuffled: np.ndarra
     return [sign * (intact - metric_value(metric, y, column)) for column in shuffled]
 
 
-def compare(config: Config, probe: ImportanceProbe | None, champion_model, compared: np.ndarray,
-            score: Scorer) -> FeatureImportance | None:
-    """Both models' importances on the probe rows among ``compared`` (the window's rows the gate compares on)."""
+def compare(config: Config, probe: ImportanceProbe | None, candidate_scores: np.ndarray, champion_model,
+            compared: np.ndarray, score: Scorer) -> FeatureImportance | None:
+    """Both models' importances on the probe rows among ``compared`` (the window's rows the gate compares on);
+    ``candidate_scores``: the candidate's out-of-fold score of every row of the window."""
     if probe is None or not len(probe.rows):
         return None
     members = np.flatnonzero(compared[probe.rows])
@@ -109,7 +108,7 @@ def compare(config: Config, probe: ImportanceProbe | None, champion_model, compa
     y = probe.y[members]
     champion_base = score(champion_model, probe.frame.iloc[members])
     champion_shuffled = _scored(config, champion_model, probe.frame, probe.donors, members, score)
-    candidate = _worsening(metric, y, probe.base[members], probe.shuffled[:, members])
+    candidate = _worsening(metric, y, candidate_scores[probe.rows[members]], probe.shuffled[:, members])
     champion = _worsening(metric, y, champion_base, champion_shuffled)
     features = [ImportanceOf(name, c, h) for name, c, h in zip(config.source.features.all, candidate, champion,
                                                                 strict=True)]
