@@ -167,7 +167,9 @@ class Drift(_Strict):
     )
     per_feature: dict[str, FeatureDrift] = Field(default_factory=dict)
     sample_rows: int | None = Field(
-        default=50_000, gt=0, description="Rows of each window in Evidently's report (None: all); the verdict uses every row."
+        default=20_000, gt=0,
+        description="Rows of each window in Evidently's report (None: all); the verdict uses every row. The report's "
+                    "cost is mostly its plots, per feature: more rows redraw the same histograms.",
     )
     top_features: int = Field(default=5, gt=0)
 

@@ -27,6 +27,7 @@ from pipeline.errors import PipelineError, PromotionRefused
 from pipeline.record import (
     APPROVAL,
     CANDIDATE,
+    CHAMPION_SCORES,
     COMPARED,
     DRIFT,
     DRIFT_REPORT,
@@ -190,7 +191,9 @@ def drift_stage(cycle: CycleRecord) -> DriftResult:
                              for name, window in (("reference", windows.reference), ("current", windows.current))}
                 result = detect_drift_on_cluster(cycle.config, snapshots, report)
             else:
-                result = detect_drift(cycle.config, cycle.frame("reference"), cycle.frame("current"), report)
+                features = cycle.config.source.features.all
+                result = detect_drift(cycle.config, cycle.frame("reference", features), cycle.frame("current", features),
+                                      report)
         cycle.write(DRIFT, result)
         cycle.log_drift(result)
     return result
@@ -201,14 +204,20 @@ def quality_stage(cycle: CycleRecord, windows: Windows | None = None) -> ModelQu
 
     A monitoring cycle ends here: degraded, else drift detected or not.
     """
+    from pipeline.evaluate import with_window_scores
     from pipeline.monitor import check_quality, no_champion
 
     windows = windows or cycle.require(WINDOWS)
     with cycle.stage("quality"):
         champion = _champion_of(cycle, windows)
         # Without a champion the snapshot is not even fetched (from an object store, it may be large).
-        result = no_champion(cycle.config) if champion is None else \
-            check_quality(cycle.config, cycle.frame("current"), champion, cycle.as_of)
+        if champion is None:
+            result = no_champion(cycle.config)
+        else:
+            frame = cycle.frame("current")
+            champion = with_window_scores(cycle.config, frame, champion)
+            result = check_quality(cycle.config, frame, champion, cycle.as_of)
+            _write_champion_scores(cycle, champion, windows)
         cycle.write(QUALITY, result)
         cycle.log_quality(result)
     if cycle.kind == "monitor":
@@ -241,7 +250,7 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
         cycle.progress(f"[train] {message}")
 
     with cycle.stage("train"):
-        champion = _champion_of(cycle, windows)
+        champion = _champion_of(cycle, windows, with_scores=True)
         if config.compute.engine == "dask":
             from pipeline.distributed import train_on_cluster
 
@@ -269,8 +278,32 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
     return evaluation
 
 
-def _champion_of(cycle: CycleRecord, windows: Windows):
-    """The champion the cycle started with, loaded, with its k-fold estimate of the primary metric if one is on record."""
+def _scores_column(version: str, windows: Windows) -> str:
+    """Whose scores on which rows: a reloaded window (another digest) or another champion invalidates them."""
+    return f"v{version}@{windows.current.sha256}"
+
+
+def _write_champion_scores(cycle: CycleRecord, champion, windows: Windows) -> None:
+    import pandas as pd
+
+    with cycle.writing(CHAMPION_SCORES) as path:
+        pd.DataFrame({_scores_column(champion.version, windows): champion.window_scores}).to_parquet(path, index=False)
+
+
+def _recorded_champion_scores(cycle: CycleRecord, windows: Windows):
+    """The quality check's scores of the champion on the current window; None when it scored others or none."""
+    import pyarrow.parquet as pq
+
+    path = cycle.storage.fetch(CHAMPION_SCORES)
+    column = _scores_column(windows.champion_version or "", windows)
+    if path is None or pq.read_schema(path).names != [column]:
+        return None
+    return pq.read_table(path).column(0).to_numpy()
+
+
+def _champion_of(cycle: CycleRecord, windows: Windows, with_scores: bool = False):
+    """The champion the cycle started with, loaded, with its k-fold estimate of the primary metric if one is on record
+    (and, ``with_scores``, the scores the quality check recorded)."""
     from pipeline.evaluate import Champion
 
     if windows.champion_version is None:
@@ -282,7 +315,8 @@ def _champion_of(cycle: CycleRecord, windows: Windows):
     # An estimate of another metric (the config's primary metric changed since) promises nothing about this one.
     kfold_value = tags.candidate_mean if tags.primary_metric == config.primary_metric else None
     model = registry.load_model(config, windows.champion_version)
-    return Champion(windows.champion_version, model, *tags.window, kfold_value=kfold_value)
+    scores = _recorded_champion_scores(cycle, windows) if with_scores else None
+    return Champion(windows.champion_version, model, *tags.window, kfold_value=kfold_value, window_scores=scores)
 
 
 def gate_stage(cycle: CycleRecord, evaluation: EvaluationResult | None = None) -> GateVerdict:

@@ -39,6 +39,16 @@ class Champion:
     window_start: date
     window_end: date
     kfold_value: float | None = None
+    # Its scores on every row of the current window it never trained on (NaN elsewhere), once scored: the quality
+    # check and the comparison need the same rows' scores, and a fold ensemble of a million rows takes seconds.
+    window_scores: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def scores_on(self, rows: np.ndarray, score: RowScorer) -> np.ndarray:
+        """Its scores on ``rows`` (a mask over the current window): the recorded ones where they cover the rows."""
+        known = self.window_scores
+        if known is not None and len(known) == len(rows) and not np.isnan(known[rows]).any():
+            return known[rows]
+        return score(self.model, rows)
 
 
 def fold_indices(config: Config, frame: pd.DataFrame, y: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -91,6 +101,15 @@ def unseen_by_champion(config: Config, frame: pd.DataFrame, champion: Champion) 
     days = frame[config.source.timestamp_column].dt.normalize()
     start, end = pd.Timestamp(champion.window_start), pd.Timestamp(champion.window_end)
     return ((days < start) | (days > end)).to_numpy()
+
+
+def with_window_scores(config: Config, frame: pd.DataFrame, champion: Champion) -> Champion:
+    """The champion with its scores on every row of ``frame`` (the current window) it never trained on."""
+    unseen = unseen_by_champion(config, frame, champion)
+    scores = np.full(len(frame), np.nan)
+    if unseen.any():
+        scores[unseen] = predict_scores(champion.model, frame[unseen], config.task)
+    return replace(champion, window_scores=scores)
 
 
 @dataclass
@@ -168,7 +187,7 @@ def compare_with_champion(
     if champion is not None:
         rows = compared_rows(config, frame, candidate, champion)
         score = score_rows or rows_in_frame(config, frame)
-        champion_scores = score(champion.model, rows) if rows.any() else np.array([])
+        champion_scores = champion.scores_on(rows, score) if rows.any() else np.array([])
         compared = ComparedRows(
             timestamps=frame[config.source.timestamp_column].to_numpy()[rows], y=candidate.y[rows],
             candidate=candidate.scores[rows], champion=champion_scores, fold=candidate.fold[rows],

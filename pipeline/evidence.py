@@ -34,11 +34,10 @@ def _time_buckets(timestamps: np.ndarray) -> tuple[list[TimeBucket], np.ndarray]
     low, high = stamps.min(), stamps.max()
     edges = pd.date_range(low, high, periods=TIME_BUCKETS + 1) if high > low else pd.DatetimeIndex([low, high])
     index = np.clip(np.searchsorted(edges[1:-1], stamps, side="right"), 0, len(edges) - 2)
-    used = sorted(set(index.tolist()))
-    renumber = {bucket: i for i, bucket in enumerate(used)}
+    used, renumbered = np.unique(index, return_inverse=True)
     buckets = [TimeBucket(str(stamps[index == b].min()), str(stamps[index == b].max()), int((index == b).sum()))
                for b in used]
-    return buckets, np.array([renumber[b] for b in index.tolist()])
+    return buckets, renumbered
 
 
 def _model(task: str, primary: str, y: np.ndarray, scores: np.ndarray, bucket: np.ndarray,

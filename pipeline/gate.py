@@ -36,7 +36,7 @@ import numpy as np
 from scipy import stats
 
 from pipeline.config import Gate
-from pipeline.metrics import HIGHER_IS_BETTER, ComparedRows, metric_value
+from pipeline.metrics import HIGHER_IS_BETTER, ComparedRows, auc_without_blocks, metric_value
 from pipeline.results import EvaluationResult, GateCheck, GateVerdict
 
 TARGET_POWER = 0.8
@@ -150,14 +150,11 @@ def block_test(metric: str, compared: ComparedRows, blocks: int) -> BlockTest:
     """
     block, count = time_blocks(compared.timestamps, blocks)
     y = compared.y.astype("float64")
-    if metric == "roc_auc":  # not a sum over rows: computed anew without each block
-        everything = float(log_error_ratio(metric, metric_value(metric, y, compared.candidate),
-                                           metric_value(metric, y, compared.champion)))
-        left_out = np.array([
-            log_error_ratio(metric, metric_value(metric, y[block != g], compared.candidate[block != g]),
-                            metric_value(metric, y[block != g], compared.champion[block != g]))
-            for g in range(count)
-        ])
+    if metric == "roc_auc":  # not a sum over rows: from pairs counted per pair of blocks
+        mine_all, mine = auc_without_blocks(y, compared.candidate, block, count)
+        theirs_all, theirs = auc_without_blocks(y, compared.champion, block, count)
+        everything = float(log_error_ratio(metric, mine_all, theirs_all))
+        left_out = log_error_ratio(metric, mine, theirs)
     else:
         mine = block_sums(metric, y, compared.candidate, block, count)
         theirs = block_sums(metric, y, compared.champion, block, count)

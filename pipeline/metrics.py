@@ -39,6 +39,35 @@ def metric_value(name: str, y_true: np.ndarray, scores: np.ndarray) -> float:
     raise ValueError(f"unknown metric {name!r}")
 
 
+def auc_without_blocks(y_true: np.ndarray, scores: np.ndarray, block: np.ndarray, blocks: int) -> tuple[float, np.ndarray]:
+    """ROC AUC on all rows, and on the rows outside each block (NaN where one class is left), from one sort.
+
+    ``y_true`` is 0/1. AUC is the share of (positive, negative) pairs the positive outranks, ties
+    counted half (as ``roc_auc_score``'s trapezoids do): with the pairs counted per (positive's block,
+    negative's block), leaving a block out subtracts its row and column, so a jackknife over G blocks
+    costs G counting passes, not G sorts of the remaining rows.
+    """
+    _, level = np.unique(scores, return_inverse=True)  # tie groups, in score order
+    levels = int(level.max()) + 1 if len(level) else 0
+    positive = y_true == 1
+    positive_block, positive_level = block[positive], level[positive]
+    negative_block, negative_level = block[~positive], level[~positive]
+    pairs = np.zeros((blocks, blocks))  # [g, h]: pairs of a positive in block g outranking a negative in block h
+    for h in range(blocks):
+        at_level = np.bincount(negative_level[negative_block == h], minlength=levels)
+        below = np.cumsum(at_level) - at_level
+        pairs[:, h] = np.bincount(positive_block, weights=below[positive_level] + 0.5 * at_level[positive_level],
+                                  minlength=blocks)
+    positives = np.bincount(positive_block, minlength=blocks).astype("float64")
+    negatives = np.bincount(negative_block, minlength=blocks).astype("float64")
+    total = pairs.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overall = total / (positives.sum() * negatives.sum())
+        left_out = (total - pairs.sum(axis=1) - pairs.sum(axis=0) + np.diag(pairs)) / (
+            (positives.sum() - positives) * (negatives.sum() - negatives))
+    return float(overall), np.where(np.isfinite(left_out), left_out, np.nan)
+
+
 def task_metrics(task: str) -> tuple[str, ...]:
     return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
 

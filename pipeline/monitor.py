@@ -33,8 +33,8 @@ import pandas as pd
 from scipy import stats
 
 from pipeline.config import Config, Monitoring, RetrainOn
-from pipeline.gate import BlockTest, block_sums, error_of, time_blocks
-from pipeline.metrics import metric_value
+from pipeline.gate import BlockTest, block_sums, error_of, metric_from_sums, time_blocks
+from pipeline.metrics import auc_without_blocks, metric_value
 from pipeline.results import ModelQuality
 from pipeline.train import encode_target, predict_scores
 
@@ -84,12 +84,17 @@ class DegradationTest:
 
 
 def left_out_values(metric: str, y: np.ndarray, scores: np.ndarray, block: np.ndarray, count: int) -> np.ndarray:
-    """The metric on the rows outside each block: from block sums for the mean losses, computed anew otherwise."""
+    """The metric on the rows outside each block, from per-block sums (pair counts for AUC); R² is computed anew."""
     if metric in MEAN_LOSSES:
         sums = block_sums(metric, y, scores, block, count)[:, 0]
         rows = np.bincount(block, minlength=count)
         mean = (sums.sum() - sums) / (len(y) - rows)
         return np.sqrt(mean) if metric == "rmse" else mean
+    if metric == "f1":
+        sums = block_sums(metric, y, scores, block, count)
+        return metric_from_sums(metric, sums.sum(axis=0) - sums, y)
+    if metric == "roc_auc":
+        return auc_without_blocks(y, scores, block, count)[1]
     return np.array([metric_value(metric, y[block != g], scores[block != g]) for g in range(count)])
 
 
@@ -152,8 +157,9 @@ def check_quality(config: Config, frame: pd.DataFrame, champion: Champion, as_of
     numbers |= {"live_start": days.min(), "live_end": days.max()}
     # Encoded on the whole window: the live rows alone may hold one class only.
     y = encode_target(config, frame[source.target_column])[rows]
-    test = degradation_test(metric, live[source.timestamp_column].to_numpy(), y,
-                            predict_scores(champion.model, live, config.task), champion.kfold_value, monitoring)
+    scores = champion.scores_on(rows, lambda model, chosen: predict_scores(model, frame[chosen], config.task))
+    test = degradation_test(metric, live[source.timestamp_column].to_numpy(), y, scores, champion.kfold_value,
+                            monitoring)
     if math.isnan(test.live_value):
         return not_judged(f"{metric} is undefined on its {rows.sum():,} live rows (e.g. one class only)")
     numbers |= {"live_value": test.live_value}

@@ -328,6 +328,7 @@ VALIDATION_REPORT = "validation.html"
 DRIFT_REPORT = "drift.html"
 CANDIDATE = "candidate.joblib"
 COMPARED = "compared.parquet"  # the rows the gate compares on, with both models' scores
+CHAMPION_SCORES = "champion_scores.parquet"  # the champion's scores on the current window, a column named for its version
 FAILED_BATCH = "failed_batch.parquet"
 REPORTS = (DRIFT_REPORT, VALIDATION_REPORT)
 
@@ -639,10 +640,11 @@ class CycleRecord:
         with self.storage.writing(name) as temporary:
             yield temporary
 
-    def frame(self, window: str):
+    def frame(self, window: str, columns: list[str] | None = None):
+        """A window's snapshot (only ``columns``, when given)."""
         import pandas as pd
 
-        return pd.read_parquet(self.local_path(snapshot_file(window)))
+        return pd.read_parquet(self.local_path(snapshot_file(window)), columns=columns)
 
     def head(self, window: str, rows: int):
         """The first rows of a snapshot without reading all of it."""

@@ -200,14 +200,20 @@ class FoldEnsemble(BaseEstimator):
     def classes_(self) -> np.ndarray:
         return self.models[0].classes_
 
+    def _coerced(self, X: pd.DataFrame) -> pd.DataFrame:
+        # Every fold model starts with the same FeatureCoercer, which learns nothing: the rows are coerced once, not k times.
+        return self.models[0][0].transform(X)
+
     @available_if(_classifies)
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return np.mean([model.predict_proba(X) for model in self.models], axis=0)
+        coerced = self._coerced(X)
+        return np.mean([model[1:].predict_proba(coerced) for model in self.models], axis=0)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         if _classifies(self):
             return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-        return np.mean([model.predict(X) for model in self.models], axis=0)
+        coerced = self._coerced(X)
+        return np.mean([model[1:].predict(coerced) for model in self.models], axis=0)
 
 
 def final_candidate(

@@ -348,3 +348,38 @@ def test_a_fold_ensemble_is_registered_gated_and_challenged_like_a_refit_model(t
     # Last: on a local artifact store MLflow's loader writes a registered_model_meta file beside the model's files.
     served = mlflow.pyfunc.load_model(f"models:/{config.model_name}/{second.version.version}")
     np.testing.assert_allclose(served.predict(rows), expected)
+
+
+@pytest.mark.parametrize(
+    ("recorded_for", "reused"),
+    [
+        pytest.param("this window", True, id="same-champion-and-window-reused"),
+        pytest.param("a reloaded window", False, id="other-window-digest-scored-anew"),
+    ],
+)
+def test_the_train_stage_reuses_the_champions_scores_from_the_quality_check(tmp_path, recorded_for, reused):
+    import pandas as pd
+
+    from pipeline.cycle import drift_stage, load_stage, open_cycle, quality_stage, train_stage, validate_stage
+    from pipeline.metrics import ComparedRows
+    from pipeline.record import CHAMPION_SCORES, COMPARED
+    from tests.conftest import label_flip_store
+
+    config = label_flip_store(tmp_path, promotion={"approval": "auto"})
+    assert run_cycle(config, date(2026, 1, 10)).status == Status.PROMOTED
+    with open_cycle(config, date(2026, 1, 20), "test_model-reuse") as cycle:
+        windows = load_stage(cycle)
+        validate_stage(cycle, windows)
+        drift_stage(cycle)
+        quality_stage(cycle, windows)
+        path = cycle.local_path(CHAMPION_SCORES)
+        recorded = pd.read_parquet(path)
+        [column] = recorded.columns
+        assert column == f"v1@{windows.current.sha256}" and len(recorded) == windows.current.rows
+        # Marked scores, so the comparison shows which it used: the recorded ones or a fresh scoring.
+        name = column if recorded_for == "this window" else "v1@" + "0" * 64
+        pd.DataFrame({name: recorded[column].where(recorded[column].isna(), 0.25)}).to_parquet(path, index=False)
+        train_stage(cycle, windows)
+        champion = ComparedRows.read_parquet(cycle.local_path(COMPARED)).champion
+    assert len(champion) > 0
+    assert bool((champion == 0.25).all()) is reused

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.metrics import metric_value
+from pipeline.metrics import auc_without_blocks, metric_value
 
 
 @pytest.mark.parametrize(
@@ -21,3 +21,28 @@ from pipeline.metrics import metric_value
 def test_metric_values(name, y, scores, expected):
     value = metric_value(name, np.array(y), np.array(scores))
     assert (np.isnan(value) and np.isnan(expected)) or value == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "rounding",
+    [pytest.param(None, id="distinct-scores"), pytest.param(1, id="tied-scores")],
+)
+def test_auc_without_each_block_equals_the_auc_computed_anew(rounding):
+    rng = np.random.default_rng(3)
+    y = (rng.random(2_000) < 0.3).astype(float)
+    scores = rng.random(2_000) + 0.4 * y
+    if rounding is not None:
+        scores = np.round(scores, rounding)
+    block = rng.integers(0, 7, size=2_000)
+    overall, left_out = auc_without_blocks(y, scores, block, 7)
+    assert overall == pytest.approx(metric_value("roc_auc", y, scores), abs=1e-12)
+    expected = [metric_value("roc_auc", y[block != g], scores[block != g]) for g in range(7)]
+    np.testing.assert_allclose(left_out, expected, atol=1e-12)
+
+
+def test_auc_without_a_block_that_holds_a_whole_class_is_undefined():
+    y = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
+    block = np.array([0, 0, 1, 1, 2])
+    _, left_out = auc_without_blocks(y, np.array([0.9, 0.2, 0.5, 0.1, 0.3]), block, 3)
+    assert np.isnan(left_out[0])
+    assert left_out[1] == pytest.approx(metric_value("roc_auc", y[block != 1], np.array([0.9, 0.2, 0.3])))

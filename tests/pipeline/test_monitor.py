@@ -14,7 +14,7 @@ from pipeline.config import Monitoring, load_config
 from pipeline.evaluate import Champion, evaluate_kfold
 from pipeline.gate import error_of
 from pipeline.metrics import metric_value
-from pipeline.monitor import check_quality, degradation_test, no_champion, retrain_reasons
+from pipeline.monitor import check_quality, degradation_test, left_out_values, no_champion, retrain_reasons
 from pipeline.train import encode_target, fit_model
 from tests.conftest import small_frame, write_config
 
@@ -119,6 +119,16 @@ def test_too_few_rows_for_the_share_of_the_window_are_not_judged(trained):
 )
 def test_retrain_on_picks_what_it_retrains_for(retrain_on, drift, degraded, reasons):
     assert retrain_reasons(retrain_on, drift, degraded) == reasons
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "f1", "log_loss", "rmse", "mae", "r2"])
+def test_the_metric_without_each_block_equals_it_computed_anew(metric):
+    rng = np.random.default_rng(5)
+    y = (rng.random(600) < 0.4).astype(float)
+    scores = np.clip(rng.random(600) * 0.8 + 0.2 * y, 0.01, 0.99)
+    block = np.repeat(np.arange(6), 100)
+    expected = [metric_value(metric, y[block != g], scores[block != g]) for g in range(6)]
+    np.testing.assert_allclose(left_out_values(metric, y, scores, block, 6), expected, rtol=1e-12)
 
 
 # The simulation: ≥ 200 monitoring cycles of ~700 live rows (a week of hourly rows, say) whose errors
