@@ -287,6 +287,8 @@ def print_table(results: list[dict]) -> None:
     line("peak RSS, bare 5-fold", [sized(f"{r['bare_peak_rss_mb']:,.0f} MB") for r in results])
     line("one window in memory", [sized(f"{r['window_mb']:,.0f} MB") for r in results])
     line("peak RSS / window", [timed(f"{r['peak_rss_mb'] / r['window_mb']:.1f}x") for r in results])
+    line("largest stage / window", [timed(f"{max(v or 0 for v in r['stage_rss_mb'].values()) / r['window_mb']:.1f}x")
+                                    for r in results])
     line("drifted features", [timed(",".join(r["drifted"]) or "none") for r in results])
     line("champion compared on", [timed(f"v{r['champion_version']}, {r['compared_rows']:,} rows") for r in results])
     line("k-fold AUC", [timed(f"{r['auc']:.4f}") for r in results])

@@ -108,7 +108,7 @@ def with_window_scores(config: Config, frame: pd.DataFrame, champion: Champion) 
     unseen = unseen_by_champion(config, frame, champion)
     scores = np.full(len(frame), np.nan)
     if unseen.any():
-        scores[unseen] = predict_scores(champion.model, frame[unseen], config.task)
+        scores[unseen] = predict_scores(champion.model, frame, config.task, unseen)
     return replace(champion, window_scores=scores)
 
 
@@ -150,7 +150,7 @@ def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -
         best_iterations.append(info.best_iteration)
         if keep_models:
             models.append(model)
-        scores[test_idx] = predict_scores(model, frame.iloc[test_idx], config.task)
+        scores[test_idx] = predict_scores(model, frame, config.task, test_idx)
         importance.probe_fold(config, probe, number, model, local_scorer(config))
         folds.append(FoldResult(
             fold=number, train_rows=len(train_idx), test_rows=len(test_idx),
@@ -170,7 +170,7 @@ RowScorer = Callable[[Any, np.ndarray], np.ndarray]
 
 
 def rows_in_frame(config: Config, frame: pd.DataFrame) -> RowScorer:
-    return lambda model, rows: predict_scores(model, frame[rows], config.task)
+    return lambda model, rows: predict_scores(model, frame, config.task, rows)
 
 
 def compare_with_champion(

@@ -152,14 +152,12 @@ def check_quality(config: Config, frame: pd.DataFrame, champion: Champion, as_of
             f"only {rows.sum():,} labelled rows lie after its training window (ends {champion.window_end}) up to "
             f"{labelled_until} (label delay {monitoring.label_delay_days} days); need >= {needed:,}"
         )
-    live = frame[rows]
-    days = live[source.timestamp_column].dt.date
-    numbers |= {"live_start": days.min(), "live_end": days.max()}
+    stamps = frame[source.timestamp_column][rows]
+    numbers |= {"live_start": stamps.min().date(), "live_end": stamps.max().date()}
     # Encoded on the whole window: the live rows alone may hold one class only.
     y = encode_target(config, frame[source.target_column])[rows]
-    scores = champion.scores_on(rows, lambda model, chosen: predict_scores(model, frame[chosen], config.task))
-    test = degradation_test(metric, live[source.timestamp_column].to_numpy(), y, scores, champion.kfold_value,
-                            monitoring)
+    scores = champion.scores_on(rows, lambda model, chosen: predict_scores(model, frame, config.task, chosen))
+    test = degradation_test(metric, stamps.to_numpy(), y, scores, champion.kfold_value, monitoring)
     if math.isnan(test.live_value):
         return not_judged(f"{metric} is undefined on its {rows.sum():,} live rows (e.g. one class only)")
     numbers |= {"live_value": test.live_value}

@@ -19,10 +19,11 @@ import getpass
 import json
 import re
 import resource
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -270,7 +271,22 @@ class Decision:
 @dataclass(frozen=True)
 class StageTiming:
     seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the stage's own peak where the kernel can reset the mark (Linux), else the process's so far
+
+
+def _restart_peak_rss() -> None:
+    """Reset the process's resident-memory high-water mark (Linux ``clear_refs``), so the next read is a stage's own."""
+    with suppress(OSError):  # elsewhere the mark only grows: a stage then reports the process's peak so far
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_rss_mb() -> float:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    [line] = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
 
 
 @dataclass(frozen=True)
@@ -679,11 +695,11 @@ class CycleRecord:
         if restart and current.status != Status.RUNNING:
             self.set_status(Status.RUNNING)
         self.progress(f"[{name}] started")
+        _restart_peak_rss()
         started = time.perf_counter()
         yield
         seconds = time.perf_counter() - started
-        # The process's peak so far: a stage's own peak is where this number jumps.
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _peak_rss_mb()
         current = self.require(STATUS)  # read again: the stage itself may have moved the status
         self.write(STATUS, replace(current, stages={**current.stages, name: StageTiming(seconds, peak)}))
         self.log(metrics={f"duration_s.{name}": seconds, f"peak_rss_mb.{name}": peak})

@@ -235,8 +235,22 @@ def final_candidate(
     return fit_model(config, X, y, device)
 
 
-def predict_scores(model: Pipeline | FoldEnsemble, X: pd.DataFrame, task: str) -> np.ndarray:
-    """Positive-class probability for classification, the prediction for regression."""
+SCORED_ROWS_AT_ONCE = 100_000  # the coerced and encoded copies a scoring makes are of this many rows, not the window's
+
+
+def predict_scores(model: Pipeline | FoldEnsemble, X: pd.DataFrame, task: str,
+                   rows: np.ndarray | None = None) -> np.ndarray:
+    """Positive-class probability for classification, the prediction for regression: of every row of ``X``, or of
+    ``rows`` (a boolean mask or positions), in order; a chunk at a time, so no copy of the whole window is made."""
+    positions = np.arange(len(X)) if rows is None else np.flatnonzero(rows) if rows.dtype == bool else rows
+    if rows is None and len(X) <= SCORED_ROWS_AT_ONCE:
+        return _scores(model, X, task)
+    chunks = [_scores(model, X.iloc[positions[start:start + SCORED_ROWS_AT_ONCE]], task)
+              for start in range(0, len(positions), SCORED_ROWS_AT_ONCE)]
+    return np.concatenate(chunks) if chunks else np.array([], dtype="float64")
+
+
+def _scores(model: Pipeline | FoldEnsemble, X: pd.DataFrame, task: str) -> np.ndarray:
     if task == "classification":
         return model.predict_proba(X)[:, 1]
     return model.predict(X)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -139,6 +140,19 @@ def test_stage_timings_accumulate_across_tasks(record):
     with again.stage("validate"):
         pass
     assert set(again.require(STATUS).stages) == {"load", "validate"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the kernel's peak reset is Linux's")
+def test_each_stage_reports_its_own_peak_memory_not_the_process_peak_so_far(record):
+    import numpy as np
+
+    with record.stage("load"):
+        held = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+        del held
+    with record.stage("validate"):
+        pass
+    stages = record.require(STATUS).stages
+    assert stages["load"].peak_rss_mb - stages["validate"].peak_rss_mb > 250
 
 
 def test_records_read_back_as_written(record):

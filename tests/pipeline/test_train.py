@@ -182,3 +182,18 @@ def test_a_fold_ensemble_without_its_fold_models_is_refused(tmp_path):
     frame = small_frame(300)
     with pytest.raises(PipelineError, match="needs the 3 fold models, got 0"):
         train.final_candidate(config, frame, train.encode_target(config, frame["label"]), [], "cpu")
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [pytest.param(None, id="every-row"), pytest.param("mask", id="a-mask"), pytest.param("positions", id="positions"),
+     pytest.param("none-chosen", id="no-row")],
+)
+def test_scores_in_chunks_equal_the_scores_of_the_rows_at_once(tmp_path, monkeypatch, rows):
+    config, frame, _, ensemble, _ = ensemble_of_folds(tmp_path, "classification")
+    chosen = {None: None, "mask": np.arange(len(frame)) % 3 == 0, "positions": np.array([5, 2, 250, 17]),
+              "none-chosen": np.zeros(len(frame), dtype=bool)}[rows]
+    subset = frame if chosen is None else frame.iloc[np.flatnonzero(chosen) if chosen.dtype == bool else chosen]
+    expected = ensemble.predict_proba(subset)[:, 1] if len(subset) else np.array([])
+    monkeypatch.setattr(train, "SCORED_ROWS_AT_ONCE", 7)
+    np.testing.assert_allclose(train.predict_scores(ensemble, frame, "classification", chosen), expected)
