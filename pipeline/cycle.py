@@ -16,6 +16,7 @@ anew, and the cycle's lock (``pipeline.locks``) keeps a second process out while
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import date
@@ -127,7 +128,7 @@ def load_stage(cycle: CycleRecord) -> Windows:
                 f"the rows of champion v{champion_version}'s window {snapshots['reference'].label()} changed in the "
                 "source since it was trained (sha256 differs)"
             )
-        windows = Windows(snapshots["current"], snapshots["reference"], champion_version, notes)
+        windows = Windows(snapshots["current"], snapshots["reference"], champion_version, notes, uuid.uuid4().hex)
         cycle.write(WINDOWS, windows)
         cycle.log_windows(windows)
     for note in notes:
@@ -250,7 +251,8 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
         cycle.progress(f"[train] {message}")
 
     with cycle.stage("train"):
-        champion = _champion_of(cycle, windows, with_scores=True)
+        # The recorded scores follow the snapshot's row order; a cluster holds the rows in day partitions.
+        champion = _champion_of(cycle, windows, with_scores=config.compute.engine == "local")
         if config.compute.engine == "dask":
             from pipeline.distributed import train_on_cluster
 
@@ -279,8 +281,8 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
 
 
 def _scores_column(version: str, windows: Windows) -> str:
-    """Whose scores on which rows: a reloaded window (another digest) or another champion invalidates them."""
-    return f"v{version}@{windows.current.sha256}"
+    """Whose scores on which rows: another champion or snapshots written again invalidate them."""
+    return f"v{version}@{windows.snapshot_id}"
 
 
 def _write_champion_scores(cycle: CycleRecord, champion, windows: Windows) -> None:

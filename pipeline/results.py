@@ -58,19 +58,22 @@ class Windows:
     reference: WindowSnapshot
     champion_version: str | None
     notes: list[str] = field(default_factory=list)
+    # New each time the load stage writes the snapshots: what later stages derived from older ones (the champion's
+    # recorded scores, by row position) is not reused, even where the rows are the same in another order.
+    snapshot_id: str = ""
 
     def items(self) -> list[tuple[str, WindowSnapshot]]:
         return [("current", self.current), ("reference", self.reference)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"windows": {name: snap.to_dict() for name, snap in self.items()},
-                "champion_version": self.champion_version, "notes": self.notes}
+                "champion_version": self.champion_version, "notes": self.notes, "snapshot_id": self.snapshot_id}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Windows:
         windows = data["windows"]
         return cls(WindowSnapshot.from_dict(windows["current"]), WindowSnapshot.from_dict(windows["reference"]),
-                   data.get("champion_version"), list(data.get("notes", [])))
+                   data.get("champion_version"), list(data.get("notes", [])), data.get("snapshot_id", ""))
 
 
 # ---------------------------------------------------------------------------- validate

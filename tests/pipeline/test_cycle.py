@@ -353,8 +353,8 @@ def test_a_fold_ensemble_is_registered_gated_and_challenged_like_a_refit_model(t
 @pytest.mark.parametrize(
     ("recorded_for", "reused"),
     [
-        pytest.param("this window", True, id="same-champion-and-window-reused"),
-        pytest.param("a reloaded window", False, id="other-window-digest-scored-anew"),
+        pytest.param("these snapshots", True, id="same-champion-and-snapshots-reused"),
+        pytest.param("earlier snapshots", False, id="snapshots-written-again-scored-anew"),
     ],
 )
 def test_the_train_stage_reuses_the_champions_scores_from_the_quality_check(tmp_path, recorded_for, reused):
@@ -375,10 +375,11 @@ def test_the_train_stage_reuses_the_champions_scores_from_the_quality_check(tmp_
         path = cycle.local_path(CHAMPION_SCORES)
         recorded = pd.read_parquet(path)
         [column] = recorded.columns
-        assert column == f"v1@{windows.current.sha256}" and len(recorded) == windows.current.rows
+        assert column == f"v1@{windows.snapshot_id}" and len(recorded) == windows.current.rows
         # Marked scores, so the comparison shows which it used: the recorded ones or a fresh scoring.
-        name = column if recorded_for == "this window" else "v1@" + "0" * 64
-        pd.DataFrame({name: recorded[column].where(recorded[column].isna(), 0.25)}).to_parquet(path, index=False)
+        pd.DataFrame({column: recorded[column].where(recorded[column].isna(), 0.25)}).to_parquet(path, index=False)
+        if recorded_for == "earlier snapshots":
+            windows = load_stage(cycle)  # the same rows, snapshotted again: their order is not promised
         train_stage(cycle, windows)
         champion = ComparedRows.read_parquet(cycle.local_path(COMPARED)).champion
     assert len(champion) > 0
