@@ -24,7 +24,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipeline.memory import peak_rss_mb
 
 AS_OF = date(2026, 3, 31)
 DAYS = 28
@@ -99,18 +100,6 @@ def write_config(data: Path, store: Path, final_model: str = "refit", threads: s
     (store / "config.yaml").write_text(yaml.safe_dump(bench_config(data, store, final_model, threads)))
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _vm_hwm_mb() -> float:
-    """This process's peak resident memory so far, as the kernel counts it."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def _config(root: Path):
     from pipeline.config import load_config
 
@@ -142,11 +131,11 @@ def _load(root: Path, rows: int, reader: str) -> dict:
     config = _config(root)
     source = config.source.model_copy(update={"reader": reader})
     window = data.current_window(config, AS_OF)
-    before = _vm_hwm_mb()
+    before = peak_rss_mb()
     started = time.perf_counter()
     snapshot = data.snapshot_window(source, window, root / f"load-{reader}.parquet")
     seconds = time.perf_counter() - started
-    peak = _vm_hwm_mb()
+    peak = peak_rss_mb()
     # One window as the stages hold it: its snapshot read back.
     held = pd.read_parquet(root / f"load-{reader}.parquet").memory_usage(deep=True).sum() / 2**20
     return {f"load_{reader}": {"seconds": seconds, "peak_rss_mb": peak, "above_imports_mb": peak - before,
@@ -166,7 +155,7 @@ def _bare_training(root: Path, rows: int) -> dict:
     started = time.perf_counter()
     with fit_threads(config) as threads:
         cross_validate(build_model(config, "cpu"), frame, y, cv=cv, scoring="roc_auc")
-    return {"bare_5fold_s": time.perf_counter() - started, "bare_peak_rss_mb": _peak_rss_mb(), "bare_threads": threads}
+    return {"bare_5fold_s": time.perf_counter() - started, "bare_peak_rss_mb": peak_rss_mb(), "bare_threads": threads}
 
 
 def _champion(root: Path, rows: int) -> dict:
@@ -200,7 +189,7 @@ def _cycle(root: Path, rows: int) -> dict:
     return {
         "cycle_s": time.perf_counter() - started, "imports_s": imports_s, "status": outcome.status.value,
         # Each stage resets the kernel's high-water mark to measure its own peak: the cycle's is the largest of theirs.
-        "peak_rss_mb": max([_peak_rss_mb(), *(timing.peak_rss_mb for timing in stages.values())]),
+        "peak_rss_mb": max([peak_rss_mb(), *(timing.peak_rss_mb for timing in stages.values())]),
         "stages": {s: stages[s].seconds if s in stages else None for s in STAGES},
         "stage_rss_mb": {s: stages[s].peak_rss_mb if s in stages else None for s in STAGES},
         "auc": outcome.evaluation.primary_mean if outcome.evaluation else None,

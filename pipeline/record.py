@@ -18,12 +18,10 @@ from __future__ import annotations
 import getpass
 import json
 import re
-import resource
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -35,6 +33,7 @@ import yaml
 from pipeline import registry
 from pipeline.config import Config, redact_url
 from pipeline.errors import ConfigError, PipelineError, PromotionRefused, StorageError
+from pipeline.memory import peak_rss_mb, restart_peak_rss
 from pipeline.registry import CycleKind
 from pipeline.results import (
     DriftResult,
@@ -274,21 +273,6 @@ class StageTiming:
     peak_rss_mb: float  # the stage's own peak where the kernel can reset the mark (Linux), else the process's so far
 
 
-def _restart_peak_rss() -> None:
-    """Reset the process's resident-memory high-water mark (Linux ``clear_refs``), so the next read is a stage's own."""
-    with suppress(OSError):  # elsewhere the mark only grows: a stage then reports the process's peak so far
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_rss_mb() -> float:
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-    [line] = [line for line in status.splitlines() if line.startswith("VmHWM:")]
-    return int(line.split()[1]) / 1024
-
-
 @dataclass(frozen=True)
 class StatusRecord:
     """``status.json``: where the cycle stands, and each stage's time across the tasks that ran it."""
@@ -344,7 +328,7 @@ VALIDATION_REPORT = "validation.html"
 DRIFT_REPORT = "drift.html"
 CANDIDATE = "candidate.joblib"
 COMPARED = "compared.parquet"  # the rows the gate compares on, with both models' scores
-CHAMPION_SCORES = "champion_scores.parquet"  # the champion's scores on the current window, a column named for its version
+CHAMPION_SCORES = "champion_scores.parquet"  # the champion's scores on the current window (pipeline.cycle)
 FAILED_BATCH = "failed_batch.parquet"
 REPORTS = (DRIFT_REPORT, VALIDATION_REPORT)
 
@@ -695,11 +679,11 @@ class CycleRecord:
         if restart and current.status != Status.RUNNING:
             self.set_status(Status.RUNNING)
         self.progress(f"[{name}] started")
-        _restart_peak_rss()
+        restart_peak_rss()
         started = time.perf_counter()
         yield
         seconds = time.perf_counter() - started
-        peak = _peak_rss_mb()
+        peak = peak_rss_mb()
         current = self.require(STATUS)  # read again: the stage itself may have moved the status
         self.write(STATUS, replace(current, stages={**current.stages, name: StageTiming(seconds, peak)}))
         self.log(metrics={f"duration_s.{name}": seconds, f"peak_rss_mb.{name}": peak})
