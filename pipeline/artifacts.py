@@ -33,6 +33,7 @@ MODEL_FILE = "model.skops"
 # tests/pipeline/test_artifacts.py fits each family to keep this true.
 TRUSTED_TYPES = (
     "pipeline.train.FeatureCoercer",
+    "pipeline.train.OrdinalCodes",
     "pipeline.train.FoldEnsemble",
     "numpy.dtype",  # a linear model's fitted coefficients
     "sklearn.tree._tree.Tree",  # random forests

@@ -375,7 +375,7 @@ def _train(config: Config, frame, device: str, as_of: date, models: _Models) -> 
     from pipeline.train import final_candidate
 
     folds = fit_folds(config, frame, device)
-    model, _ = final_candidate(config, frame, folds.y, folds.models, device)
+    model, _ = final_candidate(config, frame, folds.y, folds.models, device, encoded=folds.encoded)
     models.save(as_of.isoformat(), model)
     return _Candidate(as_of.isoformat(), folds, float(np.nanmean([f.metrics[config.primary_metric] for f in folds.folds])))
 

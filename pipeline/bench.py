@@ -40,7 +40,8 @@ AS_OF = date(2026, 3, 31)
 DAYS = 28
 CHAMPION_AS_OF = AS_OF - timedelta(days=DAYS)
 NUMERIC, CATEGORICAL = 24, 6
-DRIFTED = ("num_01", "num_02", "cat_1")  # what the current window changes; the rest keeps its distribution
+DRIFTED = ("num_01", "num_02", "cat_1")
+TREES = 200  # XGBoost trees per fit, depth 6  # what the current window changes; the rest keeps its distribution
 # What a warm worker has imported before a cycle's stage runs; the cycle's clock starts after them.
 LIBRARIES = ("great_expectations", "evidently", "mlflow", "xgboost", "sklearn")
 
@@ -60,7 +61,9 @@ def synthetic_frame(rows: int, seed: int = 0, as_of: date = AS_OF, drifted: bool
         odds = np.ones(len(values))
         if drifted and i == 1:
             odds[0] = 3.0  # its first value three times as common as the others
-        frame[f"cat_{i}"] = rng.choice(values, size=rows, p=odds / odds.sum())
+        # Each value one str object shared by its rows, as a read from Arrow gives them: not one per row (3 GB at 10M).
+        codes = rng.choice(len(values), size=rows, p=odds / odds.sum())
+        frame[f"cat_{i}"] = pd.Categorical.from_codes(codes, values).astype(object)
     frame.loc[rng.random(rows) < 0.02, "num_00"] = np.nan
     logit = numeric[:, :6] @ weights + (frame["cat_0"] == "v0") * 0.7
     frame["target"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("int64")
@@ -73,7 +76,8 @@ def current_frame(rows: int) -> pd.DataFrame:
     return synthetic_frame(rows, seed=0, drifted=True)
 
 
-def bench_config(data: Path, store: Path, final_model: str = "refit", threads: str | int = "auto") -> dict:
+def bench_config(data: Path, store: Path, final_model: str = "refit", threads: str | int = "auto",
+                 trees: int = TREES) -> dict:
     """The config of one measurement: the warehouse and suite in ``data``, registry and runs in ``store``."""
     features = {"numeric": [f"num_{i:02d}" for i in range(NUMERIC)], "categorical": [f"cat_{i}" for i in range(CATEGORICAL)]}
     return {
@@ -85,7 +89,7 @@ def bench_config(data: Path, store: Path, final_model: str = "refit", threads: s
         "validation": {"suite": str(data / "suite.json")},
         # Both measurements train the same 200 trees: early stopping would make the cycle look cheaper than it is.
         "training": {"family": "xgboost", "device": "cpu", "early_stopping_rounds": None, "final_model": final_model,
-                     "threads": threads, "params": {"n_estimators": 200, "max_depth": 6}},
+                     "threads": threads, "params": {"n_estimators": trees, "max_depth": 6}},
         "evaluation": {"k": 5},
         "registry": {"tracking_uri": f"sqlite:///{store / 'mlflow.db'}", "artifact_root": str(store / "artifacts")},
         "promotion": {"approval": "auto", "database_url": f"sqlite:///{store / 'pipeline.db'}"},
@@ -93,11 +97,12 @@ def bench_config(data: Path, store: Path, final_model: str = "refit", threads: s
     }
 
 
-def write_config(data: Path, store: Path, final_model: str = "refit", threads: str | int = "auto") -> None:
+def write_config(data: Path, store: Path, final_model: str = "refit", threads: str | int = "auto",
+                 trees: int = TREES) -> None:
     import yaml
 
     store.mkdir(parents=True, exist_ok=True)
-    (store / "config.yaml").write_text(yaml.safe_dump(bench_config(data, store, final_model, threads)))
+    (store / "config.yaml").write_text(yaml.safe_dump(bench_config(data, store, final_model, threads, trees)))
 
 
 def _config(root: Path):
@@ -113,12 +118,23 @@ def _prepare(root: Path, rows: int) -> dict:
 
     config = _config(root)
     champion = synthetic_frame(rows, seed=1, as_of=CHAMPION_AS_OF)
-    demo.write_tables(config.source.url, {"events": pd.concat([champion, current_frame(rows)], ignore_index=True)}, "ts")
     write_suite(propose_suite(config, champion), config.validation.suite)
+    # One window in memory at a time: two and their concatenation would not fit at 10M rows.
+    demo.write_tables(config.source.url, {"events": champion}, "ts")
+    del champion
+    demo.write_tables(config.source.url, {"events": current_frame(rows)}, "ts", if_exists="append")
     return {}
 
 
 READERS = ("arrow", "sqlalchemy")
+
+
+def in_memory_mb(frame: pd.DataFrame) -> float:
+    """One window as the stages hold it (its snapshot read back): each column's array, and each distinct object of an
+    object column once. pandas' ``memory_usage(deep=True)`` counts a string once per row that points at it, though
+    Arrow's conversion gives all rows of a value one shared object: that doubled the 1M-row window."""
+    shared = sum(sys.getsizeof(value) for column in frame.select_dtypes("object") for value in pd.unique(frame[column]))
+    return (frame.memory_usage(index=True, deep=False).sum() + shared) / 2**20
 
 
 def _load(root: Path, rows: int, reader: str) -> dict:
@@ -136,8 +152,7 @@ def _load(root: Path, rows: int, reader: str) -> dict:
     snapshot = data.snapshot_window(source, window, root / f"load-{reader}.parquet")
     seconds = time.perf_counter() - started
     peak = peak_rss_mb()
-    # One window as the stages hold it: its snapshot read back.
-    held = pd.read_parquet(root / f"load-{reader}.parquet").memory_usage(deep=True).sum() / 2**20
+    held = in_memory_mb(pd.read_parquet(root / f"load-{reader}.parquet"))
     return {f"load_{reader}": {"seconds": seconds, "peak_rss_mb": peak, "above_imports_mb": peak - before,
                                "rows": snapshot.rows, "sha256": snapshot.sha256}, "window_mb": held}
 
@@ -217,13 +232,14 @@ def _in_child(step, *args) -> dict:
         return pool.apply(step, args)
 
 
-def run(rows: int, final_models: list[str], threads: str | int = "auto", load_only: bool = False) -> list[dict]:
+def run(rows: int, final_models: list[str], threads: str | int = "auto", load_only: bool = False,
+        readers: tuple[str, ...] = READERS, trees: int = TREES) -> list[dict]:
     """One warehouse, its reads and one bare training per size, then one cycle per final model, each in a fresh registry."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
-        write_config(root, root, threads=threads)
-        shared = {"rows": rows} | _in_child(_prepare, root, rows)
-        for reader in READERS:
+        write_config(root, root, threads=threads, trees=trees)
+        shared = {"rows": rows, "trees": trees} | _in_child(_prepare, root, rows)
+        for reader in readers:
             shared |= _in_child(_load, root, rows, reader)
         if load_only:
             return [shared]
@@ -231,7 +247,7 @@ def run(rows: int, final_models: list[str], threads: str | int = "auto", load_on
         results = []
         for final_model in final_models:
             store = root / final_model
-            write_config(root, store, final_model, threads)
+            write_config(root, store, final_model, threads, trees)
             champion = _in_child(_champion, store, rows)
             results.append(shared | champion | _in_child(_cycle, store, rows))
         return results
@@ -241,12 +257,14 @@ def print_load_table(results: list[dict]) -> None:
     header = f"{'load (current window)':<26}" + "".join(f"{r['rows']:>11,} rows  peak RSS  above imports" for r in results)
     print(header)
     print("-" * len(header))
-    for reader in READERS:
+    readers = [reader for reader in READERS if all(f"load_{reader}" in r for r in results)]
+    for reader in readers:
         cells = "".join(f"{r[f'load_{reader}']['seconds']:>16.1f}s {r[f'load_{reader}']['peak_rss_mb']:>6,.0f} MB"
                         f"{r[f'load_{reader}']['above_imports_mb']:>12,.0f} MB" for r in results)
         print(f"{reader:<26}{cells}")
-    same = ["yes" if len({r[f"load_{reader}"]["sha256"] for reader in READERS}) == 1 else "NO" for r in results]
-    print(f"{'same sha256':<26}" + "".join(f"{s:>17}{'':>26}" for s in same))
+    if len(readers) > 1:
+        same = ["yes" if len({r[f"load_{reader}"]["sha256"] for reader in readers}) == 1 else "NO" for r in results]
+        print(f"{'same sha256':<26}" + "".join(f"{s:>17}{'':>26}" for s in same))
 
 
 def print_table(results: list[dict]) -> None:
@@ -279,6 +297,7 @@ def print_table(results: list[dict]) -> None:
     line("peak RSS / window", [timed(f"{r['peak_rss_mb'] / r['window_mb']:.1f}x") for r in results])
     line("drifted features", [timed(",".join(r["drifted"]) or "none") for r in results])
     line("champion compared on", [timed(f"v{r['champion_version']}, {r['compared_rows']:,} rows") for r in results])
+    line("trees per fit", [timed(str(r["trees"])) for r in results])
     line("k-fold AUC", [timed(f"{r['auc']:.4f}") for r in results])
     line("threads per fit", [timed(f"{r['threads']} (bare {r['bare_threads']})") for r in results])
     line("status", [timed(r["status"]) for r in results])
@@ -307,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="training.final_model of the cycle; one cycle for each given (default: both)")
     parser.add_argument("--threads", type=_threads, default="auto",
                         help="training.threads of every fit, the bare training's too (default: auto)")
+    parser.add_argument("--trees", type=int, default=TREES,
+                        help=f"XGBoost trees per fit on both sides (default: {TREES}; fewer keep 10M rows short)")
+    parser.add_argument("--readers", nargs="+", choices=READERS, default=list(READERS),
+                        help="the snapshot readers measured (default: all; sqlalchemy holds per-row strings)")
     parser.add_argument("--load-only", action="store_true", help="measure the readers only (no training, no cycle)")
     parser.add_argument("--startup-repeats", type=int, default=3,
                         help="fresh interpreters per Airflow task for its start-up (median shown; 0: not measured)")
@@ -315,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for rows in args.rows:
         print(f"benchmarking {rows:,} rows x {NUMERIC + CATEGORICAL} features ...", file=sys.stderr, flush=True)
-        results += run(rows, args.final_model, args.threads, args.load_only)
+        results += run(rows, args.final_model, args.threads, args.load_only, tuple(args.readers), args.trees)
     startup = task_startup(args.startup_repeats) if args.startup_repeats and not args.load_only else []
     # One load row per size: the cycles of one size share its warehouse and its reads.
     print_load_table(list({r["rows"]: r for r in results}.values()))

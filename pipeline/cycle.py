@@ -266,7 +266,7 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
             folds = fit_folds(config, frame, device, progress)
             evaluation, compared = compare_with_champion(config, frame, folds, champion)
             review = review_scores(config, frame, folds, champion, cycle.cycle_id)
-            model, info = final_candidate(config, frame, folds.y, folds.models, device, progress)
+            model, info = final_candidate(config, frame, folds.y, folds.models, device, progress, folds.encoded)
         cycle.write(EARLIER_VERSIONS, review.earlier)
         if review.importance is not None:
             cycle.write(IMPORTANCE, review.importance)

@@ -26,7 +26,7 @@ from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.metrics import ComparedRows, metric_value, task_metrics
 from pipeline.results import EarlierVersions, EvaluationResult, FeatureImportance, FoldResult, VersionOnRows
-from pipeline.train import encode_target, fit_model, predict_scores
+from pipeline.train import EncodedWindow, encode_target, fit_model, predict_scores, scores_of
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,8 @@ class CandidateFolds:
     # and k random forests of a large window are large.
     models: list[Pipeline] = field(default_factory=list)
     probe: importance.ImportanceProbe | None = None
+    # The window encoded once for the folds (tree families), which the refit reuses.
+    encoded: EncodedWindow | None = field(default=None, repr=False)
 
 
 def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -> CandidateFolds:
@@ -143,21 +145,25 @@ def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -
     best_iterations: list[int | None] = []
     models: list[Pipeline] = []
     keep_models = config.training.final_model == "fold_ensemble"
+    encoded = EncodedWindow.of(config, frame)
     for number, (train_idx, test_idx) in enumerate(splits, start=1):
         if progress:
             progress(f"fold {number}/{config.evaluation.k}: fitting on {len(train_idx):,} rows")
-        model, info = fit_model(config, frame.iloc[train_idx], y[train_idx], device)
+        fold_rows = frame.iloc[train_idx] if encoded is None else encoded.rows(train_idx)
+        model, info = fit_model(config, fold_rows, y[train_idx], device)
+        del fold_rows  # the frame path's copy of the fold's rows, freed before the held-out rows are scored
         best_iterations.append(info.best_iteration)
         if keep_models:
             models.append(model)
-        scores[test_idx] = predict_scores(model, frame, config.task, test_idx)
+        scores[test_idx] = (predict_scores(model, frame, config.task, test_idx) if encoded is None
+                            else scores_of(model, encoded.rows(test_idx), config.task))
         importance.probe_fold(config, probe, number, model, local_scorer(config))
         folds.append(FoldResult(
             fold=number, train_rows=len(train_idx), test_rows=len(test_idx),
             metrics={name: metric_value(name, y[test_idx], scores[test_idx]) for name in task_metrics(config.task)},
         ))
     return CandidateFolds(y, scores, fold_of_row, folds, best_iterations, device, time.perf_counter() - started,
-                          models, probe)
+                          models, probe, encoded)
 
 
 def local_scorer(config: Config):

@@ -17,8 +17,9 @@ def test_threads_take_auto_or_a_positive_number(value, capsys):
 
 
 def test_the_options_reach_the_config_of_the_cycle(tmp_path):
-    config = Config.model_validate(bench.bench_config(tmp_path / "data", tmp_path / "store", "fold_ensemble", 3))
+    config = Config.model_validate(bench.bench_config(tmp_path / "data", tmp_path / "store", "fold_ensemble", 3, 20))
     assert (config.training.final_model, config.training.threads) == ("fold_ensemble", 3)
+    assert config.training.params["n_estimators"] == 20
     assert config.source.url == f"sqlite:///{tmp_path / 'data' / 'warehouse.db'}"
     assert config.storage.root == str(tmp_path / "store" / "runs")
 
@@ -46,3 +47,13 @@ def test_the_current_window_drifts_in_the_features_it_changes_and_beats_no_champ
     held_out = current.iloc[10_000:]
     assert (roc_auc_score(held_out["target"], fresh.predict_proba(held_out)[:, 1])
             > roc_auc_score(held_out["target"], champion.predict_proba(held_out)[:, 1]) + 0.02)
+
+
+def test_a_window_in_memory_counts_a_shared_string_once():
+    frame = bench.synthetic_frame(10_000)
+    pointers = frame.memory_usage(index=True, deep=False).sum()
+
+    held = bench.in_memory_mb(frame) * 2**20
+
+    assert pointers < held < pointers + 10_000  # 6 columns of 3-13 distinct values, not 60,000 strings
+    assert held < frame.memory_usage(index=True, deep=True).sum() * 0.7

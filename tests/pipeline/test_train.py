@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.preprocessing import OrdinalEncoder
 
 from pipeline import train
 from pipeline.config import load_config
@@ -45,6 +47,43 @@ def test_every_family_learns_and_handles_unseen_categories(tmp_path, task, famil
         assert metric_value("roc_auc", y, scores) > 0.7
     else:
         assert metric_value("r2", y, scores) > 0.6
+
+
+def test_tree_encoding_gives_ordinal_encoders_codes_with_unseen_and_missing_as_nan():
+    fit_rows = pd.DataFrame({"x": [1.5, np.nan, 3.0], "color": ["red", "blue", np.nan], "size": ["s", "m", "s"]})
+    rows = pd.DataFrame({"x": [2.0, 0.25], "color": ["green", "red"], "size": [np.nan, "m"]})
+    encoding = train.OrdinalCodes(["x"], ["color", "size"]).fit(fit_rows)
+    ordinal = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
+    ordinal.fit(fit_rows[["color", "size"]])
+
+    encoded = encoding.transform(rows)
+
+    assert encoded.dtype == np.float32
+    np.testing.assert_array_equal(encoded, [[2.0, np.nan, np.nan], [0.25, 1.0, 0.0]])
+    np.testing.assert_array_equal(encoded[:, 1:], ordinal.transform(rows[["color", "size"]]))
+
+
+@pytest.mark.parametrize(("task", "family", "training"), [
+    pytest.param(task, name, training, id=f"{name}-{task}{'-early-stopping' if training else ''}")
+    for name, entry in FAMILIES.items() if entry.ordinal_encoding for task in entry.tasks
+    for training in ([{}, {"early_stopping_rounds": 5}] if entry.eval_set_early_stopping else [{}])
+])
+def test_a_fit_on_an_encoded_windows_rows_is_the_fit_on_those_rows(tmp_path, task, family, training):
+    config = make_config(tmp_path, task=task, family=family, **training)
+    frame = small_frame(600) if task == "classification" else regression_frame(600)
+    frame.loc[frame.sample(30, random_state=1).index, ["x_num", "color"]] = [np.nan, None]
+    frame.loc[frame.index[-40:], "color"] = "purple"  # a category the fitted rows never have
+    rows, others = np.arange(0, 560, 2), np.arange(1, 600, 2)
+    y = train.encode_target(config, frame["label"])
+    window = train.EncodedWindow(config, frame)
+
+    on_frame, _ = train.fit_model(config, frame.iloc[rows], y[rows], "cpu")
+    on_window, _ = train.fit_model(config, window.rows(rows), y[rows], "cpu")
+
+    expected = train.predict_scores(on_frame, frame, task, others)
+    # A random forest's threads sum its trees in any order: equal to the last bits, not bit for bit.
+    np.testing.assert_allclose(train.scores_of(on_window, window.rows(others), task), expected, rtol=1e-12)
+    np.testing.assert_allclose(train.predict_scores(on_window, frame, task, others), expected, rtol=1e-12)
 
 
 def test_xgboost_early_stops_on_an_inner_split(tmp_path):
