@@ -8,8 +8,10 @@ snapshot the current window through each reader (Arrow and SQLAlchemy, ``source.
 the bare 5-fold training of the configured model (scikit-learn's ``cross_validate``, nothing
 else); per ``--final-model``, train and promote the champion on its window (outside the clock)
 and time one full cycle on the current one; print per-stage wall time, peak RSS, the
-cycle-to-bare-training ratio, the final model and the threads each fit used, and what each
-Airflow task's process pays to start (``orchestration.startup``) before its stage's work.
+cycle-to-bare-training ratio, the final model and the threads each fit used, what each
+Airflow task's process pays to start (``orchestration.startup``) before its stage's work, and
+``retrain_model``'s runs of the demo on a real scheduler against its stages' own durations
+(``orchestration.dagrun_cost``, ``--dagrun``).
 Every step runs in its own process, so each peak RSS is that step's own (a stage's figure is
 the cycle's peak so far). ``--load-only`` measures the readers and nothing else.
 
@@ -214,15 +216,27 @@ def _cycle(root: Path, rows: int) -> dict:
     }
 
 
+def _orchestration(module: str, *args: str, show: bool = False):
+    """``python -m orchestration.<module> ARGS --json F`` with dags/ on the path (its modules know Airflow; this one
+    must not); what it wrote to F. ``show``: its own table goes to stdout."""
+    dags = Path(__file__).resolve().parents[1] / "dags"
+    with tempfile.TemporaryDirectory(prefix=f"{module}-") as tmp:
+        out = Path(tmp) / f"{module}.json"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(dags), os.environ.get("PYTHONPATH")]))}
+        subprocess.run([sys.executable, "-m", f"orchestration.{module}", *args, "--json", str(out)],
+                       env=env, check=True, stdout=None if show else subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
 def task_startup(repeats: int) -> list[dict]:
     """Each Airflow task's start-up before its work (``orchestration.startup``), in fresh interpreters."""
-    dags = Path(__file__).resolve().parents[1] / "dags"
-    with tempfile.TemporaryDirectory(prefix="startup-") as tmp:
-        out = Path(tmp) / "startup.json"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(dags), os.environ.get("PYTHONPATH")]))}
-        subprocess.run([sys.executable, "-m", "orchestration.startup", "--repeats", str(repeats), "--json", str(out)],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
-        return json.loads(out.read_text())
+    return _orchestration("startup", "--repeats", str(repeats))
+
+
+def dagrun_cost(starts: list[str]) -> list[dict]:
+    """retrain_model's runs on a real scheduler, per way of starting tasks (``orchestration.dagrun_cost``): prints
+    its table."""
+    return _orchestration("dagrun_cost", "--start", *starts, show=True)
 
 
 def _in_child(step, *args) -> dict:
@@ -333,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-only", action="store_true", help="measure the readers only (no training, no cycle)")
     parser.add_argument("--startup-repeats", type=int, default=3,
                         help="fresh interpreters per Airflow task for its start-up (median shown; 0: not measured)")
+    parser.add_argument("--dagrun", nargs="+", choices=["preload", "fork", "none"], default=["preload", "fork"],
+                        help="retrain_model's DAG runs on a real scheduler, tasks started each way given "
+                             "(default: both; none: not measured)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     results = []
@@ -348,8 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     if startup:
         print()
         print_startup_table(startup)
+    starts = [start for start in args.dagrun if start != "none"]
+    dagruns = []
+    if starts and not args.load_only:
+        print(flush=True)
+        dagruns = dagrun_cost(starts)
     if args.json:
-        Path(args.json).write_text(json.dumps({"cycles": results, "task_startup": startup}, indent=2))
+        Path(args.json).write_text(json.dumps({"cycles": results, "task_startup": startup, "dagruns": dagruns}, indent=2))
     return 0
 
 

@@ -76,7 +76,7 @@ class OrdinalCodes(BaseEstimator, TransformerMixin):
         encoded = np.empty((len(X), len(self.numeric) + len(self.categorical)), dtype="float32")
         for j, column in enumerate(self.numeric):
             encoded[:, j] = X[column].to_numpy()
-        for j, (column, categories) in enumerate(zip(self.categorical, self.categories_), start=len(self.numeric)):
+        for j, (column, categories) in enumerate(zip(self.categorical, self.categories_, strict=True), start=len(self.numeric)):
             codes = pd.Categorical(X[column], categories=categories).codes
             encoded[:, j] = np.where(codes < 0, np.nan, codes)
         return encoded
@@ -237,7 +237,7 @@ class EncodedWindow:
         """The rows at ``positions`` as ``codes`` (an encoder fitted on other rows of the window) encodes them."""
         matrix = self.encoded[positions]
         first = len(self.codes.numeric)
-        for j, (known, own) in enumerate(zip(self.codes.categories_, codes.categories_), start=first):
+        for j, (known, own) in enumerate(zip(self.codes.categories_, codes.categories_, strict=True), start=first):
             at = np.searchsorted(own, known).clip(max=max(len(own) - 1, 0))
             remap = np.where(own[at] == known, at, np.nan) if len(own) else np.full(len(known), np.nan)
             column = matrix[:, j]

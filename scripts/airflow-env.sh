@@ -20,3 +20,7 @@ mkdir -p "$AIRFLOW_HOME"
 AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$AIRFLOW_HOME/jwt_secret")"
 export AIRFLOW__API_AUTH__JWT_SECRET
 export PATH="$PWD/.venv/bin:$PATH"
+# LocalExecutor's tasks forked from a forkserver that has imported the stages' libraries (dags/orchestration/preload.py).
+export AIRFLOW__SCHEDULER__MP_START_METHOD=forkserver
+AIRFLOW__CORE__MP_FORKSERVER_PRELOAD="$(PYTHONPATH="$PWD/dags" python -m orchestration.preload)"
+export AIRFLOW__CORE__MP_FORKSERVER_PRELOAD

@@ -10,21 +10,11 @@ from __future__ import annotations
 
 import pytest
 
+from orchestration.servers import UNSCHEDULED, AirflowServer, dags_parsed, finished_state, wait_for
 from pipeline import promote, registry
 from pipeline.config import load_config
 from tests.dags.harness import dag_config
-from tests.dags.server import (
-    UNSCHEDULED,
-    AirflowServer,
-    answer,
-    asset_triggered_run,
-    dags_parsed,
-    failed_tasks,
-    finished_state,
-    kill_task_when_logged,
-    task_state,
-    wait_for,
-)
+from tests.dags.server import answer, asset_triggered_run, failed_tasks, kill_task_when_logged, task_state
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -21,12 +21,12 @@ import secrets
 import pytest
 import sqlalchemy as sa
 
+from orchestration.servers import UNSCHEDULED, AirflowServer, dags_parsed, finished_state, group_alive, wait_for
 from pipeline import promote, registry
 from pipeline.config import load_config
 from tests.dags.harness import dag_config
-from tests.dags.server import UNSCHEDULED, AirflowServer, answer, dags_parsed, finished_state, task_state, wait_for
+from tests.dags.server import answer, task_state
 from tests.integration.services import postgres_database
-from tests.processes import group_alive
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from orchestration.servers import free_port
 from pipeline import promote, registry
 from pipeline.cycle import run_cycle
 from tests.integration.conftest import Stack
 from tests.integration.services import MlflowLogin, postgres_unreachable, race_cli, run_cli
-from tests.processes import free_port
 
 MODEL = "demo_churn"
 FIRST_DAY, DRIFTED_DAY = "2026-02-26", "2026-05-28"

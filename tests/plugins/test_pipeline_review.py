@@ -10,11 +10,11 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
+from orchestration.servers import UNSCHEDULED, AirflowServer
 from pipeline.config import load_config
 from pipeline.cycle import run_cycle
 from pipeline.validate import propose_suite, write_suite
 from tests.conftest import config_dict, small_frame, write_config
-from tests.dags.server import UNSCHEDULED, AirflowServer
 
 pytestmark = pytest.mark.timeout(600)
 HOSTILE_COLUMN = "</script><script>alert(1)</script>"

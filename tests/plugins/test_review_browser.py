@@ -13,19 +13,12 @@ from datetime import date
 
 import pytest
 
+from orchestration.servers import UNSCHEDULED, AirflowServer, dags_parsed, finished_state, wait_for
 from pipeline import approval
 from pipeline.config import load_config
 from pipeline.cycle import run_cycle
 from tests.dags.harness import dag_config
-from tests.dags.server import (
-    UNSCHEDULED,
-    AirflowServer,
-    asset_triggered_run,
-    dags_parsed,
-    finished_state,
-    task_state,
-    wait_for,
-)
+from tests.dags.server import asset_triggered_run, task_state
 from tests.plugins.browser import chromium, log_in, quit_browser, screenshot, wait_for_text, wait_until
 
 pytestmark = pytest.mark.timeout(900)
