@@ -17,6 +17,25 @@ from pipeline.config import CLASSIFICATION_METRICS, REGRESSION_METRICS
 HIGHER_IS_BETTER = {"roc_auc": True, "f1": True, "r2": True, "log_loss": False, "rmse": False, "mae": False}
 
 
+def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC (the larger label positive; NaN on one class) from the positives' mid-ranks, ties counted half as
+    ``roc_auc_score``'s trapezoids count them: one sort of the scores, where scikit-learn builds the whole curve
+    (1.1 s against 4.2 s at 10M rows; the gate's evidence takes it per model, per metric and per time bucket)."""
+    classes = np.sort(pd.unique(y_true))  # a hash, not another sort of every row
+    if len(classes) != 2:
+        return float("nan")
+    if np.isnan(scores).any():
+        from sklearn.metrics import roc_auc_score
+
+        return float(roc_auc_score(y_true, scores))  # its error, naming the NaN input
+    _, level, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    mid_rank = np.cumsum(counts) - (counts - 1) / 2  # 1-based: a tie group's ranks averaged
+    positive = y_true == classes[1]
+    positives = int(positive.sum())
+    negatives = len(y_true) - positives
+    return float((mid_rank[level[positive]].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
 def metric_value(name: str, y_true: np.ndarray, scores: np.ndarray) -> float:
     """One metric; NaN where it is undefined (e.g. AUC on rows of a single class)."""
     if len(y_true) == 0:
@@ -25,7 +44,7 @@ def metric_value(name: str, y_true: np.ndarray, scores: np.ndarray) -> float:
     from sklearn import metrics as skm
 
     if name == "roc_auc":
-        return float(skm.roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else float("nan")
+        return roc_auc(np.asarray(y_true), np.asarray(scores))
     if name == "log_loss":
         return float(skm.log_loss(y_true, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1]))
     if name == "f1":

@@ -23,6 +23,24 @@ def test_metric_values(name, y, scores, expected):
     assert (np.isnan(value) and np.isnan(expected)) or value == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("labels", [pytest.param((0, 1), id="zero-one"), pytest.param((3, 7), id="other-labels")])
+@pytest.mark.parametrize("rounding", [pytest.param(None, id="distinct-scores"), pytest.param(1, id="tied-scores")])
+def test_auc_equals_scikit_learns(labels, rounding):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = np.where(rng.random(5_000) < 0.3, labels[1], labels[0])
+    scores = rng.normal(size=5_000) + (y == labels[1])
+    scores = scores if rounding is None else np.round(scores, rounding)
+
+    assert metric_value("roc_auc", y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+
+
+def test_auc_of_scores_with_nan_is_scikit_learns_error():
+    with pytest.raises(ValueError, match="NaN"):
+        metric_value("roc_auc", np.array([0, 1, 1]), np.array([0.2, np.nan, 0.9]))
+
+
 @pytest.mark.parametrize(
     "rounding",
     [pytest.param(None, id="distinct-scores"), pytest.param(1, id="tied-scores")],
