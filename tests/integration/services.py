@@ -269,10 +269,12 @@ def race_cli(
     token = secrets.token_hex(4)
     go = scratch / f"go-{token}"
     ready = [scratch / f"ready-{token}-{i}" for i in range(len(commands))]
+    # This module, run as the child, imports orchestration.servers from dags/, which pytest puts on its own path only.
+    child_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "dags"), env.get("PYTHONPATH")]))}
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.integration.services", str(ready_file), str(go), *command],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            env=child_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         for ready_file, command in zip(ready, commands, strict=True)
     ]
