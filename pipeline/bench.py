@@ -42,8 +42,8 @@ AS_OF = date(2026, 3, 31)
 DAYS = 28
 CHAMPION_AS_OF = AS_OF - timedelta(days=DAYS)
 NUMERIC, CATEGORICAL = 24, 6
-DRIFTED = ("num_01", "num_02", "cat_1")
-TREES = 200  # XGBoost trees per fit, depth 6  # what the current window changes; the rest keeps its distribution
+DRIFTED = ("num_01", "num_02", "cat_1")  # what the current window changes; the rest keeps its distribution
+TREES = 200  # XGBoost trees per fit, depth 6
 # What a warm worker has imported before a cycle's stage runs; the cycle's clock starts after them.
 LIBRARIES = ("great_expectations", "evidently", "mlflow", "xgboost", "sklearn")
 
@@ -89,7 +89,7 @@ def bench_config(data: Path, store: Path, final_model: str = "refit", threads: s
                    "target_column": "target", "features": features},
         "windows": {"current_days": DAYS, "initial_reference_days": DAYS, "min_rows": 1},
         "validation": {"suite": str(data / "suite.json")},
-        # Both measurements train the same 200 trees: early stopping would make the cycle look cheaper than it is.
+        # Both measurements train the same trees: early stopping would make the cycle look cheaper than it is.
         "training": {"family": "xgboost", "device": "cpu", "early_stopping_rounds": None, "final_model": final_model,
                      "threads": threads, "params": {"n_estimators": trees, "max_depth": 6}},
         "evaluation": {"k": 5},

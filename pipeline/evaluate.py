@@ -26,7 +26,7 @@ from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.metrics import ComparedRows, metric_value, task_metrics
 from pipeline.results import EarlierVersions, EvaluationResult, FeatureImportance, FoldResult, VersionOnRows
-from pipeline.train import EncodedWindow, encode_target, fit_model, predict_scores, scores_of
+from pipeline.train import EncodedWindow, FrameRows, encode_target, fit_model, predict_scores
 
 
 @dataclass(frozen=True)
@@ -146,17 +146,15 @@ def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -
     models: list[Pipeline] = []
     keep_models = config.training.final_model == "fold_ensemble"
     encoded = EncodedWindow.of(config, frame)
+    rows = FrameRows(frame) if encoded is None else encoded.rows()
     for number, (train_idx, test_idx) in enumerate(splits, start=1):
         if progress:
             progress(f"fold {number}/{config.evaluation.k}: fitting on {len(train_idx):,} rows")
-        fold_rows = frame.iloc[train_idx] if encoded is None else encoded.rows(train_idx)
-        model, info = fit_model(config, fold_rows, y[train_idx], device)
-        del fold_rows  # the frame path's copy of the fold's rows, freed before the held-out rows are scored
+        model, info = fit_model(config, rows.take(train_idx), y[train_idx], device)
         best_iterations.append(info.best_iteration)
         if keep_models:
             models.append(model)
-        scores[test_idx] = (predict_scores(model, frame, config.task, test_idx) if encoded is None
-                            else scores_of(model, encoded.rows(test_idx), config.task))
+        scores[test_idx] = rows.take(test_idx).scores(model, config.task)
         importance.probe_fold(config, probe, number, model, local_scorer(config))
         folds.append(FoldResult(
             fold=number, train_rows=len(train_idx), test_rows=len(test_idx),

@@ -187,22 +187,29 @@ def encode_target(config: Config, target: pd.Series) -> np.ndarray:
 
 
 class FrameRows:
-    """Rows of a frame, as a pipeline's head (coercion and encoding) fits and encodes them."""
+    """Rows of a frame by position, as a pipeline's head (coercion and encoding) fits and encodes them."""
 
-    def __init__(self, frame: pd.DataFrame):
-        self.frame = frame
+    def __init__(self, frame: pd.DataFrame, positions: np.ndarray | None = None):
+        self.frame, self.positions = frame, positions
 
     def __len__(self) -> int:
-        return len(self.frame)
+        return len(self.frame) if self.positions is None else len(self.positions)
 
     def take(self, positions: np.ndarray) -> FrameRows:
-        return FrameRows(self.frame.iloc[positions])
+        return FrameRows(self.frame, positions if self.positions is None else self.positions[positions])
+
+    def _rows(self) -> pd.DataFrame:
+        return self.frame if self.positions is None else self.frame.iloc[self.positions]
 
     def fit_encode(self, head: Pipeline, y: np.ndarray) -> np.ndarray:
-        return head.fit_transform(self.frame, y)
+        return head.fit_transform(self._rows(), y)
 
     def encode(self, head: Pipeline) -> np.ndarray:
-        return head.transform(self.frame)
+        return head.transform(self._rows())
+
+    def scores(self, model: Pipeline, task: str) -> np.ndarray:
+        """``predict_scores`` of these rows, a chunk at a time (no copy of them)."""
+        return predict_scores(model, self.frame, task, self.positions)
 
 
 class EncodedWindow:
@@ -247,7 +254,7 @@ class EncodedWindow:
 
 
 class WindowRows:
-    """Rows of an ``EncodedWindow`` by position: what ``fit_model`` and ``scores_of`` take in place of a frame."""
+    """Rows of an ``EncodedWindow`` by position: ``FrameRows``' calls, answered from the encoded matrix."""
 
     def __init__(self, window: EncodedWindow, positions: np.ndarray):
         self.window, self.positions = window, positions
@@ -267,8 +274,13 @@ class WindowRows:
     def encode(self, head: Pipeline) -> np.ndarray:
         return self.window.matrix(head[-1], self.positions)
 
+    def scores(self, model: Pipeline, task: str) -> np.ndarray:
+        """``predict_scores`` of these rows, from the window's encoded matrix."""
+        return _scores(model[-1], self.encode(model[:-1]), task)
 
-def fit_model(config: Config, X: pd.DataFrame | WindowRows, y: np.ndarray, device: str) -> tuple[Pipeline, FitInfo]:
+
+def fit_model(config: Config, X: pd.DataFrame | FrameRows | WindowRows, y: np.ndarray,
+              device: str) -> tuple[Pipeline, FitInfo]:
     """Fit one model on a frame's rows or an encoded window's; XGBoost early-stops on an inner validation split
     carved from them."""
     started = time.perf_counter()
@@ -364,11 +376,6 @@ def predict_scores(model: Pipeline | FoldEnsemble, X: pd.DataFrame, task: str,
     chunks = [_scores(model, X.iloc[positions[start:start + SCORED_ROWS_AT_ONCE]], task)
               for start in range(0, len(positions), SCORED_ROWS_AT_ONCE)]
     return np.concatenate(chunks) if chunks else np.array([], dtype="float64")
-
-
-def scores_of(model: Pipeline, rows: WindowRows, task: str) -> np.ndarray:
-    """``predict_scores`` of a window's rows from the window's encoded matrix."""
-    return _scores(model[-1], rows.encode(model[:-1]), task)
 
 
 def _scores(model: Pipeline | FoldEnsemble, X: pd.DataFrame | np.ndarray, task: str) -> np.ndarray:

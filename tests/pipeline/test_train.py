@@ -82,7 +82,7 @@ def test_a_fit_on_an_encoded_windows_rows_is_the_fit_on_those_rows(tmp_path, tas
 
     expected = train.predict_scores(on_frame, frame, task, others)
     # A random forest's threads sum its trees in any order: equal to the last bits, not bit for bit.
-    np.testing.assert_allclose(train.scores_of(on_window, window.rows(others), task), expected, rtol=1e-12)
+    np.testing.assert_allclose(window.rows(others).scores(on_window, task), expected, rtol=1e-12)
     np.testing.assert_allclose(train.predict_scores(on_window, frame, task, others), expected, rtol=1e-12)
 
 
