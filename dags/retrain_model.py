@@ -61,6 +61,8 @@ def train_or_stop(context: dict, drift: dict, quality: dict) -> str:
                        description="Train even when the checks find nothing the config's retrain_on retrains for."),
         "family": Param(CONFIG.training.family, type="string", enum=runtime.families_for(CONFIG.task), title="Model family"),
         "k": Param(CONFIG.evaluation.k, type="integer", minimum=2, maximum=20, title="Folds (k)"),
+        "tune_trials": Param(CONFIG.training.search.trials, type="integer", minimum=0, maximum=1000, title="Tune (trials)",
+                             description="Hyperparameter search trials inside the k-fold (training.search); 0: off."),
         "auto_approve": Param(CONFIG.promotion.approval == "auto", type="boolean", title="Auto-approve",
                               description="Promote a candidate that passes the gate without asking (dev/demo)."),
         # Optional text fields allow null: Airflow's form treats a plain string as required and blocks Trigger.

@@ -79,7 +79,7 @@ def current_frame(rows: int) -> pd.DataFrame:
 
 
 def bench_config(data: Path, store: Path, final_model: str = "refit", threads: str | int = "auto",
-                 trees: int = TREES) -> dict:
+                 trees: int = TREES, search: int = 0) -> dict:
     """The config of one measurement: the warehouse and suite in ``data``, registry and runs in ``store``."""
     features = {"numeric": [f"num_{i:02d}" for i in range(NUMERIC)], "categorical": [f"cat_{i}" for i in range(CATEGORICAL)]}
     return {
@@ -91,7 +91,8 @@ def bench_config(data: Path, store: Path, final_model: str = "refit", threads: s
         "validation": {"suite": str(data / "suite.json")},
         # Both measurements train the same trees: early stopping would make the cycle look cheaper than it is.
         "training": {"family": "xgboost", "device": "cpu", "early_stopping_rounds": None, "final_model": final_model,
-                     "threads": threads, "params": {"n_estimators": trees, "max_depth": 6}},
+                     "threads": threads, "params": {"n_estimators": trees, "max_depth": 6},
+                     "search": {"trials": search}},
         "evaluation": {"k": 5},
         "registry": {"tracking_uri": f"sqlite:///{store / 'mlflow.db'}", "artifact_root": str(store / "artifacts")},
         "promotion": {"approval": "auto", "database_url": f"sqlite:///{store / 'pipeline.db'}"},
@@ -100,11 +101,11 @@ def bench_config(data: Path, store: Path, final_model: str = "refit", threads: s
 
 
 def write_config(data: Path, store: Path, final_model: str = "refit", threads: str | int = "auto",
-                 trees: int = TREES) -> None:
+                 trees: int = TREES, search: int = 0) -> None:
     import yaml
 
     store.mkdir(parents=True, exist_ok=True)
-    (store / "config.yaml").write_text(yaml.safe_dump(bench_config(data, store, final_model, threads, trees)))
+    (store / "config.yaml").write_text(yaml.safe_dump(bench_config(data, store, final_model, threads, trees, search)))
 
 
 def _config(root: Path):
@@ -175,11 +176,11 @@ def _bare_training(root: Path, rows: int) -> dict:
     return {"bare_5fold_s": time.perf_counter() - started, "bare_peak_rss_mb": peak_rss_mb(), "bare_threads": threads}
 
 
-def _champion(root: Path, rows: int) -> dict:
+def _champion(root: Path, rows: int, as_of: date = CHAMPION_AS_OF) -> dict:
     """v1, trained on the champion's window and promoted (auto approval): the cycle then has a champion to beat."""
     from pipeline.cycle import run_cycle
 
-    outcome = run_cycle(_config(root), CHAMPION_AS_OF)
+    outcome = run_cycle(_config(root), as_of)
     if outcome.version is None:
         raise RuntimeError(f"the champion's cycle ended {outcome.status.value}, no version to compare with")
     return {"champion_version": outcome.version.version}
@@ -213,6 +214,7 @@ def _cycle(root: Path, rows: int) -> dict:
         "compared_rows": outcome.verdict.compare_rows if outcome.verdict else 0,
         "drifted": [f.feature for f in drift.features if f.drifted] if drift else [],
         "final_model": config.training.final_model, "threads": resolve_threads(config),
+        "search": config.training.search.trials, "tuning": outcome.evaluation.tuning if outcome.evaluation else None,
     }
 
 
@@ -247,8 +249,10 @@ def _in_child(step, *args) -> dict:
 
 
 def run(rows: int, final_models: list[str], threads: str | int = "auto", load_only: bool = False,
-        readers: tuple[str, ...] = READERS, trees: int = TREES) -> list[dict]:
-    """One warehouse, its reads and one bare training per size, then one cycle per final model, each in a fresh registry."""
+        readers: tuple[str, ...] = READERS, trees: int = TREES, search: int = 0) -> list[dict]:
+    """One warehouse, its reads and one bare training per size, then one cycle per final model, each in a fresh
+    registry; with ``search``, one more (a refit) tuned by that many trials, against a champion a week older than
+    the current window's end (the trials are scored on its three weeks, the gate compares on the fourth)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
         write_config(root, root, threads=threads, trees=trees)
@@ -263,6 +267,11 @@ def run(rows: int, final_models: list[str], threads: str | int = "auto", load_on
             store = root / final_model
             write_config(root, store, final_model, threads, trees)
             champion = _in_child(_champion, store, rows)
+            results.append(shared | champion | _in_child(_cycle, store, rows))
+        if search:
+            store = root / "search"
+            write_config(root, store, "refit", threads, trees, search)
+            champion = _in_child(_champion, store, rows, AS_OF - timedelta(days=7))
             results.append(shared | champion | _in_child(_cycle, store, rows))
         return results
 
@@ -295,7 +304,7 @@ def print_table(results: list[dict]) -> None:
         return f"{'':16}{value:>9}  "
 
     line("", [timed(f"{r['rows']:,} rows") for r in results])
-    line("", [timed(r["final_model"]) for r in results])
+    line("", [timed(r["final_model"] + (f", search {r['search']}" if r["search"] else "")) for r in results])
     line("stage", [f"{'time':>15} {'peak RSS':>9}  " for _ in results])
     print("-" * (22 + 27 * len(results)))
     for stage in STAGES:
@@ -315,6 +324,9 @@ def print_table(results: list[dict]) -> None:
     line("k-fold AUC", [timed(f"{r['auc']:.4f}") for r in results])
     line("threads per fit", [timed(f"{r['threads']} (bare {r['bare_threads']})") for r in results])
     line("status", [timed(r["status"]) for r in results])
+    tuned = [r for r in results if r["tuning"]]
+    for r in tuned:
+        print(f"search ({r['rows']:,} rows): {r['tuning']}")
 
 
 def print_startup_table(rows: list[dict]) -> None:
@@ -350,18 +362,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dagrun", nargs="+", choices=["preload", "fork", "none"], default=["preload", "fork"],
                         help="retrain_model's DAG runs on a real scheduler, tasks started each way given "
                              "(default: both; none: not measured)")
+    parser.add_argument("--search", type=int, default=0, metavar="N",
+                        help="also an N-trial training.search: a tuned cycle per size, and the demos' train stage "
+                             "tuned vs untuned (pipeline.bench_search); default 0: not measured")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     results = []
     for rows in args.rows:
         print(f"benchmarking {rows:,} rows x {NUMERIC + CATEGORICAL} features ...", file=sys.stderr, flush=True)
-        results += run(rows, args.final_model, args.threads, args.load_only, tuple(args.readers), args.trees)
+        results += run(rows, args.final_model, args.threads, args.load_only, tuple(args.readers), args.trees,
+                       args.search)
     startup = task_startup(args.startup_repeats) if args.startup_repeats and not args.load_only else []
     # One load row per size: the cycles of one size share its warehouse and its reads.
     print_load_table(list({r["rows"]: r for r in results}.values()))
     if not args.load_only:
         print()
         print_table(results)
+    searches = []
+    if args.search and not args.load_only:
+        from pipeline import bench_search
+
+        searches = [_in_child(bench_search.measure, task, args.search) for task in bench_search.DEMOS]
+        print()
+        bench_search.print_table(searches)
     if startup:
         print()
         print_startup_table(startup)
@@ -371,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         print(flush=True)
         dagruns = dagrun_cost(starts)
     if args.json:
-        Path(args.json).write_text(json.dumps({"cycles": results, "task_startup": startup, "dagruns": dagruns}, indent=2))
+        Path(args.json).write_text(json.dumps({"cycles": results, "task_startup": startup, "dagruns": dagruns,
+                                               "searches": searches}, indent=2, default=str))
     return 0
 
 

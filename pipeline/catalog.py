@@ -24,13 +24,14 @@ from pipeline.record import (
     FAILED_BATCH,
     GATE,
     REPORTS,
+    SEARCH,
     VALIDATION,
     JsonFile,
     RunSummary,
     Status,
     find_run,
 )
-from pipeline.results import EarlierVersions, EvaluationResult, Evidence, GateVerdict, ValidationResult
+from pipeline.results import EarlierVersions, EvaluationResult, Evidence, GateVerdict, SearchSummary, ValidationResult
 from pipeline.storage import is_remote
 
 KINDS: tuple[registry.CycleKind, ...] = ("retrain", "monitor")
@@ -126,6 +127,11 @@ def gate_verdict(config: Config, cycle_id: str) -> GateVerdict:
 def evaluation(config: Config, cycle_id: str) -> EvaluationResult:
     """The candidate's k-fold evaluation: every fold's metrics, whether or not a champion was compared."""
     return _read(config, cycle_id, EVALUATION)
+
+
+def search(config: Config, cycle_id: str) -> SearchSummary:
+    """The cycle's hyperparameter search: every finished trial (a cycle that ran none has no record)."""
+    return _read(config, cycle_id, SEARCH)
 
 
 def evidence(config: Config, cycle_id: str) -> Evidence:

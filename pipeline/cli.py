@@ -77,6 +77,14 @@ def _decide(args, approved: bool) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from pipeline.cycle import join_search
+
+    ran = join_search(_config(args), args.cycle_id, args.worker, progress=_progress)
+    print(f"ran {ran} trials of cycle {args.cycle_id}'s search")
+    return 0
+
+
 def cmd_promote(args) -> int:
     return _decide(args, approved=True)
 
@@ -225,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--as-of", default="latest", help="YYYY-MM-DD, or 'latest' (the newest day in the source)")
         cmd.add_argument("--cycle-id", help="cycle id (default: <model>-<as-of>); re-running an id reuses its run")
         cmd.set_defaults(func=cmd_cycle, until=until)
+
+    help_text = "run trials of a cycle's hyperparameter search (training.search) beside its train task, until its budget is met"
+    cmd = sub.add_parser("tune", parents=[common], help=help_text, description=help_text)
+    cmd.add_argument("--cycle-id", required=True, help="the cycle whose study to join (its train task opens it)")
+    cmd.add_argument("--worker", type=int, default=1, help="this worker's number: seeds its sampler apart from the others'")
+    cmd.set_defaults(func=cmd_tune)
 
     cmd = sub.add_parser("promote", parents=[common, actor], help="make a gated version the champion")
     cmd.add_argument("--version", required=True)

@@ -174,10 +174,86 @@ class Drift(_Strict):
     top_features: int = Field(default=5, gt=0)
 
 
+ParamValue = float | int | str | bool
+
+
+class ParamRange(_Strict):
+    """One tuned parameter: numbers from ``low`` to ``high`` (``int`` or ``float``; ``log``: sampled on a log scale,
+    ``step``: on a grid), or one of ``choices`` (``categorical``)."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+    choices: list[ParamValue] | None = None
+
+    @model_validator(mode="after")
+    def _a_range_or_choices(self) -> ParamRange:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty `choices` list")
+            if self.low is not None or self.high is not None or self.log or self.step is not None:
+                raise ValueError("a categorical parameter takes `choices` only (no low, high, log or step)")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"an {self.type} parameter takes low and high, not `choices` (use type: categorical)")
+        if self.low is None or self.high is None:
+            raise ValueError(f"an {self.type} parameter needs `low` and `high`")
+        if not self.low < self.high:
+            raise ValueError(f"low {self.low:g} must be below high {self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scaled range must start above 0 (low is {self.low:g})")
+        if self.log and self.step is not None:
+            raise ValueError("a range is either log-scaled or stepped, not both")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"an int parameter needs whole low and high (got {self.low:g}, {self.high:g})")
+        return self
+
+
+class Search(_Strict):
+    """Hyperparameter search inside the cycle's k-fold (pipeline/search.py); off while ``trials`` is 0."""
+
+    trials: int = Field(default=0, ge=0, description="Trials per cycle (the fixed training.params is the first); 0: off.")
+    timeout_s: float | None = Field(default=None, gt=0, description="Stop starting trials after this many seconds.")
+    sampler: Literal["tpe", "random"] = Field(default="tpe", description="Optuna's sampler, seeded by training.seed.")
+    pruner: Literal["halving", "median", "none"] = Field(
+        default="halving",
+        description="halving (successive halving): a trial goes on past fold 1, and past fold 3, only while its "
+                    "running k-fold mean is among the best third of the trials' there; median: it stops after a "
+                    "fold where it is worse than the median of earlier trials'; none: every trial runs all k folds.",
+    )
+    spaces: dict[str, dict[str, ParamRange]] = Field(
+        default_factory=dict,
+        description="Per family, the parameters searched and their ranges; a family not named here searches its "
+                    "default space (pipeline/families.py).",
+    )
+
+    @field_validator("spaces")
+    @classmethod
+    def _known_parameters(cls, spaces: dict[str, dict[str, ParamRange]]) -> dict[str, dict[str, ParamRange]]:
+        for family, space in spaces.items():
+            if family not in FAMILIES:
+                raise ValueError(f"spaces names {family!r}, which is not one of {', '.join(FAMILIES)}")
+            unknown = sorted(set(space) - set(FAMILIES[family].tunable))
+            if unknown:
+                raise ValueError(f"spaces.{family} names {unknown}, which {family} cannot tune; its tunable "
+                                 f"parameters: {', '.join(FAMILIES[family].tunable)}")
+            if not space:
+                raise ValueError(f"spaces.{family} is empty: name at least one parameter, or leave the family out")
+        return spaces
+
+    def space(self, family: str) -> dict[str, ParamRange]:
+        """The parameters searched for ``family``: the config's space for it, else the family's default."""
+        if family in self.spaces:
+            return self.spaces[family]
+        return {name: ParamRange.model_validate(spec) for name, spec in FAMILIES[family].default_space.items()}
+
+
 class Training(_Strict):
     family: str = Field(default="xgboost", description=f"One of {', '.join(FAMILIES)} (pipeline/families.py).")
     device: Device = "auto"
-    params: dict[str, float | int | str | bool] = Field(default_factory=dict, description="Passed to the estimator.")
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="Passed to the estimator.")
     early_stopping_rounds: int | None = Field(default=20, gt=0)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     threads: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
@@ -191,6 +267,12 @@ class Training(_Strict):
                     "k fold models averaged are the candidate.",
     )
     seed: int = 42
+    search: Search = Search()
+    checkpoint_every_s: float | None = Field(
+        default=60, gt=0,
+        description="A family that checkpoints (xgboost) saves a fit's progress to the cycle's run directory this "
+                    "often, so a killed train task resumes the fit; None: no checkpoints.",
+    )
     queue: str | None = Field(
         default=None, description="Airflow/Celery queue for the train task (e.g. `gpu`); None: the default queue."
     )
@@ -211,7 +293,7 @@ class Training(_Strict):
 
     @field_validator("params")
     @classmethod
-    def _threads_set_once(cls, params: dict[str, float | int | str | bool]) -> dict[str, float | int | str | bool]:
+    def _threads_set_once(cls, params: dict[str, ParamValue]) -> dict[str, ParamValue]:
         for name in THREAD_PARAMS:
             if name in params:
                 raise ValueError(f"{name!r} sets a thread count: use training.threads (auto or a number), "
@@ -429,6 +511,12 @@ class Config(_Strict):
         if self.training.final_model == "fold_ensemble" and self.evaluation.split == "time":
             raise ValueError("training.final_model 'fold_ensemble' needs an evaluation.split other than 'time': "
                              "no fold model of the time split trains on the window's newest rows")
+        if self.training.search.trials and self.compute.engine == "dask":
+            raise ValueError("training.search runs its trials in this process: use compute.engine 'local', "
+                             "or training.search.trials 0")
+        if self.training.search.trials and not self.training.search.space(family.name):
+            raise ValueError(f"training.search: family {family.name!r} has no default space; "
+                             f"give training.search.spaces.{family.name}")
         unknown = set(self.drift.per_feature) - set(self.source.features.all)
         if unknown:
             raise ValueError(f"drift.per_feature names columns that are not features: {sorted(unknown)}")

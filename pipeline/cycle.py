@@ -24,12 +24,13 @@ from datetime import date
 from pipeline import data, locks, promote, registry
 from pipeline.approval import auto_approval, decide, settle
 from pipeline.config import Config
-from pipeline.errors import PipelineError, PromotionRefused
+from pipeline.errors import ConfigError, PipelineError, PromotionRefused
 from pipeline.record import (
     APPROVAL,
     CANDIDATE,
     CHAMPION_SCORES,
     COMPARED,
+    CONFIG_FILE,
     DRIFT,
     DRIFT_REPORT,
     EARLIER_VERSIONS,
@@ -40,6 +41,7 @@ from pipeline.record import (
     IMPORTANCE,
     QUALITY,
     REGISTRATION,
+    SEARCH,
     STATUS,
     VALIDATION,
     VALIDATION_REPORT,
@@ -238,14 +240,16 @@ def finish_without_training(cycle: CycleRecord) -> None:
 
 def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> EvaluationResult:
     """k-fold evaluate the candidate (and the champion on the same unseen rows), then make the final candidate:
-    a fit on the whole window or the fold models' ensemble (``training.final_model``)."""
+    a fit on the whole window or the fold models' ensemble (``training.final_model``); with ``training.search``,
+    the candidate's parameters are searched on the same folds first."""
     import joblib
 
-    from pipeline.evaluate import compare_with_champion, fit_folds, review_scores
+    from pipeline.evaluate import FoldPlan, compare_with_champion, fit_folds, probe_importance, review_scores
     from pipeline.train import final_candidate, resolve_device
 
     config = cycle.config
     windows = windows or cycle.require(WINDOWS)
+    tuning = None
 
     def progress(message: str) -> None:
         cycle.progress(f"[train] {message}")
@@ -256,6 +260,10 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
         if config.compute.engine == "dask":
             from pipeline.distributed import train_on_cluster
 
+            if config.training.search.trials:
+                raise ConfigError("training.search runs its trials in this process: set compute.engine 'local' "
+                                  "or Tune (trials) 0")
+
             trained = train_on_cluster(config, cycle.url_of(snapshot_file("current")), windows.current.start,
                                        windows.current.end, champion, cycle.cycle_id, progress=progress)
             evaluation, compared, model, info = trained.evaluation, trained.compared, trained.model, trained.final_fit
@@ -263,10 +271,30 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
         else:
             device = resolve_device(config)
             frame = cycle.frame("current")
-            folds = fit_folds(config, frame, device, progress)
+            plan = FoldPlan.of(config, frame)
+            folds = None
+            if config.training.search.trials:
+                from pipeline.search import with_params
+
+                tuning = _tune(cycle, frame, device, plan, windows, progress)
+                config, folds = with_params(config, tuning.params), tuning.folds
+                cycle.write(SEARCH, tuning.summary)
+            checkpoints = _checkpoints(cycle, config, windows.current.sha256, device)
+            if folds is None:
+                folds = fit_folds(config, frame, device, progress, plan=plan, checkpoints=checkpoints)
+            else:
+                progress(f"the chosen trial's {len(folds.folds)} folds are the candidate's k-fold")
+                probe_importance(config, frame, folds)
+                if config.training.final_model != "fold_ensemble":
+                    folds.models = []
             evaluation, compared = compare_with_champion(config, frame, folds, champion)
             review = review_scores(config, frame, folds, champion, cycle.cycle_id)
-            model, info = final_candidate(config, frame, folds.y, folds.models, device, progress, folds.encoded)
+            model, info = final_candidate(config, frame, folds.y, folds.models, device, progress, folds.encoded,
+                                          checkpoints.of("final") if checkpoints else None)
+            if info.resumed_rounds:
+                progress(f"final fit resumed from its checkpoint at round {info.resumed_rounds}")
+        evaluation.params = dict(config.training.params)
+        evaluation.tuning = tuning.summary.describe() if tuning else None
         cycle.write(EARLIER_VERSIONS, review.earlier)
         if review.importance is not None:
             cycle.write(IMPORTANCE, review.importance)
@@ -277,7 +305,62 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
             joblib.dump(model, path)
         cycle.write(EVALUATION, evaluation)
         cycle.log_evaluation(evaluation, info.best_iteration, info.seconds)
+        if tuning is not None:
+            cycle.log_search(tuning.summary)
     return evaluation
+
+
+def _tune(cycle: CycleRecord, frame, device: str, plan, windows: Windows, progress):
+    from pipeline.search import tune
+
+    name, champion_window, warm = _search_of(cycle.config, cycle, windows)
+    return tune(cycle.config, frame, device, plan, name, champion_window, warm, progress)
+
+
+def _search_of(config: Config, cycle: CycleRecord, windows: Windows):
+    """A cycle's study name, the champion's training window (whose rows the trials are scored on) and its
+    (version, parameters) to warm-start from, where its version records them."""
+    from pipeline.search import study_name
+
+    champion_window, warm = None, None
+    if windows.champion_version is not None:
+        tags = VersionTags.of(registry.get_version(config, windows.champion_version))
+        champion_window = tags.window
+        warm = (windows.champion_version, tags.params) if tags.params and tags.window else None
+    return study_name(config, cycle.cycle_id, windows.current.sha256, champion_window), champion_window, warm
+
+
+def join_search(config: Config, cycle_id: str, worker: int, progress: Progress | None = None) -> int:
+    """Run trials of a cycle's search from another process (``pipeline tune``), with the settings the cycle recorded
+    (a trigger form's family, k and trials included); no lock: any number of processes share the study."""
+    import yaml
+
+    from pipeline.config import Evaluation, Training
+    from pipeline.search import join
+    from pipeline.train import resolve_device
+
+    cycle = CycleRecord.find(config, cycle_id, ("retrain",), progress)
+    recorded = yaml.safe_load(cycle.local_path(CONFIG_FILE).read_text(encoding="utf-8"))
+    config = config.model_copy(update={"training": Training.model_validate(recorded["training"]),
+                                       "evaluation": Evaluation.model_validate(recorded["evaluation"])})
+    if not config.training.search.trials:
+        raise PipelineError(f"cycle {cycle_id} runs no search (training.search.trials is 0)")
+    name, champion_window, warm = _search_of(config, cycle, cycle.require(WINDOWS))
+    return join(config, cycle.frame("current"), resolve_device(config), name, champion_window, worker, warm,
+                progress or cycle.progress)
+
+
+def _checkpoints(cycle: CycleRecord, config: Config, window_sha256: str, device: str):
+    """The train stage's fit checkpoints, keyed by everything a fit depends on; None when they are off."""
+    from pipeline.checkpoint import Checkpoints
+
+    training, evaluation = config.training, config.evaluation
+    if training.checkpoint_every_s is None:
+        return None
+    return Checkpoints(cycle.storage, training.checkpoint_every_s, {
+        "family": training.family, "params": training.params, "seed": training.seed, "device": device,
+        "early_stopping": [training.early_stopping_rounds, training.validation_fraction],
+        "k": evaluation.k, "split": evaluation.split, "window": window_sha256})
 
 
 def _scores_column(version: str, windows: Windows) -> str:
@@ -356,14 +439,14 @@ def register_stage(
     if not verdict.passed:
         raise PromotionRefused(f"cycle {cycle.cycle_id} has no passing gate verdict; nothing to register")
     current = (windows or cycle.require(WINDOWS)).current
-    device = (evaluation or cycle.require(EVALUATION)).device
+    evaluation = evaluation or cycle.require(EVALUATION)
     with cycle.stage("register"):
         model = joblib.load(cycle.local_path(CANDIDATE))
         example = cycle.head("current", 5)[config.source.features.all]
         # Integer columns in a signature reject missing values at serving time; the model takes floats.
         example = example.astype({column: "float64" for column in config.source.features.numeric})
         previous = registry.alias_version(config, registry.CHALLENGER)
-        tags = VersionTags.of_candidate(cycle.cycle_id, verdict, current, device, config.training.family)
+        tags = VersionTags.of_candidate(cycle.cycle_id, verdict, current, evaluation, config.training.family)
         version = registry.register_candidate(
             config, cycle.run_id, model, example, tags, progress=lambda m: cycle.progress(f"[register] {m}"),
         )

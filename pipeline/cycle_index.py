@@ -95,7 +95,7 @@ def _fill_from_mlflow(config: Config) -> None:
         if _is_filled(conn, config):
             return
     recorded = [RunSummary.of(run, kind) for kind in ("retrain", "monitor")
-                for run in registry.all_runs(config, kind, "tags.cycle_id != ''")]
+                for run in registry.all_runs(config, kind)]
     try:
         with engine.begin() as conn:
             if _is_filled(conn, config):  # another process filled it meanwhile

@@ -22,11 +22,12 @@ from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, Str
 from sklearn.pipeline import Pipeline
 
 from pipeline import importance
+from pipeline.checkpoint import Checkpoints
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.metrics import ComparedRows, metric_value, task_metrics
 from pipeline.results import EarlierVersions, EvaluationResult, FeatureImportance, FoldResult, VersionOnRows
-from pipeline.train import EncodedWindow, FrameRows, encode_target, fit_model, predict_scores
+from pipeline.train import EncodedWindow, FitInfo, FrameRows, WindowRows, encode_target, fit_model, predict_scores
 
 
 @dataclass(frozen=True)
@@ -131,37 +132,81 @@ class CandidateFolds:
     encoded: EncodedWindow | None = field(default=None, repr=False)
 
 
-def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None) -> CandidateFolds:
-    """Fit the candidate on each fold's training rows and score the rows it held out (and its importance probe)."""
+@dataclass
+class FoldPlan:
+    """What every k-fold of one window shares: the encoded target, the folds, and (tree families) the window encoded
+    once; a search's trials and the candidate's k-fold all run on one plan."""
+
+    y: np.ndarray
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    fold: np.ndarray  # the fold each row was held out in (1-based; 0: none)
+    encoded: EncodedWindow | None
+    rows: FrameRows | WindowRows
+
+    @classmethod
+    def of(cls, config: Config, frame: pd.DataFrame) -> FoldPlan:
+        y = encode_target(config, frame[config.source.target_column])
+        splits = list(fold_indices(config, frame, y))
+        fold_of_row = np.zeros(len(frame), dtype="int64")
+        for number, (_, test_idx) in enumerate(splits, start=1):
+            fold_of_row[test_idx] = number
+        encoded = EncodedWindow.of(config, frame)
+        return cls(y, splits, fold_of_row, encoded, FrameRows(frame) if encoded is None else encoded.rows())
+
+
+# Called after each fold with (fold number, its held-out rows, their scores, its fit); it may raise to stop the k-fold.
+FoldHook = Callable[[int, np.ndarray, np.ndarray, FitInfo], None]
+
+
+def fit_folds(config: Config, frame: pd.DataFrame, device: str, progress=None, plan: FoldPlan | None = None,
+              after_fold: FoldHook | None = None, keep_models: bool | None = None, probe: bool = True,
+              checkpoints: Checkpoints | None = None) -> CandidateFolds:
+    """Fit the candidate on each fold's training rows and score the rows it held out (and, ``probe``, its importance
+    probe). ``keep_models``: keep the fold models (default: when the final model is made of them)."""
     started = time.perf_counter()
-    y = encode_target(config, frame[config.source.target_column])
-    splits = list(fold_indices(config, frame, y))
-    scores, fold_of_row = np.full(len(frame), np.nan), np.zeros(len(frame), dtype="int64")
-    for number, (_, test_idx) in enumerate(splits, start=1):
-        fold_of_row[test_idx] = number
-    probe_rows = importance.probe_rows(config, fold_of_row)
-    probe = importance.new_probe(config, probe_rows, frame.iloc[probe_rows], y[probe_rows], fold_of_row[probe_rows])
+    plan = plan or FoldPlan.of(config, frame)
+    y, fold_of_row = plan.y, plan.fold
+    scores = np.full(len(frame), np.nan)
+    importance_probe = None
+    if probe:
+        probe_rows = importance.probe_rows(config, fold_of_row)
+        importance_probe = importance.new_probe(config, probe_rows, frame.iloc[probe_rows], y[probe_rows],
+                                                fold_of_row[probe_rows])
     folds: list[FoldResult] = []
     best_iterations: list[int | None] = []
     models: list[Pipeline] = []
-    keep_models = config.training.final_model == "fold_ensemble"
-    encoded = EncodedWindow.of(config, frame)
-    rows = FrameRows(frame) if encoded is None else encoded.rows()
-    for number, (train_idx, test_idx) in enumerate(splits, start=1):
+    if keep_models is None:
+        keep_models = config.training.final_model == "fold_ensemble"
+    for number, (train_idx, test_idx) in enumerate(plan.splits, start=1):
         if progress:
             progress(f"fold {number}/{config.evaluation.k}: fitting on {len(train_idx):,} rows")
-        model, info = fit_model(config, rows.take(train_idx), y[train_idx], device)
+        checkpoint = checkpoints.of(f"fold-{number}") if checkpoints else None
+        model, info = fit_model(config, plan.rows.take(train_idx), y[train_idx], device, checkpoint)
+        if progress and info.resumed_rounds:
+            progress(f"fold {number}: resumed from its checkpoint at round {info.resumed_rounds}")
         best_iterations.append(info.best_iteration)
         if keep_models:
             models.append(model)
-        scores[test_idx] = rows.take(test_idx).scores(model, config.task)
-        importance.probe_fold(config, probe, number, model, local_scorer(config))
+        scores[test_idx] = plan.rows.take(test_idx).scores(model, config.task)
+        if importance_probe is not None:
+            importance.probe_fold(config, importance_probe, number, model, local_scorer(config))
         folds.append(FoldResult(
             fold=number, train_rows=len(train_idx), test_rows=len(test_idx),
             metrics={name: metric_value(name, y[test_idx], scores[test_idx]) for name in task_metrics(config.task)},
         ))
+        if after_fold:
+            after_fold(number, test_idx, scores[test_idx], info)
     return CandidateFolds(y, scores, fold_of_row, folds, best_iterations, device, time.perf_counter() - started,
-                          models, probe, encoded)
+                          models, importance_probe, plan.encoded)
+
+
+def probe_importance(config: Config, frame: pd.DataFrame, candidate: CandidateFolds) -> None:
+    """The importance probe of folds fitted without one (a search's trial), from their kept models."""
+    probe_rows = importance.probe_rows(config, candidate.fold)
+    candidate.probe = importance.new_probe(config, probe_rows, frame.iloc[probe_rows], candidate.y[probe_rows],
+                                           candidate.fold[probe_rows])
+    for number, model in enumerate(candidate.models, start=1):
+        importance.probe_fold(config, candidate.probe, number, model, local_scorer(config))
 
 
 def local_scorer(config: Config):

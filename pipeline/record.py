@@ -43,6 +43,7 @@ from pipeline.results import (
     FeatureImportance,
     GateVerdict,
     ModelQuality,
+    SearchSummary,
     ValidationResult,
     Windows,
     WindowSnapshot,
@@ -315,6 +316,7 @@ VALIDATION = JsonFile("validation.json", ValidationResult.from_dict, ValidationR
 DRIFT = JsonFile("drift.json", DriftResult.from_dict, DriftResult.to_dict)
 QUALITY = JsonFile("quality.json", ModelQuality.from_dict, ModelQuality.to_dict)
 EVALUATION = JsonFile("evaluation.json", EvaluationResult.from_dict, EvaluationResult.to_dict)
+SEARCH = JsonFile("search.json", SearchSummary.from_dict, SearchSummary.to_dict)
 GATE = JsonFile("gate.json", GateVerdict.from_dict, GateVerdict.to_dict)
 EVIDENCE = JsonFile("evidence.json", Evidence.from_dict, Evidence.to_dict)
 EARLIER_VERSIONS = JsonFile("earlier_versions.json", EarlierVersions.from_dict, EarlierVersions.to_dict)
@@ -366,6 +368,7 @@ class VersionTags:
     window_sha256: str | None = None
     device: str | None = None
     family: str | None = None
+    params: dict[str, Any] | None = None  # the estimator's parameters it trained with (tuned or training.params)
     approval: str | None = None  # "approved" | "rejected": a person or a policy decided
     decided_by: str | None = None
 
@@ -394,11 +397,13 @@ class VersionTags:
             window_start=day("window.start"), window_end=day("window.end"),
             window_rows=int(tags["window.rows"]) if tags.get("window.rows") else None,
             window_sha256=tags.get("window.sha256"), device=tags.get("device"), family=tags.get("family"),
+            params=json.loads(tags["training.params"]) if tags.get("training.params") else None,
             approval=tags.get("approval"), decided_by=tags.get("approved_by") or tags.get("rejected_by"),
         )
 
     @staticmethod
-    def of_candidate(cycle_id: str, verdict: GateVerdict, current: WindowSnapshot, device: str, family: str) -> dict[str, str]:
+    def of_candidate(cycle_id: str, verdict: GateVerdict, current: WindowSnapshot, evaluation: EvaluationResult,
+                     family: str) -> dict[str, str]:
         def optional(value: float | None, spec: str) -> str:
             return "" if value is None else format(value, spec)
 
@@ -408,7 +413,9 @@ class VersionTags:
             "gate.primary_metric": verdict.primary_metric, "gate.candidate_mean": f"{verdict.candidate_mean:.6f}",
             "gate.improvement": optional(verdict.improvement, ".6f"), "gate.p_value": optional(verdict.p_value, ".6g"),
             "window.start": current.start.isoformat(), "window.end": current.end.isoformat(),
-            "window.rows": str(current.rows), "window.sha256": current.sha256, "device": device, "family": family,
+            "window.rows": str(current.rows), "window.sha256": current.sha256, "device": evaluation.device,
+            "family": family, "training.params": json.dumps(evaluation.params, sort_keys=True),
+            **({"search": evaluation.tuning[:4500]} if evaluation.tuning else {}),
         }
 
     @staticmethod
@@ -771,6 +778,27 @@ class CycleRecord:
             step_metrics={f"fold.{n}": [f.metrics[n] for f in evaluation.folds] for n in names},
             tags={"device": evaluation.device},
         )
+
+    def log_search(self, summary: SearchSummary) -> None:
+        """The search's outcome on the cycle's run, and each finished trial as a child run of it (once: a resumed
+        search logs only the trials it finished since)."""
+        self.log(tags={"search": summary.describe()[:4500], "search.study": summary.study,
+                       "search.best_params": json.dumps(summary.best_params, sort_keys=True)[:4500]},
+                 metrics={"search.trials": len(summary.trials), "search.pruned": summary.count("pruned"),
+                          "search.seconds": summary.seconds},
+                 artifacts=[self.local_path(SEARCH.name)])
+        logged = registry.child_run_ids(self.config, self.run_id, "trial.number")
+        for trial in summary.trials:
+            if str(trial.number) in logged:
+                continue
+            registry.log_child_run(
+                self.config, self.run_id, f"trial {trial.number}", params={f"model.{k}": v for k, v in trial.params.items()},
+                metrics={"trial.objective": trial.value, "trial.seconds": trial.seconds,
+                         "trial.folds": len(trial.fold_values)},
+                step_metrics={f"trial.fold.{summary.metric}": trial.fold_values},
+                tags={"trial.number": str(trial.number), "trial.state": trial.state, "trial.role": trial.role or "",
+                      "trial.worker": trial.worker or "", "search.study": summary.study},
+            )
 
     def log_evidence(self) -> None:
         self.log(artifacts=[self.local_path(EVIDENCE.name)])

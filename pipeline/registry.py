@@ -157,8 +157,16 @@ def find_runs(config: Config, kind: CycleKind, where: str = "", max_results: int
     if experiment is None:
         return []
     return client(config).search_runs(
-        [experiment], where, max_results=max_results, order_by=["attributes.start_time DESC"]
+        [experiment], _cycles_only(where), max_results=max_results, order_by=["attributes.start_time DESC"]
     )
+
+
+def _cycles_only(where: str) -> str:
+    """A filter that also leaves out a cycle's child runs (a search's trials), which carry no cycle id."""
+    return " and ".join(part for part in (CYCLE_RUNS, where) if part)
+
+
+CYCLE_RUNS = "tags.cycle_id != ''"
 
 
 def all_runs(config: Config, kind: CycleKind, where: str = "") -> list:
@@ -168,7 +176,7 @@ def all_runs(config: Config, kind: CycleKind, where: str = "") -> list:
         return []
     found, token = [], None
     while True:
-        page = client(config).search_runs([experiment], where, max_results=10_000, page_token=token)
+        page = client(config).search_runs([experiment], _cycles_only(where), max_results=10_000, page_token=token)
         found += list(page)
         token = page.token
         if not token:
@@ -187,6 +195,24 @@ def cycle_run_id(config: Config, cycle_id: str, kind: CycleKind, tags: dict[str,
     return run.info.run_id
 
 
+def child_run_ids(config: Config, parent_run_id: str, key_tag: str) -> dict[str, str]:
+    """A run's child runs by the value of their ``key_tag``."""
+    run = client(config).get_run(parent_run_id)
+    children = client(config).search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                                          max_results=10_000)
+    return {child.data.tags[key_tag]: child.info.run_id for child in children if key_tag in child.data.tags}
+
+
+def log_child_run(config: Config, parent_run_id: str, run_name: str, *, params: dict[str, Any],
+                  metrics: dict[str, float | None], step_metrics: dict[str, list[float]], tags: dict[str, str]) -> str:
+    """A finished child run under ``parent_run_id`` (MLflow's UI nests it there)."""
+    run = client(config).create_run(client(config).get_run(parent_run_id).info.experiment_id, run_name=run_name,
+                                    tags={"mlflow.parentRunId": parent_run_id, **tags})
+    log_to_run(config, run.info.run_id, params=params, metrics=metrics, step_metrics=step_metrics)
+    client(config).set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
 def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
@@ -197,7 +223,7 @@ def git_sha() -> str:
 
 
 def log_to_run(
-    config: Config, run_id: str, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+    config: Config, run_id: str, *, params: dict[str, Any] | None = None, metrics: dict[str, float | None] | None = None,
     step_metrics: dict[str, list[float]] | None = None, tags: dict[str, str] | None = None,
     artifacts: list[Path] | None = None,
 ) -> None:

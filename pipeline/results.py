@@ -258,6 +258,8 @@ class EvaluationResult:
     seconds: float = 0.0
     best_iterations: list[int | None] = field(default_factory=list)
     window_days: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the estimator's parameters: training.params, or the tuned
+    tuning: str | None = None  # the search in one line (SearchSummary.describe), when training.search ran
 
     @property
     def primary_mean(self) -> float:
@@ -273,6 +275,77 @@ class EvaluationResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
         return cls(**{**data, "folds": [FoldResult(**f) for f in data["folds"]]})
+
+
+# ---------------------------------------------------------------------------- search
+
+
+@dataclass
+class TrialRecord:
+    """One trial of a search: its parameters, its objective after each fold it ran, and how it ended."""
+
+    number: int
+    state: str  # complete | pruned | failed
+    params: dict[str, Any]
+    fold_values: list[float]  # the primary metric of each fold it ran, on the fold's selection rows
+    seconds: float | None
+    role: str | None = None  # "training.params" (the fixed parameters) or "champion vN" (its parameters, a warm start)
+    worker: str | None = None  # host:pid of the process that ran it
+    trees: list[int] = field(default_factory=list)  # per fold, the trees early stopping kept (families that stop early)
+
+    @property
+    def value(self) -> float | None:
+        """The objective: the mean over its folds (of the folds it ran, when pruned)."""
+        return sum(self.fold_values) / len(self.fold_values) if self.fold_values else None
+
+
+@dataclass
+class SearchSummary:
+    """A search's outcome: every finished trial, the one chosen, and what it was chosen on."""
+
+    metric: str
+    direction: str  # maximize | minimize
+    trials: list[TrialRecord]
+    best_number: int | None
+    best_params: dict[str, Any]  # what the candidate trains with: training.params and the chosen trial's
+    seconds: float
+    selection_rows: int  # the held-out rows each trial was scored on (none the gate compares)
+    study: str
+    note: str | None = None  # why no search ran, when none did
+
+    def count(self, state: str) -> int:
+        return sum(trial.state == state for trial in self.trials)
+
+    def trial(self, number: int | None) -> TrialRecord | None:
+        return next((trial for trial in self.trials if trial.number == number), None)
+
+    def describe(self) -> str:
+        if self.best_number is None:
+            return f"not tuned: {self.note}" if self.note else "not tuned"
+        best, baseline = self.trial(self.best_number), next((t for t in self.trials if t.role == "training.params"), None)
+        finished = self.count("complete") + self.count("pruned")
+        tuned = {name: value for name, value in self.best_params.items() if best is not None and name in best.params}
+        shown = ", ".join(f"{name}={_param(value)}" for name, value in sorted(tuned.items())) or "training.params"
+        line = (f"tuned: {finished} trials ({self.count('pruned')} pruned), best params {shown} "
+                f"(trial {self.best_number}), search took {self.seconds:.1f}s")
+        if best is not None and baseline is not None and baseline.state == "complete" and best.value is not None:
+            if best.number == baseline.number:
+                line += f"; no trial beat training.params' {self.metric} {baseline.value:.4f}"
+            else:
+                line += (f"; k-fold {self.metric} on the selection rows {best.value:.4f} vs {baseline.value:.4f} "
+                         "with training.params")
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSummary:
+        return cls(**{**data, "trials": [TrialRecord(**t) for t in data["trials"]]})
+
+
+def _param(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------------------- gate

@@ -53,6 +53,12 @@ def approval_body(outcome: CycleOutcome) -> str:
     pairs = enumerate(zip(candidate_folds, champion_folds, strict=True), 1)
     lines += [f"| {i} | {format_number(c)} | {format_number(h)} |" for i, (c, h) in pairs]
     lines += ["", *[f"- {reason}" for reason in verdict.reasons]]
+    if evaluation.tuning:
+        why = ("The trials were scored on held-out rows the comparison above does not use: choosing among them biases "
+               "nothing the gate decided on." if verdict.champion_version else
+               "With no champion the floors judged the chosen trial's k-fold mean, the best of the trials' and so "
+               "optimistic by the choice (README: Tuning).")
+        lines += ["", f"**Search** — {evaluation.tuning}. {why}"]
     evidence = cycle.read(EVIDENCE)
     if evidence is not None:
         lines += _evidence_section(evidence)

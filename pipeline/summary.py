@@ -92,6 +92,8 @@ def format_outcome(outcome: CycleOutcome) -> str:
             f"  Candidate   {config.training.family} on {ev.device}, {ev.k}-fold {ev.split}: "
             f"{ev.primary_metric} {format_number(ev.primary_mean)} ± {format_number(ev.primary_std)} (folds: {per_fold})"
         )
+        if ev.tuning:
+            lines.append(f"  Search      {ev.tuning}")
     verdict = outcome.verdict
     if verdict is not None:
         if verdict.champion_version is not None:

@@ -29,6 +29,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.metaestimators import available_if
 from threadpoolctl import threadpool_limits
 
+from pipeline.checkpoint import FitCheckpoint, fit_checkpointed
 from pipeline.config import Config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.families import FAMILIES
@@ -86,6 +87,7 @@ class OrdinalCodes(BaseEstimator, TransformerMixin):
 class FitInfo:
     best_iteration: int | None
     seconds: float
+    resumed_rounds: int = 0  # the rounds a checkpoint held when the fit resumed from it
 
 
 def gpu_visible() -> bool:
@@ -280,13 +282,14 @@ class WindowRows:
 
 
 def fit_model(config: Config, X: pd.DataFrame | FrameRows | WindowRows, y: np.ndarray,
-              device: str) -> tuple[Pipeline, FitInfo]:
+              device: str, checkpoint: FitCheckpoint | None = None) -> tuple[Pipeline, FitInfo]:
     """Fit one model on a frame's rows or an encoded window's; XGBoost early-stops on an inner validation split
-    carved from them."""
+    carved from them. ``checkpoint``: a family that checkpoints resumes from it and saves to it."""
     started = time.perf_counter()
     model = build_model(config, device)
     rows = FrameRows(X) if isinstance(X, pd.DataFrame) else X
     training, family = config.training, FAMILIES[config.training.family]
+    resumed = 0
     with fit_threads(config):
         if family.eval_set_early_stopping and training.early_stopping_rounds:
             stratify = y if config.task == "classification" else None
@@ -297,13 +300,20 @@ def fit_model(config: Config, X: pd.DataFrame | FrameRows | WindowRows, y: np.nd
             fitted, validated = rows.take(fit_at), rows.take(validate_at)
             head = model[:-1]
             encoded = fitted.fit_encode(head, y[fit_at])
-            model[-1].fit(encoded, y[fit_at], eval_set=[(validated.encode(head), y[validate_at])], verbose=False)
+            eval_set = [(validated.encode(head), y[validate_at])]
+            if checkpoint is not None and family.checkpoints:
+                resumed = fit_checkpointed(model[-1], checkpoint, encoded, y[fit_at], eval_set)
+            else:
+                model[-1].fit(encoded, y[fit_at], eval_set=eval_set, verbose=False)
             best = family.best_iteration(model[-1])
+        elif checkpoint is not None and family.checkpoints:
+            resumed = fit_checkpointed(model[-1], checkpoint, rows.fit_encode(model[:-1], y), y, None)
+            best = None
         else:
             model[-1].fit(rows.fit_encode(model[:-1], y), y)
             # Without an eval set there is no best iteration to speak of for a family that stops on one.
             best = None if family.eval_set_early_stopping else family.best_iteration(model[-1])
-    return model, FitInfo(best_iteration=best, seconds=time.perf_counter() - started)
+    return model, FitInfo(best_iteration=best, seconds=time.perf_counter() - started, resumed_rounds=resumed)
 
 
 def _classifies(ensemble: FoldEnsemble) -> bool:
@@ -344,13 +354,13 @@ class FoldEnsemble(BaseEstimator):
 
 def final_candidate(
     config: Config, X: pd.DataFrame, y: np.ndarray, fold_models: list[Pipeline], device: str, progress=None,
-    encoded: EncodedWindow | None = None,
+    encoded: EncodedWindow | None = None, checkpoint: FitCheckpoint | None = None,
 ) -> tuple[Pipeline | FoldEnsemble, FitInfo]:
     """The model a cycle registers and a backtest step keeps, as ``training.final_model`` says (decided here only).
 
     ``refit``: one more fit on all rows; ``fold_ensemble``: the k fold models, no fit (``fold_models``
     must then hold them: ``pipeline.evaluate.fit_folds`` keeps them for this setting). ``encoded``: ``X`` encoded
-    once for the folds, which the refit reuses.
+    once for the folds, which the refit reuses; ``checkpoint``: the refit's.
     """
     if config.training.final_model == "fold_ensemble":
         if len(fold_models) != config.evaluation.k:
@@ -360,7 +370,7 @@ def final_candidate(
         return FoldEnsemble(list(fold_models), config.task), FitInfo(best_iteration=None, seconds=0.0)
     if progress:
         progress(f"final fit on all {len(X):,} rows")
-    return fit_model(config, X if encoded is None else encoded.rows(), y, device)
+    return fit_model(config, X if encoded is None else encoded.rows(), y, device, checkpoint)
 
 
 SCORED_ROWS_AT_ONCE = 100_000  # the coerced and encoded copies a scoring makes are of this many rows, not the window's

@@ -270,6 +270,42 @@ def _fold_chart(config, version: str, cycle_id: str) -> str:
     return ui.line_chart(labels, series, primary, "fold") + _evidence(config, cycle_id)
 
 
+def _search_history(config, cycle_id: str) -> str:
+    """The cycle's hyperparameter search: each trial's objective (where a pruned one stood when it stopped), the best
+    so far, and the trials' parameters."""
+    from pipeline import catalog
+
+    try:
+        search = catalog.search(config, cycle_id)
+    except catalog.NotRecorded:
+        return ""
+    heading = f"<h2>Search: {e(search.metric)} by trial</h2><p>{e(search.describe())}.</p>"
+    if not search.trials:
+        return heading
+    trials = sorted(search.trials, key=lambda t: t.number)
+    better = max if search.direction == "maximize" else min
+    best_so_far, best = [], None
+    for trial in trials:
+        if trial.state == "complete" and trial.value is not None:
+            best = trial.value if best is None else better(best, trial.value)
+        best_so_far.append(best)
+    chart = ui.line_chart(
+        [f"#{t.number}" for t in trials],
+        [ui.Series("finished: k-fold mean", [t.value if t.state == "complete" else None for t in trials]),
+         ui.Series("pruned: mean over the folds it ran", [t.value if t.state == "pruned" else None for t in trials]),
+         ui.Series("best so far", best_so_far)],
+        f"{search.metric} on the selection rows", "trial")
+    names = sorted({name for t in trials for name in t.params})
+    rows = [[str(t.number) + (" ★" if t.number == search.best_number else ""), e(t.state), str(len(t.fold_values)),
+             ui.metric(t.value), *[e(_param(t.params.get(name))) for name in names], e(t.role or "")] for t in trials]
+    table = ui.table(["trial", "state", "folds", search.metric, *names, "warm start"], rows)
+    return heading + chart + "<details><summary>Trials</summary>" + table + "</details>"
+
+
+def _param(value) -> str:
+    return "—" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _evidence(config, cycle_id: str) -> str:
     """Both models on the rows the champion never saw: metrics, class errors or residuals, calibration, over time."""
     from pipeline import catalog
@@ -429,6 +465,7 @@ def version_page(version: str) -> HTMLResponse:
     facts = [["status", state], ["trained on", f"{_window(tags.window)} ({tags.window_rows or 0:,} rows, sha256 "
                                                f"<code>{e((tags.window_sha256 or '')[:12])}</code>)"],
              ["family, device", e(f"{tags.family or '—'}, {tags.device or '—'}")],
+             ["parameters", e(", ".join(f"{k}={_param(v)}" for k, v in sorted((tags.params or {}).items())) or "—")],
              ["k-fold mean", f"{e(tags.primary_metric or '')} {ui.metric(tags.candidate_mean)}"],
              ["gate", e(f"compared with champion v{tags.compared_champion}") if tags.compared_champion
               else "no champion to compare with: the floors alone decided"],
@@ -436,7 +473,8 @@ def version_page(version: str) -> HTMLResponse:
              ["lineage", lineage(config, cycle, info.run_id) or e(tags.cycle_id or "")]]
     lead = ui.link(PREFIX + "/models", "← all versions")
     body = (ui.table(["", ""], facts, head=False) + f"<h2>v{e(version)}: {e(tags.primary_metric or 'metric')} per fold</h2>"
-            + _fold_chart(config, version, tags.cycle_id or "") + _earlier_versions(config, tags.cycle_id or ""))
+            + _fold_chart(config, version, tags.cycle_id or "") + _search_history(config, tags.cycle_id or "")
+            + _earlier_versions(config, tags.cycle_id or ""))
     return _page(f"{config.model_name} v{version}", body, "models", lead)
 
 

@@ -64,16 +64,21 @@ def default_args(config: Config) -> dict[str, Any]:
 
 def task_config(params: dict[str, Any]) -> Config:
     """The config a task runs with: the file, the trigger form's overrides, and the source Connection."""
-    return _task_config(*_config_file_key(), params.get("family") or None, int(params["k"]) if params.get("k") else None)
+    trials = params.get("tune_trials")
+    return _task_config(*_config_file_key(), params.get("family") or None, int(params["k"]) if params.get("k") else None,
+                        None if trials is None else int(trials))
 
 
 @lru_cache(maxsize=4)
-def _task_config(path: str, modified_ns: int, family: str | None, k: int | None) -> Config:
+def _task_config(path: str, modified_ns: int, family: str | None, k: int | None, trials: int | None) -> Config:
     config = _file_config(path, modified_ns)
     source = config.source
     url = connection_url(source.connection_id) if source.connection_id else None
+    training = config.training.model_copy(update={"family": family} if family else {})
+    if trials is not None:
+        training.search = training.search.model_copy(update={"trials": trials})
     return config.model_copy(update={
-        "training": config.training.model_copy(update={"family": family} if family else {}),
+        "training": training,
         "evaluation": config.evaluation.model_copy(update={"k": k} if k else {}),
         "source": source.model_copy(update={"url": url} if url else {}),
     })

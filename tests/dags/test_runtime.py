@@ -38,10 +38,22 @@ def test_without_the_connection_the_config_url_is_used(monkeypatch):
     assert config.source.url == "sqlite:///data/warehouse.db"
 
 
-def test_the_trigger_form_overrides_family_and_folds(monkeypatch):
+def test_the_trigger_form_overrides_family_folds_and_trials(monkeypatch):
     monkeypatch.setenv("PIPELINE_CONFIG", str(DEMO_CONFIG))
-    config = runtime.task_config({"family": "random_forest", "k": 3})
-    assert (config.training.family, config.evaluation.k) == ("random_forest", 3)
+    config = runtime.task_config({"family": "random_forest", "k": 3, "tune_trials": 20})
+    assert (config.training.family, config.evaluation.k, config.training.search.trials) == ("random_forest", 3, 20)
+    assert runtime.task_config({"tune_trials": 0}).training.search.trials == 0
+    assert runtime.parse_time_config().training.search.trials == 0  # the file's value stays as it was
+
+
+def test_the_trigger_form_has_a_tune_field_next_to_family_and_folds():
+    from retrain_model import retrain_model
+
+    params = retrain_model().params
+    assert list(params)[list(params).index("k") + 1] == "tune_trials"
+    field = params.get_param("tune_trials")
+    assert (field.value, field.schema["title"], field.schema["minimum"]) == (0, "Tune (trials)", 0)
+    assert field.description == "Hyperparameter search trials inside the k-fold (training.search); 0: off."
 
 
 def test_one_cycle_per_dag_run_with_a_safe_id():

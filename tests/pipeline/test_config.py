@@ -33,6 +33,10 @@ def _with(tmp_path, section, key, value):
     return raw
 
 
+def _search(tmp_path, **search):
+    return _with(tmp_path, "training", "search", {"trials": 5, **search})
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -47,6 +51,18 @@ def _with(tmp_path, section, key, value):
         pytest.param(lambda t: _with(t, "training", "final_model", "average"), r"training\.final_model: Input should be 'refit' or 'fold_ensemble'", id="unknown-final-model"),
         pytest.param(lambda t: {**_with(t, "training", "final_model", "fold_ensemble"), "evaluation": {"split": "time"}},
                      r"'fold_ensemble' needs an evaluation\.split other than 'time'", id="fold-ensemble-of-time-split"),
+        pytest.param(lambda t: _search(t, spaces={"xgboost": {"max_depth": {"type": "int", "low": 8, "high": 3}}}), r"training\.search\.spaces\.xgboost\.max_depth: Value error, low 8 must be below high 3", id="search-range-reversed"),
+        pytest.param(lambda t: _search(t, spaces={"xgboost": {"learning_rate": {"type": "float", "low": 0, "high": 0.3, "log": True}}}), r"spaces\.xgboost\.learning_rate: Value error, a log-scaled range must start above 0", id="search-log-range-from-zero"),
+        pytest.param(lambda t: _search(t, spaces={"xgboost": {"max_depth": {"type": "int", "low": 2.5, "high": 6}}}), r"max_depth: Value error, an int parameter needs whole low and high", id="search-int-range-not-whole"),
+        pytest.param(lambda t: _search(t, spaces={"xgboost": {"grow_policy": {"type": "categorical"}}}), r"grow_policy: Value error, a categorical parameter needs a non-empty `choices` list", id="search-choices-missing"),
+        pytest.param(lambda t: _search(t, spaces={"xgboost": {"max_depth": {"type": "int", "choices": [3, 4]}}}), r"max_depth: Value error, an int parameter takes low and high, not `choices`", id="search-choices-on-a-range"),
+        pytest.param(lambda t: _search(t, spaces={"xgboost": {"max_leaf_nodes": {"type": "int", "low": 8, "high": 64}}}), r"training\.search\.spaces: Value error, spaces\.xgboost names \['max_leaf_nodes'\], which xgboost cannot tune; its tunable parameters: n_estimators, ", id="search-param-of-another-family"),
+        pytest.param(lambda t: _search(t, spaces={"catboost": {"depth": {"type": "int", "low": 2, "high": 8}}}), r"spaces names 'catboost', which is not one of xgboost, ", id="search-unknown-family"),
+        pytest.param(lambda t: _search(t, spaces={"xgboost": {"n_jobs": {"type": "int", "low": 1, "high": 4}}}), r"spaces\.xgboost names \['n_jobs'\], which xgboost cannot tune", id="search-thread-count"),
+        pytest.param(lambda t: _search(t, trials=-1), r"training\.search\.trials: Input should be greater than or equal to 0", id="search-negative-trials"),
+        pytest.param(lambda t: _search(t, pruner="hyperband"), r"training\.search\.pruner: Input should be 'halving', 'median' or 'none'", id="search-unknown-pruner"),
+        pytest.param(lambda t: {**_search(t), "compute": {"engine": "dask"}}, r"training\.search runs its trials in this process: use compute\.engine 'local'", id="search-on-dask"),
+        pytest.param(lambda t: _with(t, "training", "checkpoint_every_s", 0), r"training\.checkpoint_every_s: Input should be greater than 0", id="checkpoint-interval-zero"),
         pytest.param(lambda t: {**config_dict(t), "model_name": ".."}, r"model_name: String should match pattern", id="model-name-a-path"),
         pytest.param(lambda t: _with(t, "evaluation", "k", "five"), r"evaluation\.k: Input should be a valid integer", id="wrong-type"),
         pytest.param(lambda t: _with(t, "evaluation", "primary_metric", "rmse"), r"primary_metric 'rmse' is not one of", id="metric-of-other-task"),
@@ -179,3 +195,11 @@ def test_a_quality_check_that_cannot_find_degradation_is_a_warning_at_load_time(
 def test_the_shipped_configs_quality_checks_can_find_degradation():
     for path in DEMO_CONFIGS:
         assert load_config(path, environ={}).monitoring_warnings() == [], path
+
+
+def test_a_search_space_in_the_config_replaces_the_familys_default(tmp_path):
+    raw = _with(tmp_path, "training", "search", {"trials": 5, "spaces": {
+        "xgboost": {"grow_policy": {"type": "categorical", "choices": ["depthwise", "lossguide"]}}}})
+    search = load_config(_write(tmp_path, raw), environ={}).training.search
+    assert list(search.space("xgboost")) == ["grow_policy"]
+    assert "max_depth" in search.space("random_forest")  # a family the config does not name: its default space

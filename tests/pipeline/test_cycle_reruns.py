@@ -32,9 +32,9 @@ def make_store(root: Path, **sections) -> Path:
     engine = sa.create_engine(f"sqlite:///{root / 'warehouse.db'}")
     frame.to_sql("events", engine, index=False)
     engine.dispose()
-    path = write_config(root, windows={"current_days": 5, "initial_reference_days": 5, "min_rows": 100},
-                        training={"params": {"n_estimators": 150, "max_depth": 4}},
-                        promotion={"approval": "auto", "database_url": f"sqlite:///{root / 'pipeline.db'}"}, **sections)
+    sections = {"training": {"params": {"n_estimators": 150, "max_depth": 4}},
+                "promotion": {"approval": "auto", "database_url": f"sqlite:///{root / 'pipeline.db'}"}, **sections}
+    path = write_config(root, windows={"current_days": 5, "initial_reference_days": 5, "min_rows": 100}, **sections)
     config = load_config(path, environ={})
     write_suite(propose_suite(config, frame), config.validation.suite)
     return path

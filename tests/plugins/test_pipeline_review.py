@@ -33,7 +33,7 @@ def airflow(tmp_path_factory):
     features = {"numeric": ["x_num", "y_num"], "categorical": [HOSTILE_COLUMN]}
     raw_source = config_dict(root)["source"]
     # No scheduled runs: the lists hold exactly the cycles the tests record.
-    config_path = write_config(root, training={"family": "logistic_regression", "params": {}},
+    config_path = write_config(root, training={"family": "logistic_regression", "params": {}, "search": {"trials": 4}},
                                source={**raw_source, "features": features}, orchestration=UNSCHEDULED)
     config = load_config(config_path, environ={})
     write_suite(propose_suite(config, frame), config.validation.suite)
@@ -95,7 +95,9 @@ def test_a_report_is_served_sandboxed(airflow):
                                           "page 1 of 1 (1 version)"], id="models"),
         # v1 has no champion to be compared with: its own k-fold folds are plotted all the same.
         pytest.param("/pipeline/models/1", ["v1: roc_auc per fold", "v1 k-fold (held-out fold)", "<svg",
-                                            "the floors alone decided", "← all versions"], id="version"),
+                                            "the floors alone decided", "← all versions", "Search: roc_auc by trial",
+                                            "tuned: 4 trials (", "best so far", "<td>training.params</td>", "C="],
+                     id="version"),
         pytest.param("/pipeline/approvals", ['href="/pipeline/models/1"', "pipeline promote", "k-fold mean"],
                      id="pending-approvals"),
         pytest.param("/pipeline/drift", ["Drift per feature and cycle", "x_num · wasserstein, threshold 0.1", "<svg"],
