@@ -57,3 +57,23 @@ def test_a_window_in_memory_counts_a_shared_string_once():
 
     assert pointers < held < pointers + 10_000  # 6 columns of 3-13 distinct values, not 60,000 strings
     assert held < frame.memory_usage(index=True, deep=True).sum() * 0.7
+
+
+def test_the_search_option_reaches_the_cycles_config(tmp_path):
+    config = Config.model_validate(bench.bench_config(tmp_path / "data", tmp_path / "store", search=7))
+    assert config.training.search.trials == 7
+
+
+def test_the_demo_search_measures_the_train_stage_tuned_against_untuned(capsys):
+    from pipeline import bench_search
+
+    result = bench_search.measure("regression", 3)
+
+    assert (result["trials"], result["k"]) == (3, 5)
+    assert 3 <= result["folds_fitted"] <= 15
+    assert result["tuned_train_s"] > result["search_s"] > 0 and result["ratio"] > 1
+    # The trials were scored on the champion's three weeks; the gate compared on the newest week.
+    assert result["selection_rows"] > 0 and result["compare_rows"] > 0
+    bench_search.print_table([result])
+    printed = capsys.readouterr().out
+    assert "Search on the demos: 3 trials" in printed and "tuned / untuned" in printed

@@ -10,7 +10,6 @@ import subprocess
 import uuid
 from datetime import date
 
-import numpy as np
 import optuna
 import pytest
 import sqlalchemy as sa
