@@ -291,9 +291,11 @@ def _search_history(config, cycle_id: str) -> str:
         best_so_far.append(best)
     chart = ui.line_chart(
         [f"#{t.number}" for t in trials],
-        [ui.Series("finished: k-fold mean", [t.value if t.state == "complete" else None for t in trials]),
-         ui.Series("pruned: mean over the folds it ran", [t.value if t.state == "pruned" else None for t in trials]),
-         ui.Series("best so far", best_so_far)],
+        # The best so far first, so the trials' points are drawn over its line.
+        [ui.Series("best so far", best_so_far),
+         ui.Series("finished: k-fold mean", [t.value if t.state == "complete" else None for t in trials], joined=False),
+         ui.Series("pruned: mean over the folds it ran", [t.value if t.state == "pruned" else None for t in trials],
+                   joined=False)],
         f"{search.metric} on the selection rows", "trial")
     names = sorted({name for t in trials for name in t.params})
     rows = [[str(t.number) + (" ★" if t.number == search.best_number else ""), e(t.state), str(len(t.fold_values)),

@@ -197,6 +197,7 @@ def _tick_text(value: float, step: float) -> str:
 class Series:
     name: str
     values: Sequence[float | None]  # one per x position; None: nothing measured there
+    joined: bool = True  # a line through its points; False: points only (values that do not follow on each other)
 
 
 def line_chart(x_labels: Sequence[str], series: Sequence[Series], y_title: str, x_title: str,
@@ -255,7 +256,7 @@ def line_chart(x_labels: Sequence[str], series: Sequence[Series], y_title: str, 
             parts.append(f'<circle cx="{x(i):.1f}" cy="{y(value):.1f}" r="3.5" fill="{color}">'
                          f"<title>{e(item.name)} · {e(x_labels[i])}: {value:.4g}</title></circle>")
         parts += [f'<polyline points="{" ".join(run)}" stroke="{color}" stroke-width="2" fill="none"/>'
-                  for run in runs if len(run) > 1]
+                  for run in runs if len(run) > 1 and item.joined]
     parts.append("</svg>")
     legend = [f'<span style="--c:{SERIES_COLORS[i % len(SERIES_COLORS)]}">{e(s.name)}</span>' for i, s in enumerate(series)]
     if threshold is not None:

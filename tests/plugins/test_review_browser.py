@@ -31,7 +31,10 @@ def story(tmp_path_factory, warehouse):
     directory = tmp_path_factory.mktemp("review-browser")
     config_path = dag_config(directory / "stores", warehouse, orchestration=UNSCHEDULED)
     config = load_config(config_path)
-    first = run_cycle(config, date(2026, 2, 26))
+    # The first champion's parameters come from a search (its version page plots it); the DAG's runs train untuned.
+    tuned = config.model_copy(update={"training": config.training.model_copy(update={
+        "search": config.training.search.model_copy(update={"trials": 6})})})
+    first = run_cycle(tuned, date(2026, 2, 26))
     approval.decide_version(config, first.version.version,
                             approval.reviewer_decision(True, "carol", "cli", "first champion, reviewed by hand"))
     with AirflowServer(directory / "airflow-home", config_path) as server:
@@ -192,6 +195,22 @@ def test_a_version_page_holds_the_evidence_against_the_champion(story, browser):
     rows = browser.find_elements(By.XPATH, "//h4[starts-with(., 'Feature importance')]/following::table[1]//tr[td]")
     assert 1 <= len(rows) <= 8 and all(len(row.find_elements(By.TAG_NAME, "td")) == 5 for row in rows)
     screenshot(browser, "6d-version-importance")
+
+
+def test_a_tuned_versions_page_plots_its_search(story, browser):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, story, "models/1")
+    text = wait_for_text(browser, "Search: roc_auc by trial", "tuned: 6 trials (", "best so far",
+                         "pruned: mean over the folds it ran", "parameters")
+    chart = browser.find_element(By.XPATH, "//h2[starts-with(., 'Search')]/following::*[name()='svg'][1]")
+    assert chart.is_displayed() and len(chart.find_elements(By.TAG_NAME, "circle")) >= 6 + 1
+    browser.execute_script("arguments[0].scrollIntoView()", chart)
+    browser.find_element(By.XPATH, "//summary[.='Trials']").click()
+    rows = browser.find_elements(By.XPATH, "//summary[.='Trials']/following::table[1]//tr[td]")
+    assert len(rows) == 6 and rows[0].text.split()[:2] in (["0", "complete"], ["0", "★"])
+    assert "training.params" in rows[0].text
+    screenshot(browser, "6e-version-search")
 
 
 def test_the_drift_task_links_to_its_report(story, browser):

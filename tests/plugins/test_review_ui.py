@@ -56,6 +56,13 @@ def test_a_line_chart_titles_its_axes_draws_the_threshold_and_keeps_same_day_cyc
     assert ">0.00</text>" not in tight and ">0</text>" not in tight
 
 
+def test_a_series_of_unrelated_points_is_drawn_without_a_line():
+    joined = ui.line_chart(["#0", "#1"], [ui.Series("best so far", [0.80, 0.81])], "roc_auc", "trial")
+    apart = ui.line_chart(["#0", "#1"], [ui.Series("pruned", [0.80, 0.81], joined=False)], "roc_auc", "trial")
+    assert joined.count("<polyline") == 1 and apart.count("<polyline") == 0
+    assert apart.count("<circle") == 2
+
+
 def test_the_heat_map_rings_drifted_cells_and_leaves_unmeasured_ones_empty():
     cells = {("x", "c1"): ui.HeatCell(0.5, False, "x c1"), ("x", "c2"): ui.HeatCell(2.0, True, "x c2 drifted")}
     svg = ui.heat_map(["x", "y"], ["c1", "c2"], cells, {"x": "#feature-0"})
