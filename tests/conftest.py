@@ -5,11 +5,13 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from pipeline.config import Config, load_config
@@ -156,3 +158,15 @@ def cli_champion_store(root: Path, as_of: str) -> tuple[Path, pd.DataFrame, dict
     assert registry.aliases(config) == {"champion": "1"}
     return root, frame, sections
 
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway database on the machine's PostgreSQL (127.0.0.1:5432, trust auth); dropped afterwards."""
+    name = f"pipeline_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine("postgresql://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()

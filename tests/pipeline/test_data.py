@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from datetime import date
 
 import pandas as pd
@@ -115,19 +114,6 @@ def test_the_reference_window_follows_drift_reference(tmp_path, choice, champion
     if choice == "same_period_last_year":
         assert reference.start.weekday() == current.start.weekday()
 
-
-
-@pytest.fixture
-def postgres_url():
-    """A throwaway database on the machine's PostgreSQL (127.0.0.1:5432, trust auth); dropped afterwards."""
-    name = f"pipeline_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine("postgresql://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_postgresql_source_reads_the_same_window_and_digest(tmp_path, warehouse, postgres_url):

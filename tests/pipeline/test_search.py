@@ -7,12 +7,10 @@ import os
 import signal
 import socket
 import subprocess
-import uuid
 from datetime import date
 
 import optuna
 import pytest
-import sqlalchemy as sa
 
 from pipeline import registry, search
 from pipeline.config import load_config
@@ -20,8 +18,6 @@ from pipeline.evaluate import FoldPlan
 from pipeline.record import SEARCH, CycleRecord
 from tests.conftest import small_frame, write_config
 from tests.pipeline.test_cycle_reruns import AS_OF, CYCLE_ID, make_store, pipeline_command, run
-
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 def search_config(tmp_path, **search_settings):
@@ -166,24 +162,12 @@ def test_a_train_task_killed_mid_search_resumes_the_study_and_records_each_trial
     assert "Search      tuned: 8 trials (0 pruned), best params" in shown.stdout
 
 
-@pytest.fixture
-def postgres_database():
-    name = f"search_{uuid.uuid4().hex[:10]}"
-    server = sa.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"{PG_SERVER}/{name}"
-    with server.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    server.dispose()
-
-
-def test_two_processes_run_trials_of_one_study_on_postgresql(tmp_path, postgres_database):
+def test_two_processes_run_trials_of_one_study_on_postgresql(tmp_path, postgres_url):
     """A `pipeline tune` worker joins the train task's study while it runs: the budget counts the trials of both."""
     # Trials of about a second (no pruning, up to 400 rounds each), so the worker joins while most are still to run.
     config_path = make_store(tmp_path, training={"params": {"n_estimators": 400, "max_depth": 3},
                                                  "search": {"trials": 16, "pruner": "none"}},
-                             promotion={"approval": "auto", "database_url": postgres_database})
+                             promotion={"approval": "auto", "database_url": postgres_url})
     config = load_config(config_path, environ={})
     train_task = subprocess.Popen(pipeline_command(config_path, "train", "--as-of", AS_OF), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})

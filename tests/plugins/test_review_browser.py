@@ -201,7 +201,7 @@ def test_a_tuned_versions_page_plots_its_search(story, browser):
     from selenium.webdriver.common.by import By
 
     open_page(browser, story, "models/1")
-    text = wait_for_text(browser, "Search: roc_auc by trial", "tuned: 6 trials (", "best so far",
+    wait_for_text(browser, "Search: roc_auc by trial", "tuned: 6 trials (", "best so far",
                          "pruned: mean over the folds it ran", "parameters")
     chart = browser.find_element(By.XPATH, "//h2[starts-with(., 'Search')]/following::*[name()='svg'][1]")
     assert chart.is_displayed() and len(chart.find_elements(By.TAG_NAME, "circle")) >= 6 + 1
