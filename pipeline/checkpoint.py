@@ -5,9 +5,9 @@ most every ``training.checkpoint_every_s`` seconds, and once more when it ends; 
 name and settings started again (a retried task) loads the finished model, or continues the
 interrupted one from its last checkpoint for the rounds it had left. The early-stopping state
 travels with the booster, so the resumed fit stops where the uninterrupted one would have.
-XGBoost does not save its random state: a fit that samples rows or columns (``subsample``,
-``colsample_*`` below 1) would draw other samples after a resume, so it resumes nothing and
-starts over (the same model, no time saved).
+XGBoost does not save its random state: an interrupted fit that samples rows or columns
+(``subsample``, ``colsample_*`` below 1) would draw other samples after a resume, so it starts
+over (the same model, no time saved); once finished, it is loaded like any other.
 """
 
 from __future__ import annotations
@@ -70,11 +70,8 @@ class Checkpoints:
         self.storage, self.every_s = storage, every_s
         self.key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
-    def of(self, name: str, **more: Any) -> FitCheckpoint:
-        """The checkpoint of fit ``name``; ``more``: settings of this fit alone (a trial's parameters)."""
-        key = self.key if not more else hashlib.sha256(
-            json.dumps([self.key, more], sort_keys=True, default=str).encode()).hexdigest()[:32]
-        return FitCheckpoint(self.storage, name, key, self.every_s)
+    def of(self, name: str) -> FitCheckpoint:
+        return FitCheckpoint(self.storage, name, self.key, self.every_s)
 
 
 def resumable(params: dict[str, Any]) -> bool:
@@ -95,7 +92,9 @@ def fit_checkpointed(estimator, checkpoint: FitCheckpoint, X, y, eval_set) -> in
     rounds = estimator.get_params()["n_estimators"] or 100  # XGBoost's own default when unset
     patience = estimator.get_params()["early_stopping_rounds"]
     early = EarlyStopping(rounds=patience, save_best=False) if patience and eval_set else None
-    saved = checkpoint.load() if resumable(estimator.get_params()) else None
+    saved = checkpoint.load()
+    if saved is not None and not saved.finished and not resumable(estimator.get_params()):
+        saved = None  # a finished fit is its model whatever it sampled; an interrupted one that samples starts over
     if saved is not None and early is not None and saved.early_stopping is not None:
         for name, value in saved.early_stopping.items():
             setattr(early, name, value)

@@ -123,8 +123,10 @@ def open_study(config: Config, name: str, worker: int = 0, champion: tuple[str, 
     search = config.training.search
     direction: Literal["maximize", "minimize"] = "maximize" if HIGHER_IS_BETTER[config.primary_metric] else "minimize"
     storage = _storage(config)
-    existing = next((s for s in storage.get_all_studies() if s.study_name == name), None)
-    done = 0 if existing is None else len(storage.get_all_trials(existing._study_id, deepcopy=False))
+    try:
+        done = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+    except KeyError:  # a new study
+        done = 0
     seed = int(np.random.SeedSequence([config.training.seed, done, worker]).generate_state(1)[0])
     sampler = (optuna.samplers.TPESampler(seed=seed) if search.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=seed))

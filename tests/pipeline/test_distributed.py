@@ -20,7 +20,7 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.record import CANDIDATE, EARLIER_VERSIONS, EVIDENCE, IMPORTANCE
 from tests.conftest import label_flip_store, small_frame, write_config
-from tests.pipeline.test_data import database_url, mixed_frame, postgres_url  # noqa: F401 (fixtures)
+from tests.pipeline.test_data import database_url, mixed_frame  # noqa: F401 (fixtures)
 
 DASK = {"engine": "dask", "dask": {"n_workers": 2, "threads_per_worker": 1, "processes": False}}
 # xgboost.dask sketches quantiles per worker, so its splits differ a little from one process's.
