@@ -317,6 +317,7 @@ DRIFT = JsonFile("drift.json", DriftResult.from_dict, DriftResult.to_dict)
 QUALITY = JsonFile("quality.json", ModelQuality.from_dict, ModelQuality.to_dict)
 EVALUATION = JsonFile("evaluation.json", EvaluationResult.from_dict, EvaluationResult.to_dict)
 SEARCH = JsonFile("search.json", SearchSummary.from_dict, SearchSummary.to_dict)
+TRIAL_KEY = "trial.number"  # the tag a search trial's child run is found by
 GATE = JsonFile("gate.json", GateVerdict.from_dict, GateVerdict.to_dict)
 EVIDENCE = JsonFile("evidence.json", Evidence.from_dict, Evidence.to_dict)
 EARLIER_VERSIONS = JsonFile("earlier_versions.json", EarlierVersions.from_dict, EarlierVersions.to_dict)
@@ -787,17 +788,18 @@ class CycleRecord:
                  metrics={"search.trials": len(summary.trials), "search.pruned": summary.count("pruned"),
                           "search.seconds": summary.seconds},
                  artifacts=[self.local_path(SEARCH.name)])
-        logged = registry.child_run_ids(self.config, self.run_id, "trial.number")
+        logged = registry.finished_child_runs(self.config, self.run_id, TRIAL_KEY)
         for trial in summary.trials:
             if str(trial.number) in logged:
                 continue
             registry.log_child_run(
-                self.config, self.run_id, f"trial {trial.number}", params={f"model.{k}": v for k, v in trial.params.items()},
+                self.config, self.run_id, f"trial {trial.number}", TRIAL_KEY, str(trial.number),
+                params={f"model.{k}": v for k, v in trial.params.items()},
                 metrics={"trial.objective": trial.value, "trial.seconds": trial.seconds,
                          "trial.folds": len(trial.fold_values)},
                 step_metrics={f"trial.fold.{summary.metric}": trial.fold_values},
-                tags={"trial.number": str(trial.number), "trial.state": trial.state, "trial.role": trial.role or "",
-                      "trial.worker": trial.worker or "", "search.study": summary.study},
+                tags={"trial.state": trial.state, "trial.role": trial.role or "", "trial.worker": trial.worker or "",
+                      "search.study": summary.study},
             )
 
     def log_evidence(self) -> None:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from pipeline import catalog, registry
 from pipeline.errors import PipelineError
-from pipeline.record import EARLIER_VERSIONS, EVIDENCE, CycleOutcome
-from pipeline.results import EarlierVersions, Evidence, FeatureImportance
+from pipeline.record import EARLIER_VERSIONS, EVIDENCE, SEARCH, CycleOutcome
+from pipeline.results import EarlierVersions, Evidence, FeatureImportance, GateVerdict, SearchSummary
 from pipeline.summary import QUALITY_TREND_CYCLES, format_number, format_significant
 
 # The review pages inside Airflow (plugins/pipeline_review.py): links in an approval open there, in Airflow's origin.
@@ -53,12 +53,9 @@ def approval_body(outcome: CycleOutcome) -> str:
     pairs = enumerate(zip(candidate_folds, champion_folds, strict=True), 1)
     lines += [f"| {i} | {format_number(c)} | {format_number(h)} |" for i, (c, h) in pairs]
     lines += ["", *[f"- {reason}" for reason in verdict.reasons]]
-    if evaluation.tuning:
-        why = ("The trials were scored on held-out rows the comparison above does not use: choosing among them biases "
-               "nothing the gate decided on." if verdict.champion_version else
-               "With no champion the floors judged the chosen trial's k-fold mean, the best of the trials' and so "
-               "optimistic by the choice (README: Tuning).")
-        lines += ["", f"**Search** — {evaluation.tuning}. {why}"]
+    search = cycle.read(SEARCH)
+    if search is not None:
+        lines += ["", f"**Search** — {search.describe()}. {_search_bias(search, verdict)}".rstrip()]
     evidence = cycle.read(EVIDENCE)
     if evidence is not None:
         lines += _evidence_section(evidence)
@@ -87,6 +84,17 @@ def approval_body(outcome: CycleOutcome) -> str:
     if run_url:
         lines.append(f"- [Every cycle's run in MLflow]({registry.runs_ui_url(cycle.config, cycle.run_id)})")
     return "\n".join(lines)
+
+
+def _search_bias(search: SearchSummary, verdict: GateVerdict) -> str:
+    """What choosing among the trials did to the numbers above."""
+    if search.best_number is None:
+        return ""
+    if verdict.champion_version:
+        return ("The trials were scored on held-out rows the comparison above does not use: choosing among them "
+                "biases nothing the gate decided on.")
+    return ("With no champion the floors judged the chosen trial's k-fold mean, the best of the trials' and so "
+            "optimistic by the choice (README: Hyperparameter search).")
 
 
 def _evidence_section(evidence: Evidence) -> list[str]:

@@ -80,6 +80,7 @@ def test_promote_needs_an_explicit_route_and_review_defaults_to_reject(dagbag):
         pytest.param({"family": "ridge"}, "'ridge' is not one of", id="family-not-for-classification"),
         pytest.param({"as_of": "yesterday"}, "'yesterday' is not a 'date'", id="as-of-not-a-date"),
         pytest.param({"force": "yes"}, "'yes' is not of type 'boolean'", id="force-not-boolean"),
+        pytest.param({"tune_trials": -1}, "-1 is less than the minimum of 0", id="tune-trials-negative"),
     ],
 )
 def test_trigger_form_refuses_invalid_values(dagbag, conf, problem):
@@ -93,9 +94,9 @@ def test_trigger_form_refuses_invalid_values(dagbag, conf, problem):
 
 def test_trigger_form_accepts_defaults_and_a_date(dagbag):
     params = copy.deepcopy(dagbag.dags["retrain_model"].params)
-    params.update({"as_of": "2026-05-28", "k": 3})
+    params.update({"as_of": "2026-05-28", "k": 3, "tune_trials": 20})
     assert params.validate() == {"as_of": "2026-05-28", "force": False, "family": "xgboost", "k": 3,
-                                 "auto_approve": True, "note": None}
+                                 "tune_trials": 20, "auto_approve": True, "note": None}
 
 
 def test_train_runs_on_the_default_queue_unless_the_config_names_one(dagbag, tmp_path, monkeypatch):

@@ -153,13 +153,30 @@ def test_a_train_task_killed_mid_search_resumes_the_study_and_records_each_trial
     cycle = CycleRecord.find(config, CYCLE_ID)
     summary = cycle.require(SEARCH)
     assert len(summary.trials) == 8
-    children = registry.child_run_ids(config, cycle.run_id, "trial.number")
+    children = registry.finished_child_runs(config, cycle.run_id, "trial.number")
     assert sorted(children, key=int) == [str(t.number) for t in summary.trials]
     again = run(config_path, "train", "--as-of", AS_OF)  # once more: nothing is logged twice
     assert again.returncode == 0, again.stderr
-    assert registry.child_run_ids(config, cycle.run_id, "trial.number") == children
+    assert registry.finished_child_runs(config, cycle.run_id, "trial.number") == children
     shown = run(config_path, "show")
     assert "Search      tuned: 8 trials (0 pruned), best params" in shown.stdout
+
+
+def test_a_trials_child_run_a_kill_left_unfinished_is_completed_not_made_again(tmp_path):
+    config = search_config(tmp_path)
+    parent = registry.cycle_run_id(config, "c1", "retrain", {}, "c1")
+    client = registry.client(config)
+    half = client.create_run(client.get_run(parent).info.experiment_id, run_name="trial 0",
+                             tags={"mlflow.parentRunId": parent, "trial.number": "0"})
+    assert registry.finished_child_runs(config, parent, "trial.number") == {}
+
+    done = registry.log_child_run(config, parent, "trial 0", "trial.number", "0", params={"model.C": 1.0},
+                                  metrics={"trial.objective": 0.8}, step_metrics={}, tags={"trial.state": "complete"})
+
+    assert done == half.info.run_id
+    assert registry.finished_child_runs(config, parent, "trial.number") == {"0": done}
+    assert client.get_run(done).data.metrics["trial.objective"] == 0.8
+    assert [run.info.run_id for run in registry.find_runs(config, "retrain", max_results=10)] == [parent]  # no cycle
 
 
 def test_two_processes_run_trials_of_one_study_on_postgresql(tmp_path, postgres_url):
