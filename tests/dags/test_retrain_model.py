@@ -332,7 +332,7 @@ def test_each_task_parses_the_config_once_and_fetches_only_what_it_reads(tmp_pat
         assert {name for t, name in fetched if t == decision_task} <= {
             "status.json", "trigger.json", "windows.json", "validation.json", "drift.json", "quality.json",
             "evaluation.json", "gate.json", "evidence.json", "earlier_versions.json", "importance.json", "registered.json",
-            "approval.json"}, decision_task
+            "approval.json", "search.json"}, decision_task
 
 
 @pytest.fixture(scope="module")
