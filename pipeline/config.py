@@ -206,8 +206,9 @@ class ParamRange(_Strict):
             raise ValueError(f"a log-scaled range must start above 0 (low is {self.low:g})")
         if self.log and self.step is not None:
             raise ValueError("a range is either log-scaled or stepped, not both")
-        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
-            raise ValueError(f"an int parameter needs whole low and high (got {self.low:g}, {self.high:g})")
+        if self.type == "int" and not all(float(bound).is_integer() for bound in (self.low, self.high, self.step or 1)):
+            raise ValueError(f"an int parameter needs whole low, high and step (got {self.low:g}, {self.high:g}, "
+                             f"{self.step or 1:g})")
         return self
 
 
@@ -514,9 +515,6 @@ class Config(_Strict):
         if self.training.search.trials and self.compute.engine == "dask":
             raise ValueError("training.search runs its trials in this process: use compute.engine 'local', "
                              "or training.search.trials 0")
-        if self.training.search.trials and not self.training.search.space(family.name):
-            raise ValueError(f"training.search: family {family.name!r} has no default space; "
-                             f"give training.search.spaces.{family.name}")
         unknown = set(self.drift.per_feature) - set(self.source.features.all)
         if unknown:
             raise ValueError(f"drift.per_feature names columns that are not features: {sorted(unknown)}")

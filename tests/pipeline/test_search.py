@@ -14,7 +14,8 @@ import pytest
 
 from pipeline import registry, search
 from pipeline.config import load_config
-from pipeline.evaluate import FoldPlan
+from pipeline.evaluate import FoldPlan, fit_folds
+from pipeline.metrics import metric_value
 from pipeline.record import SEARCH, CycleRecord
 from tests.conftest import small_frame, write_config
 from tests.pipeline.test_cycle_reruns import AS_OF, CYCLE_ID, make_store, pipeline_command, run
@@ -74,20 +75,11 @@ def test_trials_are_scored_only_on_rows_the_gate_will_not_compare(tmp_path, fram
     assert selection.sum() == ((days >= inside[0]) & (days <= inside[1])).sum()
     summary = search.tune(config, frame, "cpu", plan, "study", inside).summary
     assert summary.selection_rows == selection.sum()
-    baseline = summary.trials[0]
-    # The baseline's first fold scored on that fold's rows inside the window only.
-    test_idx = plan.splits[0][1]
-    from pipeline.metrics import metric_value
-
-    chosen = test_idx[selection[test_idx]]
-    assert baseline.fold_values[0] == pytest.approx(
-        metric_value("roc_auc", plan.y[chosen], result_scores(config, frame, plan)[chosen]))
-
-
-def result_scores(config, frame, plan):
-    from pipeline.evaluate import fit_folds
-
-    return fit_folds(config, frame, "cpu", plan=plan, probe=False).scores
+    # The baseline (training.params) scored each fold on that fold's rows inside the window only.
+    scores = fit_folds(config, frame, "cpu", plan=plan, probe=False).scores
+    for fold, (_, test_idx) in zip(summary.trials[0].fold_values, plan.splits, strict=True):
+        chosen = test_idx[selection[test_idx]]
+        assert fold == pytest.approx(metric_value("roc_auc", plan.y[chosen], scores[chosen]))
 
 
 def test_no_search_runs_when_the_gate_would_compare_most_held_out_rows(tmp_path, frame):
