@@ -224,6 +224,11 @@ class Search(_Strict):
                     "running k-fold mean is among the best third of the trials' there; median: it stops after a "
                     "fold where it is worse than the median of earlier trials'; none: every trial runs all k folds.",
     )
+    parallel: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        default="auto",
+        description="Trials at once in this process (threads), each fit with training.threads divided among them; "
+                    "auto: one per fit thread, at most 4, and one on a GPU. 1: the trials a seed draws repeat exactly.",
+    )
     spaces: dict[str, dict[str, ParamRange]] = Field(
         default_factory=dict,
         description="Per family, the parameters searched and their ranges; a family not named here searches its "

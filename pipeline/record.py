@@ -788,12 +788,12 @@ class CycleRecord:
                  metrics={"search.trials": len(summary.trials), "search.pruned": summary.count("pruned"),
                           "search.seconds": summary.seconds},
                  artifacts=[self.local_path(SEARCH.name)])
-        logged = registry.finished_child_runs(self.config, self.run_id, TRIAL_KEY)
+        children = registry.child_runs(self.config, self.run_id, TRIAL_KEY)
         for trial in summary.trials:
-            if str(trial.number) in logged:
+            if str(trial.number) in children.finished:
                 continue
             registry.log_child_run(
-                self.config, self.run_id, f"trial {trial.number}", TRIAL_KEY, str(trial.number),
+                self.config, self.run_id, children, f"trial {trial.number}", TRIAL_KEY, str(trial.number),
                 params={f"model.{k}": v for k, v in trial.params.items()},
                 metrics={"trial.objective": trial.value, "trial.seconds": trial.seconds,
                          "trial.folds": len(trial.fold_values)},

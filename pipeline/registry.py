@@ -195,26 +195,34 @@ def cycle_run_id(config: Config, cycle_id: str, kind: CycleKind, tags: dict[str,
     return run.info.run_id
 
 
-def finished_child_runs(config: Config, parent_run_id: str, key_tag: str) -> dict[str, str]:
-    """A run's child runs, by the value of their ``key_tag``, and whether each is finished."""
+@dataclass(frozen=True)
+class ChildRuns:
+    """A run's child runs, by the value of their ``key_tag``: those finished, and those a killed attempt left open."""
+
+    experiment_id: str
+    finished: dict[str, str]
+    unfinished: dict[str, str]
+
+
+def child_runs(config: Config, parent_run_id: str, key_tag: str) -> ChildRuns:
     run = client(config).get_run(parent_run_id)
     children = client(config).search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
                                           max_results=10_000)
-    return {child.data.tags[key_tag]: child.info.run_id for child in children
-            if key_tag in child.data.tags and child.info.status == "FINISHED"}
+    keyed = [child for child in children if key_tag in child.data.tags]
+    return ChildRuns(run.info.experiment_id,
+                     {child.data.tags[key_tag]: child.info.run_id for child in keyed if child.info.status == "FINISHED"},
+                     {child.data.tags[key_tag]: child.info.run_id for child in keyed if child.info.status != "FINISHED"})
 
 
-def log_child_run(config: Config, parent_run_id: str, run_name: str, key_tag: str, key: str, *,
+def log_child_run(config: Config, parent_run_id: str, children: ChildRuns, run_name: str, key_tag: str, key: str, *,
                   params: dict[str, Any], metrics: dict[str, float | None], step_metrics: dict[str, list[float]],
                   tags: dict[str, str]) -> str:
     """A finished child run under ``parent_run_id`` (MLflow's UI nests it there), keyed by its ``key_tag``: one that
-    a killed attempt left unfinished is completed, not made again."""
+    a killed attempt left unfinished (in ``children``) is completed, not made again."""
     mlflow_client = client(config)
-    experiment_id = mlflow_client.get_run(parent_run_id).info.experiment_id
-    started = mlflow_client.search_runs(
-        [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{key_tag}` = '{key}'", max_results=1)
-    run_id = started[0].info.run_id if started else mlflow_client.create_run(
-        experiment_id, run_name=run_name, tags={"mlflow.parentRunId": parent_run_id, key_tag: key, **tags}).info.run_id
+    run_id = children.unfinished.get(key) or mlflow_client.create_run(
+        children.experiment_id, run_name=run_name,
+        tags={"mlflow.parentRunId": parent_run_id, key_tag: key, **tags}).info.run_id
     log_to_run(config, run_id, params=params, metrics=metrics, step_metrics=step_metrics, tags=tags)
     mlflow_client.set_terminated(run_id, "FINISHED")
     return run_id

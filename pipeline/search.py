@@ -10,7 +10,10 @@ the trial reports its running mean to Optuna, whose pruner stops a trial that is
 The study lives in ``promotion.database_url`` (Optuna's RDB storage), named by the model, the
 cycle and a digest of what the trials depend on: a re-run of the cycle's train task resumes the
 study (finished trials stand), and any number of processes (``pipeline tune``) may run trials of
-one study at once; the budget counts the study's finished trials, wherever they ran.
+one study at once; the budget counts the study's finished trials, wherever they ran. Within a
+process, ``training.search.parallel`` trials run at once on threads (XGBoost and scikit-learn's
+tree fits release the GIL), each fit with its share of ``training.threads``: on a small window
+two single-threaded fits side by side do more than one fit on two threads.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -33,7 +37,7 @@ from pipeline.errors import PipelineError
 from pipeline.evaluate import CandidateFolds, Champion, FoldPlan, fit_folds, unseen_by_champion
 from pipeline.metrics import HIGHER_IS_BETTER, metric_value
 from pipeline.results import SearchSummary, TrialRecord
-from pipeline.train import FitInfo
+from pipeline.train import FitInfo, resolve_threads
 
 BASELINE = "training.params"
 # The median of fewer finished trials is one trial's luck, not a bar worth stopping a trial at.
@@ -42,6 +46,9 @@ PRUNER_STARTUP_TRIALS = 3
 HALVING = 3
 # A trial whose process died stops counting as running after this long without a heartbeat (Optuna marks it failed).
 HEARTBEAT_S, GRACE_S = 10, 60
+# auto runs at most this many trials at once: each holds its fold models, and the first trials of a run start together,
+# before any has finished a fold to be pruned against.
+MAX_AUTO_PARALLEL = 4
 # Below this share of the held-out rows the gate would compare nearly all of them: a search there would choose on them.
 MIN_SELECTION_SHARE = 0.5
 
@@ -57,6 +64,19 @@ class Tuned:
 
 def with_params(config: Config, params: dict[str, Any]) -> Config:
     return config.model_copy(update={"training": config.training.model_copy(update={"params": params})})
+
+
+def with_threads(config: Config, threads: int) -> Config:
+    return config.model_copy(update={"training": config.training.model_copy(update={"threads": threads})})
+
+
+def parallel_trials(config: Config, device: str) -> int:
+    """Trials at once in this process: ``training.search.parallel``, or with auto one per fit thread (at most
+    MAX_AUTO_PARALLEL), and one on a GPU, where concurrent trials would only queue for the device."""
+    parallel = config.training.search.parallel
+    if parallel != "auto":
+        return parallel
+    return 1 if device == "cuda" else min(resolve_threads(config), MAX_AUTO_PARALLEL)
 
 
 def selection_rows(config: Config, frame: pd.DataFrame, plan: FoldPlan, champion_window) -> np.ndarray:
@@ -162,6 +182,7 @@ class Objective:
         self.progress = progress
         # The best finished trial of this process, with its fold models: the candidate's k-fold when it wins.
         self.best: tuple[int, float, CandidateFolds] | None = None
+        self._best_lock = threading.Lock()
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, trial) -> float:
@@ -180,7 +201,8 @@ class Objective:
                 trees.append(fit.best_iteration + 1)
                 trial.set_user_attr("trees", trees)
             trial.report(float(np.mean(running)), number)
-            if trial.should_prune():
+            # After the last fold there is nothing left to save: the trial is complete.
+            if number < len(self.plan.splits) and trial.should_prune():
                 self.progress(f"trial {trial.number}: pruned after fold {number} "
                               f"({metric} {np.mean(running):.4f} so far)")
                 raise optuna.TrialPruned()
@@ -190,8 +212,9 @@ class Objective:
         value = float(np.mean(running))
         self.progress(f"trial {trial.number}: {metric} {value:.4f} over {len(running)} folds")
         better = HIGHER_IS_BETTER[metric]
-        if self.best is None or (value > self.best[1] if better else value < self.best[1]):
-            self.best = (trial.number, value, folds)
+        with self._best_lock:
+            if self.best is None or (value > self.best[1] if better else value < self.best[1]):
+                self.best = (trial.number, value, folds)
         return value
 
 
@@ -214,17 +237,34 @@ def _trial_record(trial, fixed: dict[str, Any]) -> TrialRecord:
 
 def run_trials(config: Config, frame: pd.DataFrame, device: str, plan: FoldPlan, selection: np.ndarray, study,
                progress: Callable[[str], None]) -> Objective:
-    """Run trials of ``study`` until it has ``training.search.trials`` finished ones (or the timeout passes)."""
+    """Run trials of ``study``, ``parallel_trials`` at once sharing the fit threads, until it has
+    ``training.search.trials`` finished ones (or the timeout passes)."""
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
+    from threadpoolctl import threadpool_limits
 
     search = config.training.search
-    objective = Objective(config, frame, device, plan, selection, progress)
-    if finished_trials(study) < search.trials:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # Optuna's experimental heartbeat, named at every trial
-            study.optimize(objective, timeout=search.timeout_s, gc_after_trial=False, callbacks=[
-                MaxTrialsCallback(search.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))])
+    parallel = parallel_trials(config, device)
+    threads = max(1, resolve_threads(config) // parallel)
+    objective = Objective(with_threads(config, threads), frame, device, plan, selection, progress)
+    trials = search.trials - finished_trials(study)
+    if trials <= 0:
+        return objective
+    # One ask at a time: SQLite has no SELECT ... FOR UPDATE, so two threads asking at once could both take the same
+    # queued trial (the warm start).
+    asking, ask = threading.Lock(), study.ask
+
+    def ask_alone(*args, **kwargs):
+        with asking:
+            return ask(*args, **kwargs)
+
+    study.ask = ask_alone
+    # Each fit sets this limit too: concurrent fits that each restored their own would leave it at a trial's share.
+    with threadpool_limits(limits=threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Optuna's experimental heartbeat, named at every trial
+        # n_trials: this process's share; the callback: the study's budget, met sooner where other processes run.
+        study.optimize(objective, n_trials=trials, timeout=search.timeout_s, n_jobs=parallel, gc_after_trial=False,
+                       callbacks=[MaxTrialsCallback(search.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))])
     return objective
 
 

@@ -62,6 +62,7 @@ def _search(tmp_path, **search):
         pytest.param(lambda t: _search(t, spaces={"catboost": {"depth": {"type": "int", "low": 2, "high": 8}}}), r"spaces names 'catboost', which is not one of xgboost, ", id="search-unknown-family"),
         pytest.param(lambda t: _search(t, spaces={"xgboost": {"n_jobs": {"type": "int", "low": 1, "high": 4}}}), r"spaces\.xgboost names \['n_jobs'\], which xgboost cannot tune", id="search-thread-count"),
         pytest.param(lambda t: _search(t, trials=-1), r"training\.search\.trials: Input should be greater than or equal to 0", id="search-negative-trials"),
+        pytest.param(lambda t: _search(t, parallel=0), r"training\.search\.parallel\.constrained-int: Input should be greater than or equal to 1", id="search-no-parallel-trials"),
         pytest.param(lambda t: _search(t, pruner="hyperband"), r"training\.search\.pruner: Input should be 'halving', 'median' or 'none'", id="search-unknown-pruner"),
         pytest.param(lambda t: {**_search(t), "compute": {"engine": "dask"}}, r"training\.search runs its trials in this process: use compute\.engine 'local'", id="search-on-dask"),
         pytest.param(lambda t: _with(t, "training", "checkpoint_every_s", 0), r"training\.checkpoint_every_s: Input should be greater than 0", id="checkpoint-interval-zero"),

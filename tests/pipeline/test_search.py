@@ -100,6 +100,39 @@ def test_a_study_run_again_keeps_its_trials_and_runs_only_the_rest_of_the_budget
     assert len(set(sampled)) == len(sampled)
 
 
+def test_trials_run_at_once_sharing_the_fit_threads_and_each_queued_one_runs_once(tmp_path, frame):
+    from itertools import combinations
+
+    from threadpoolctl import threadpool_info
+
+    config = search.with_threads(search_config(tmp_path, trials=7, pruner="none", parallel=2), 2)
+    plan = FoldPlan.of(config, frame)
+    limits = [pool["num_threads"] for pool in threadpool_info()]
+    # Two queued trials (the fixed parameters and the champion's), which the two threads ask for at once.
+    study = search.open_study(config, "study", champion=("3", {"max_depth": 5}))
+    objective = search.run_trials(config, frame, "cpu", plan, search.selection_rows(config, frame, plan, None), study,
+                                  lambda message: None)
+    trials = study.trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 7  # the budget exactly, none failed
+    assert [t.user_attrs.get("role") for t in trials[:3]] == ["training.params", "champion v3", None]
+    assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+               for a, b in combinations(trials, 2))
+    assert objective.config.training.threads == 1
+    assert [pool["num_threads"] for pool in threadpool_info()] == limits  # the process's limits are as they were
+
+
+@pytest.mark.parametrize(("parallel", "threads", "device", "expected"), [
+    pytest.param("auto", 1, "cpu", 1, id="auto-one-cpu"),
+    pytest.param("auto", 2, "cpu", 2, id="auto-one-trial-per-fit-thread"),
+    pytest.param("auto", 16, "cpu", search.MAX_AUTO_PARALLEL, id="auto-at-most-four"),
+    pytest.param("auto", 16, "cuda", 1, id="auto-one-on-a-gpu"),
+    pytest.param(3, 16, "cuda", 3, id="set-in-the-config"),
+])
+def test_how_many_trials_run_at_once(tmp_path, parallel, threads, device, expected):
+    config = search.with_threads(search_config(tmp_path, parallel=parallel), threads)
+    assert search.parallel_trials(config, device) == expected
+
+
 def test_a_changed_space_starts_another_study(tmp_path, frame):
     config = search_config(tmp_path)
     other = search_config(tmp_path, spaces={"xgboost": {"max_depth": {"type": "int", "low": 2, "high": 4}}})
@@ -121,7 +154,8 @@ def the_study(config):
 
 def test_a_train_task_killed_mid_search_resumes_the_study_and_records_each_trial_once(tmp_path):
     config_path = make_store(tmp_path, training={"params": {"n_estimators": 60, "max_depth": 3},
-                                                 "search": {"trials": 8, "pruner": "none"}})
+                                                 # one at a time: trial 3 ends after trials 0 to 2
+                                                 "search": {"trials": 8, "pruner": "none", "parallel": 1}})
     config = load_config(config_path, environ={})
     process = subprocess.Popen(pipeline_command(config_path, "train", "--as-of", AS_OF), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -145,11 +179,11 @@ def test_a_train_task_killed_mid_search_resumes_the_study_and_records_each_trial
     cycle = CycleRecord.find(config, CYCLE_ID)
     summary = cycle.require(SEARCH)
     assert len(summary.trials) == 8
-    children = registry.finished_child_runs(config, cycle.run_id, "trial.number")
-    assert sorted(children, key=int) == [str(t.number) for t in summary.trials]
+    children = registry.child_runs(config, cycle.run_id, "trial.number")
+    assert sorted(children.finished, key=int) == [str(t.number) for t in summary.trials]
     again = run(config_path, "train", "--as-of", AS_OF)  # once more: nothing is logged twice
     assert again.returncode == 0, again.stderr
-    assert registry.finished_child_runs(config, cycle.run_id, "trial.number") == children
+    assert registry.child_runs(config, cycle.run_id, "trial.number") == children
     shown = run(config_path, "show")
     assert "Search      tuned: 8 trials (0 pruned), best params" in shown.stdout
 
@@ -160,22 +194,24 @@ def test_a_trials_child_run_a_kill_left_unfinished_is_completed_not_made_again(t
     client = registry.client(config)
     half = client.create_run(client.get_run(parent).info.experiment_id, run_name="trial 0",
                              tags={"mlflow.parentRunId": parent, "trial.number": "0"})
-    assert registry.finished_child_runs(config, parent, "trial.number") == {}
+    children = registry.child_runs(config, parent, "trial.number")
+    assert (children.finished, children.unfinished) == ({}, {"0": half.info.run_id})
 
-    done = registry.log_child_run(config, parent, "trial 0", "trial.number", "0", params={"model.C": 1.0},
+    done = registry.log_child_run(config, parent, children, "trial 0", "trial.number", "0", params={"model.C": 1.0},
                                   metrics={"trial.objective": 0.8}, step_metrics={}, tags={"trial.state": "complete"})
 
     assert done == half.info.run_id
-    assert registry.finished_child_runs(config, parent, "trial.number") == {"0": done}
+    assert registry.child_runs(config, parent, "trial.number").finished == {"0": done}
     assert client.get_run(done).data.metrics["trial.objective"] == 0.8
     assert [run.info.run_id for run in registry.find_runs(config, "retrain", max_results=10)] == [parent]  # no cycle
 
 
 def test_two_processes_run_trials_of_one_study_on_postgresql(tmp_path, postgres_url):
     """A `pipeline tune` worker joins the train task's study while it runs: the budget counts the trials of both."""
-    # Trials of about a second (no pruning, up to 400 rounds each), so the worker joins while most are still to run.
+    # Trials of about a second (no pruning, up to 400 rounds each), one at a time in each process, so the worker
+    # joins while most are still to run and each process can overshoot the budget by one trial only.
     config_path = make_store(tmp_path, training={"params": {"n_estimators": 400, "max_depth": 3},
-                                                 "search": {"trials": 16, "pruner": "none"}},
+                                                 "search": {"trials": 24, "pruner": "none", "parallel": 1}},
                              promotion={"approval": "auto", "database_url": postgres_url})
     config = load_config(config_path, environ={})
     train_task = subprocess.Popen(pipeline_command(config_path, "train", "--as-of", AS_OF), stdout=subprocess.PIPE,
@@ -194,7 +230,7 @@ def test_two_processes_run_trials_of_one_study_on_postgresql(tmp_path, postgres_
     study = the_study(config)
     finished = [t for t in study.trials if t.state.is_finished()]
     # Each process stops once the study holds the budget; the other may finish the trial it had begun meanwhile.
-    assert 16 <= len(finished) <= 17
+    assert 24 <= len(finished) <= 25
     ran = {}
     for trial in finished:
         ran[trial.user_attrs["worker"]] = ran.get(trial.user_attrs["worker"], 0) + 1
@@ -202,7 +238,7 @@ def test_two_processes_run_trials_of_one_study_on_postgresql(tmp_path, postgres_
     assert f"ran {ran[f'{socket.gethostname()}:{worker.pid}']} trials" in worker_out
     assert [t.user_attrs.get("role") for t in study.trials].count("training.params") == 1
     summary = CycleRecord.find(config, CYCLE_ID).require(SEARCH)
-    assert 16 <= len(summary.trials) <= len(finished)
+    assert 24 <= len(summary.trials) <= len(finished)
     assert {t.worker for t in summary.trials} == set(ran)
 
 
