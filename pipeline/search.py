@@ -298,10 +298,21 @@ def tune(config: Config, frame: pd.DataFrame, device: str, plan: FoldPlan, name:
     best = study.best_trial
     params = dict(config.training.params) | (dict(best.params) if best.user_attrs.get("role") != BASELINE else {})
     folds = objective.best[2] if objective.best is not None and objective.best[0] == best.number else None
+    if folds is not None:
+        _fit_threads_back(config, folds)
     summary = SearchSummary(metric, direction, records, best.number, params, time.perf_counter() - started,
                             int(selection.sum()), name)
     progress(summary.describe())
     return Tuned(params, folds, summary)
+
+
+def _fit_threads_back(config: Config, folds: CandidateFolds) -> None:
+    """The chosen trial's fold models, fitted on a trial's share of the threads, score (and as a fold ensemble
+    serve) with every fit thread again."""
+    threads = resolve_threads(config)
+    for model in folds.models:
+        if model[-1].get_params().get("n_jobs") is not None:
+            model[-1].set_params(n_jobs=threads)
 
 
 def join(config: Config, frame: pd.DataFrame, device: str, name: str, champion_window, worker: int,

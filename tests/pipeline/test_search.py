@@ -3,6 +3,7 @@ and several real processes sharing one study on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -119,6 +120,16 @@ def test_trials_run_at_once_sharing_the_fit_threads_and_each_queued_one_runs_onc
                for a, b in combinations(trials, 2))
     assert objective.config.training.threads == 1
     assert [pool["num_threads"] for pool in threadpool_info()] == limits  # the process's limits are as they were
+
+
+def test_the_chosen_trials_fold_models_get_every_fit_thread_back(tmp_path, frame):
+    config = search.with_threads(search_config(tmp_path, trials=3, pruner="none", parallel=3), 3)
+    folds = tuned(config, frame).folds
+    assert folds is not None
+    assert [model[-1].get_params()["n_jobs"] for model in folds.models] == [3, 3, 3]
+    # The booster predicts with them too, not only the estimator's parameter.
+    assert [json.loads(model[-1].get_booster().save_config())["learner"]["generic_param"]["nthread"]
+            for model in folds.models] == ["3"] * 3
 
 
 @pytest.mark.parametrize(("parallel", "threads", "device", "expected"), [
