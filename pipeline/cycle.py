@@ -274,10 +274,10 @@ def train_stage(cycle: CycleRecord, windows: Windows | None = None) -> Evaluatio
             plan = FoldPlan.of(config, frame)
             folds = None
             if config.training.search.trials:
-                from pipeline.search import with_params
+                from pipeline.search import with_training
 
                 tuning = _tune(cycle, frame, device, plan, windows, progress)
-                config, folds = with_params(config, tuning.params), tuning.folds
+                config, folds = with_training(config, params=tuning.params), tuning.folds
                 cycle.write(SEARCH, tuning.summary)
             checkpoints = _checkpoints(cycle, config, windows.current.sha256, device)
             if folds is None:

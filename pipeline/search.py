@@ -62,12 +62,9 @@ class Tuned:
     summary: SearchSummary
 
 
-def with_params(config: Config, params: dict[str, Any]) -> Config:
-    return config.model_copy(update={"training": config.training.model_copy(update={"params": params})})
-
-
-def with_threads(config: Config, threads: int) -> Config:
-    return config.model_copy(update={"training": config.training.model_copy(update={"threads": threads})})
+def with_training(config: Config, **settings: Any) -> Config:
+    """``config`` with these ``training`` settings (params, threads) in place of its own."""
+    return config.model_copy(update={"training": config.training.model_copy(update=settings)})
 
 
 def parallel_trials(config: Config, device: str) -> int:
@@ -207,7 +204,7 @@ class Objective:
                               f"({metric} {np.mean(running):.4f} so far)")
                 raise optuna.TrialPruned()
 
-        folds = fit_folds(with_params(self.config, params), self.frame, self.device, plan=self.plan,
+        folds = fit_folds(with_training(self.config, params=params), self.frame, self.device, plan=self.plan,
                           after_fold=report, keep_models=True, probe=False)
         value = float(np.mean(running))
         self.progress(f"trial {trial.number}: {metric} {value:.4f} over {len(running)} folds")
@@ -246,7 +243,7 @@ def run_trials(config: Config, frame: pd.DataFrame, device: str, plan: FoldPlan,
     search = config.training.search
     parallel = parallel_trials(config, device)
     threads = max(1, resolve_threads(config) // parallel)
-    objective = Objective(with_threads(config, threads), frame, device, plan, selection, progress)
+    objective = Objective(with_training(config, threads=threads), frame, device, plan, selection, progress)
     trials = search.trials - finished_trials(study)
     if trials <= 0:
         return objective

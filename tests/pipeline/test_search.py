@@ -106,7 +106,7 @@ def test_trials_run_at_once_sharing_the_fit_threads_and_each_queued_one_runs_onc
 
     from threadpoolctl import threadpool_info
 
-    config = search.with_threads(search_config(tmp_path, trials=7, pruner="none", parallel=2), 2)
+    config = search.with_training(search_config(tmp_path, trials=7, pruner="none", parallel=2), threads=2)
     plan = FoldPlan.of(config, frame)
     limits = [pool["num_threads"] for pool in threadpool_info()]
     # Two queued trials (the fixed parameters and the champion's), which the two threads ask for at once.
@@ -123,7 +123,7 @@ def test_trials_run_at_once_sharing_the_fit_threads_and_each_queued_one_runs_onc
 
 
 def test_the_chosen_trials_fold_models_get_every_fit_thread_back(tmp_path, frame):
-    config = search.with_threads(search_config(tmp_path, trials=3, pruner="none", parallel=3), 3)
+    config = search.with_training(search_config(tmp_path, trials=3, pruner="none", parallel=3), threads=3)
     folds = tuned(config, frame).folds
     assert folds is not None
     assert [model[-1].get_params()["n_jobs"] for model in folds.models] == [3, 3, 3]
@@ -140,7 +140,7 @@ def test_the_chosen_trials_fold_models_get_every_fit_thread_back(tmp_path, frame
     pytest.param(3, 16, "cuda", 3, id="set-in-the-config"),
 ])
 def test_how_many_trials_run_at_once(tmp_path, parallel, threads, device, expected):
-    config = search.with_threads(search_config(tmp_path, parallel=parallel), threads)
+    config = search.with_training(search_config(tmp_path, parallel=parallel), threads=threads)
     assert search.parallel_trials(config, device) == expected
 
 
