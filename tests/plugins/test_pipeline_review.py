@@ -32,8 +32,10 @@ def airflow(tmp_path_factory):
     engine.dispose()
     features = {"numeric": ["x_num", "y_num"], "categorical": [HOSTILE_COLUMN]}
     raw_source = config_dict(root)["source"]
-    # No scheduled runs: the lists hold exactly the cycles the tests record.
-    config_path = write_config(root, training={"family": "logistic_regression", "params": {}, "search": {"trials": 4}},
+    # No scheduled runs: the lists hold exactly the cycles the tests record. One trial at a time: the seed's draws
+    # repeat, and with them the sampled C that beats the fixed parameters (the version page shows "best params C=").
+    config_path = write_config(root, training={"family": "logistic_regression", "params": {},
+                                               "search": {"trials": 4, "parallel": 1}},
                                source={**raw_source, "features": features}, orchestration=UNSCHEDULED)
     config = load_config(config_path, environ={})
     write_suite(propose_suite(config, frame), config.validation.suite)
