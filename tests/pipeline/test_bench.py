@@ -71,7 +71,8 @@ def test_the_demo_search_measures_the_train_stage_tuned_against_untuned(capsys):
 
     assert (result["trials"], result["k"]) == (3, 5)
     assert 3 <= result["folds_fitted"] <= 15
-    assert result["tuned_train_s"] > result["search_s"] > 0 and result["ratio"] > 0
+    assert result["tuned_train_s"] > result["search_s"] > 0
+    assert result["ratio"] == pytest.approx(result["tuned_train_s"] / (sum(result["untuned_train_s_each"]) / 2))
     # The trials were scored on the champion's three weeks; the gate compared on the newest week.
     assert result["selection_rows"] > 0 and result["compare_rows"] > 0
     bench_search.print_table([result])

@@ -51,6 +51,14 @@ def test_trials_behind_the_others_are_pruned_after_their_first_folds(tmp_path, f
     assert result.params == {"n_estimators": 40, "max_depth": 3, **best.params}
 
 
+def test_a_trial_that_ran_every_fold_is_complete_not_pruned(tmp_path, frame):
+    # At k = 3 successive halving's second rung is the last fold. One at a time the seed's trials repeat, and
+    # trial 12 of these reaches that rung behind the others.
+    summary = tuned(search_config(tmp_path, trials=16, parallel=1), frame).summary
+    assert summary.count("pruned") > 0
+    assert all(len(t.fold_values) < 3 for t in summary.trials if t.state == "pruned")
+
+
 def test_without_a_pruner_every_trial_runs_every_fold(tmp_path, frame):
     summary = tuned(search_config(tmp_path, pruner="none", trials=4), frame).summary
     assert [t.state for t in summary.trials] == ["complete"] * 4
